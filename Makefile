@@ -1,0 +1,48 @@
+# skep — build, test, generate, lab, bench.
+GO       ?= go
+BIN      ?= bin
+GOFLAGS  ?=
+# The whole suite stays under ~20 minutes on 2 cores.
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build test unit bpf bpf-check lab lab-down bench fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# The one test command: unit, privileged (as root) and e2e tests.
+test: build vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Unprivileged unit tests only.
+unit:
+	$(GO) test -count=1 -short ./...
+
+vet:
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+	$(GO) vet ./...
+
+# Regenerate the eBPF objects and Go bindings (needs clang); they are committed.
+bpf:
+	$(GO) generate ./bpf/...
+
+# Fails when the committed objects differ from what the sources compile to.
+bpf-check: bpf
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf objects are stale: run make bpf and commit"; exit 1; }
+
+lab: build
+	$(BIN)/skep lab up
+
+lab-down: build
+	$(BIN)/skep lab down
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./... 
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

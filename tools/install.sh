@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything skep's lab and tests need on a fresh Debian 12 machine
+# (run as root), then runs the command given after --then. Idempotent: a second
+# run only checks.
+set -euo pipefail
+
+pkgs=(containerd runc busybox-static bpftool clang llvm libbpf-dev iperf3 wrk
+      iptables nftables conntrack containernetworking-plugins etcd-server etcd-client)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "install: apt packages: ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's etcd-server package starts a system etcd; skep's benchmarks start
+# their own on loopback, so keep the unit from holding the ports.
+systemctl disable --now etcd >/dev/null 2>&1 || pkill -x etcd 2>/dev/null || true
+
+# bpffs for pinned maps and links.
+if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
+	mkdir -p /sys/fs/bpf
+	mount -t bpf bpf /sys/fs/bpf
+fi
+
+# Go tools the tests drive as a user would.
+export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
+command -v cnitool >/dev/null || go install github.com/containernetworking/cni/cnitool@v1.3.0
+
+if [[ "${1:-}" == "--then" ]]; then
+	shift
+	exec "$@"
+fi
