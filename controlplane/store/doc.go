@@ -1,0 +1,55 @@
+// Package store is the control plane's state: one bbolt file with etcd's
+// semantics — a global revision bumped by every write, compare-and-swap on a
+// key's revision, and watches from a recent revision served by an in-memory
+// event log.
+//
+// # Bucket tree
+//
+// Everything lives under one versioned root bucket so the schema can migrate:
+//
+//	v1                              ← schema version 1
+//	├── meta
+//	│   └── revision : uint64 BE    ← last committed global revision
+//	└── kv
+//	    └── <key> : record          ← e.g. /registry/pods/default/web-0
+//
+//	record = version(1) | flags(1) | createRevision(8 BE) | modRevision(8 BE) | payload
+//	payload = value                       when flags&encrypted == 0
+//	        = nonce(12) | AES-GCM(value)  when flags&encrypted != 0 (key as AAD)
+//
+// Keys are opaque to the store; the API server chooses them
+// (/registry/<resource>/<namespace>/<name>). Values whose key starts with one
+// of the encrypted prefixes (WithEncryptedPrefixes) are sealed with AES-256-GCM
+// under a key read from, or created with mode 0600 in, the key file. The
+// flag is per record, so adding a prefix later encrypts on the next write and
+// older plaintext records still read.
+//
+// # Group commit
+//
+// Writers queue their operation and wait. One committer goroutine takes every
+// operation queued while the previous transaction was committing, applies them
+// in queue order in one bbolt transaction — each precondition (exists,
+// revision) checked against the state including the earlier operations of the
+// same transaction, a failing operation getting its own error without failing
+// the others — commits with fsync, feeds the event log, then acknowledges
+// each writer. A write is therefore acknowledged only once it is durable, and
+// revisions follow queue order.
+//
+// A writer whose context ends while its operation is still queued removes it
+// and gets the context's error: the operation was not applied. Once the
+// committer has taken the operation into a transaction, the writer waits for
+// that transaction (one commit) and gets its real outcome; so a context error
+// from a write always means "not applied", never "maybe".
+//
+// # Watch
+//
+// The event log is a ring of the last N events (WithEventLogSize) indexed by
+// revision; it starts empty at Open, so a watch from a revision older than the
+// store's revision at Open, or older than the ring's oldest event, gets
+// ErrExpired and the client relists. Each watcher has a goroutine that pulls
+// from the ring at its own pace into a buffered channel; the committer never
+// waits for a watcher. A watcher whose position has been overwritten in the
+// ring has fallen too far behind: its channel is closed. Progress events
+// (bookmarks) are sent in-band when a watcher has been idle for the progress
+// interval (WithProgressInterval).
+package store

@@ -1,0 +1,107 @@
+package store
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	eventLogSize     int
+	watchBuffer      int
+	progressInterval time.Duration
+	encrypted        []string
+	keyFile          string
+	maxBatch         int
+	openTimeout      time.Duration
+	noFreelistSync   bool
+	logger           *slog.Logger
+}
+
+func defaultOptions() options {
+	return options{
+		eventLogSize:     10000,
+		watchBuffer:      100,
+		progressInterval: time.Second,
+		maxBatch:         1024,
+		openTimeout:      5 * time.Second,
+		noFreelistSync:   true,
+		logger:           slog.Default(),
+	}
+}
+
+// WithEventLogSize sets how many recent events the watch log keeps (default
+// 10,000). A watch from an older revision gets ErrExpired, and a watcher
+// lagging this many events behind is closed.
+func WithEventLogSize(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.eventLogSize = n
+		}
+	}
+}
+
+// WithWatchBuffer sets each watcher's channel capacity (default 100).
+func WithWatchBuffer(n int) Option {
+	return func(o *options) {
+		if n >= 0 {
+			o.watchBuffer = n
+		}
+	}
+}
+
+// WithProgressInterval sets how long a watcher with ProgressNotify stays idle
+// before it gets an EventProgress (default 1 s).
+func WithProgressInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.progressInterval = d
+		}
+	}
+}
+
+// WithEncryptedPrefixes encrypts at rest the values of keys starting with any
+// of these prefixes (e.g. "/registry/secrets/"). The AES key is read from the
+// key file (WithKeyFile, default secrets.key next to the database), created
+// with mode 0600 on first start.
+func WithEncryptedPrefixes(prefixes ...string) Option {
+	return func(o *options) { o.encrypted = append(o.encrypted, prefixes...) }
+}
+
+// WithKeyFile sets the path of the encryption key file.
+func WithKeyFile(path string) Option {
+	return func(o *options) { o.keyFile = path }
+}
+
+// WithMaxBatch caps how many writes one transaction groups (default 1024).
+func WithMaxBatch(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxBatch = n
+		}
+	}
+}
+
+// WithOpenTimeout bounds the wait for the database file lock (default 5 s);
+// another process holding the file makes Open fail instead of hanging.
+func WithOpenTimeout(d time.Duration) Option {
+	return func(o *options) { o.openTimeout = d }
+}
+
+// WithFreelistSync persists bbolt's freelist on every commit (bbolt's
+// default). The store's default, like etcd's, is not to: commits write fewer
+// pages and Open rebuilds the freelist by scanning the page headers.
+func WithFreelistSync(sync bool) Option {
+	return func(o *options) { o.noFreelistSync = !sync }
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+)
+
+// eventLog is a ring of the most recent events, indexed by revision: every
+// revision is exactly one event, so event r lives at r % len(buf).
+type eventLog struct {
+	mu     sync.RWMutex
+	buf    []Event
+	first  int64         // oldest revision held; first > last when empty
+	last   int64         // newest revision held (the store's revision)
+	notify chan struct{} // closed and replaced on every append
+}
+
+func newEventLog(size int, rev int64) *eventLog {
+	return &eventLog{buf: make([]Event, size), first: rev + 1, last: rev, notify: make(chan struct{})}
+}
+
+func (l *eventLog) append(evs []Event) {
+	n := int64(len(l.buf))
+	l.mu.Lock()
+	for _, e := range evs {
+		l.buf[e.Revision%n] = e
+		l.last = e.Revision
+	}
+	if l.last-l.first+1 > n {
+		l.first = l.last - n + 1
+	}
+	close(l.notify)
+	l.notify = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// read copies up to max events from revision next on. ok is false when next
+// is no longer in the ring. With nothing to read, it returns the channel that
+// closes on the next append.
+func (l *eventLog) read(next int64, dst []Event) (evs []Event, ok bool, notify <-chan struct{}) {
+	n := int64(len(l.buf))
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if next < l.first {
+		return nil, false, nil
+	}
+	for r := next; r <= l.last && len(dst) < cap(dst); r++ {
+		dst = append(dst, l.buf[r%n])
+	}
+	return dst, true, l.notify
+}
+
+// Watch streams changes under prefix after fromRev; see Interface.
+func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, opts WatchOptions) (<-chan Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.events.mu.RLock()
+	next := fromRev + 1
+	if fromRev == 0 {
+		next = s.events.last + 1
+	}
+	expired := next < s.events.first
+	s.events.mu.RUnlock()
+	if expired {
+		return nil, ErrExpired
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.watchers.Add(1)
+	s.mu.Unlock()
+	out := make(chan Event, s.opts.watchBuffer)
+	w := &watcher{s: s, ctx: ctx, prefix: prefix, next: next, out: out}
+	if opts.ProgressNotify {
+		w.progress = s.opts.progressInterval
+	}
+	go w.run()
+	return out, nil
+}
+
+// watcher pulls events from the log at its own pace; only it can block on
+// its channel, never the committer.
+type watcher struct {
+	s        *Store
+	ctx      context.Context
+	prefix   string
+	next     int64 // the next revision to look at
+	out      chan Event
+	progress time.Duration // 0: no progress events
+}
+
+func (w *watcher) run() {
+	defer w.s.watchers.Done()
+	defer close(w.out)
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	if w.progress > 0 {
+		timer = time.NewTimer(w.progress)
+		defer timer.Stop()
+		timerC = timer.C
+	}
+	lastSent := time.Now()
+	buf := make([]Event, 0, 256)
+	for {
+		evs, ok, notify := w.s.events.read(w.next, buf[:0])
+		if !ok {
+			w.s.log.Debug("watcher fell behind the event log; closing", "prefix", w.prefix, "next", w.next)
+			return
+		}
+		for i := range evs {
+			e := evs[i]
+			evs[i] = Event{} // drop references for the GC
+			w.next = e.Revision + 1
+			if !strings.HasPrefix(e.KV.Key, w.prefix) {
+				continue
+			}
+			if !w.send(e) {
+				return
+			}
+			lastSent = time.Now()
+		}
+		if len(evs) > 0 {
+			continue
+		}
+		// Caught up with the log: wait for an append, a bookmark, or the end.
+		if timer != nil {
+			timer.Reset(max(w.progress-time.Since(lastSent), 0))
+		}
+		select {
+		case <-notify:
+		case <-timerC:
+			// Every change up to next-1 under the prefix has been sent.
+			// (A watch from a future revision reports the store's.)
+			if !w.send(Event{Type: EventProgress, Revision: min(w.next-1, w.s.Revision())}) {
+				return
+			}
+			lastSent = time.Now()
+		case <-w.ctx.Done():
+			return
+		case <-w.s.closing:
+			return
+		}
+	}
+}
+
+func (w *watcher) send(e Event) bool {
+	select {
+	case w.out <- e:
+		return true
+	case <-w.ctx.Done():
+		return false
+	case <-w.s.closing:
+		return false
+	}
+}

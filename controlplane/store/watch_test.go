@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// next receives one event or fails after a generous timeout.
+func next(t *testing.T, ch <-chan Event) Event {
+	t.Helper()
+	select {
+	case e, ok := <-ch:
+		if !ok {
+			t.Fatal("watch channel closed")
+		}
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event within 5s")
+	}
+	return Event{}
+}
+
+func expectNothing(t *testing.T, ch <-chan Event, d time.Duration) {
+	t.Helper()
+	select {
+	case e, ok := <-ch:
+		t.Fatalf("unexpected event %+v (open %v)", e, ok)
+	case <-time.After(d):
+	}
+}
+
+func TestWatchReplayLiveAndPrefix(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := openTest(t, t.TempDir())
+	r0 := mustCreate(t, s, "/pods/before", "old")
+	r1 := mustCreate(t, s, "/pods/a", "a1")
+	mustCreate(t, s, "/svc/x", "x1")
+	r3, _ := s.Update(ctx, "/pods/a", []byte("a2"), r1)
+
+	// Replay strictly after r0 (fromRev 0 would mean "from now").
+	ch, err := s.Watch(ctx, "/pods/", r0, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, ch)
+	if e.Type != EventPut || e.KV.Key != "/pods/a" || string(e.KV.Value) != "a1" || e.Revision != r1 || e.PrevKV != nil {
+		t.Fatalf("replayed create = %+v", e)
+	}
+	e = next(t, ch) // /svc/x is filtered out
+	if e.Type != EventPut || string(e.KV.Value) != "a2" || e.Revision != r3 || e.KV.CreateRevision != r1 ||
+		e.PrevKV == nil || string(e.PrevKV.Value) != "a1" || e.PrevKV.ModRevision != r1 {
+		t.Fatalf("replayed update = %+v prev %+v", e, e.PrevKV)
+	}
+
+	now, err := s.Watch(ctx, "/pods/", 0, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Live.
+	mustCreate(t, s, "/svc/y", "y")
+	r5 := mustCreate(t, s, "/pods/b", "b1")
+	del, err := s.Delete(ctx, "/pods/a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []<-chan Event{ch, now} {
+		e = next(t, w)
+		if e.KV.Key != "/pods/b" || e.Revision != r5 {
+			t.Fatalf("live create = %+v", e)
+		}
+		e = next(t, w)
+		if e.Type != EventDelete || e.KV.Key != "/pods/a" || string(e.KV.Value) != "a2" ||
+			e.Revision != del.ModRevision || e.KV.ModRevision != del.ModRevision || e.PrevKV.ModRevision != r3 {
+			t.Fatalf("live delete = %+v", e)
+		}
+	}
+	expectNothing(t, now, 50*time.Millisecond)
+
+	// Cancelling the context closes the channel.
+	cancel()
+	for range ch {
+	}
+	for range now {
+	}
+}
+
+func TestWatchExpired(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir, WithEventLogSize(4))
+	for i := range 10 {
+		mustCreate(t, s, fmt.Sprintf("/k%d", i), "v")
+	}
+	// The ring holds revisions 7..10: from 6 works, from 5 does not.
+	if _, err := s.Watch(ctx, "/", 5, WatchOptions{}); !errors.Is(err, ErrExpired) {
+		t.Fatalf("watch from compacted revision: %v, want ErrExpired", err)
+	}
+	ch, err := s.Watch(ctx, "/", 6, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(7); want <= 10; want++ {
+		if e := next(t, ch); e.Revision != want {
+			t.Fatalf("replay got revision %d, want %d", e.Revision, want)
+		}
+	}
+	s.Close()
+
+	// After a restart the log is empty: anything before the open revision is gone.
+	s2 := openTest(t, dir)
+	if _, err := s2.Watch(ctx, "/", 9, WatchOptions{}); !errors.Is(err, ErrExpired) {
+		t.Fatalf("watch from before reopen: %v, want ErrExpired", err)
+	}
+	ch, err = s2.Watch(ctx, "/", 10, WatchOptions{})
+	if err != nil {
+		t.Fatalf("watch from the open revision: %v", err)
+	}
+	mustCreate(t, s2, "/new", "v")
+	if e := next(t, ch); e.Revision != 11 || e.KV.Key != "/new" {
+		t.Fatalf("after reopen got %+v", e)
+	}
+}
+
+func TestWatchProgressNotify(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := openTest(t, t.TempDir(), WithProgressInterval(50*time.Millisecond))
+	mustCreate(t, s, "/a/1", "v")
+	plain, _ := s.Watch(ctx, "/a/", 0, WatchOptions{})
+	ch, err := s.Watch(ctx, "/a/", 0, WatchOptions{ProgressNotify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, ch)
+	if e.Type != EventProgress || e.Revision != 1 {
+		t.Fatalf("first progress = %+v", e)
+	}
+	// Writes elsewhere advance the bookmark without events under the prefix.
+	mustCreate(t, s, "/b/1", "v")
+	mustCreate(t, s, "/b/2", "v")
+	for {
+		e = next(t, ch)
+		if e.Type != EventProgress {
+			t.Fatalf("got %+v for a write outside the prefix", e)
+		}
+		if e.Revision == 3 {
+			break
+		}
+	}
+	// In-band: a put then a bookmark at or after its revision, never before.
+	r := mustCreate(t, s, "/a/2", "v")
+	e = next(t, ch)
+	if e.Type != EventPut || e.Revision != r {
+		t.Fatalf("got %+v, want the put at %d", e, r)
+	}
+	e = next(t, ch)
+	if e.Type != EventProgress || e.Revision < r {
+		t.Fatalf("bookmark after put = %+v", e)
+	}
+	// Without ProgressNotify no bookmarks.
+	if e := next(t, plain); e.Type != EventPut || e.Revision != r {
+		t.Fatalf("plain watcher got %+v", e)
+	}
+	expectNothing(t, plain, 150*time.Millisecond)
+}
+
+// A watcher that does not read is closed once the log has moved past it;
+// the committer and other watchers are never held up.
+func TestSlowWatcherClosed(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), WithEventLogSize(64), WithWatchBuffer(8))
+	slow, err := s.Watch(ctx, "/", 0, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, err := s.Watch(ctx, "/", 0, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 1)
+	go func() {
+		n := 0
+		for range fast {
+			n++
+			if n == 200 {
+				break
+			}
+		}
+		got <- n
+	}()
+	for i := range 200 {
+		mustCreate(t, s, fmt.Sprintf("/k%03d", i), "v")
+	}
+	if n := <-got; n != 200 {
+		t.Fatalf("fast watcher got %d events", n)
+	}
+	// The slow one delivers what it had buffered, in order, then closes.
+	var want int64 = 1
+	for e := range slow {
+		if e.Revision != want {
+			t.Fatalf("slow watcher: revision %d, want %d (gap)", e.Revision, want)
+		}
+		want++
+	}
+	if want-1 >= 200 {
+		t.Fatalf("slow watcher received all %d events; expected it to be closed", want-1)
+	}
+}
