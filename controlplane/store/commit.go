@@ -128,7 +128,7 @@ func (s *Store) do(ctx context.Context, o *op) error {
 
 // commitLoop is the single writer: it groups whatever is queued into one
 // transaction per round.
-func (s *Store) commitLoop(rev int64) {
+func (s *Store) commitLoop() {
 	defer close(s.done)
 	var spare []*op
 	for {
@@ -167,17 +167,19 @@ func (s *Store) commitLoop(rev int64) {
 			}
 		}
 		if len(ops) > 0 {
-			rev = s.commit(ops, rev)
+			s.commit(ops)
 		}
 		clear(batch[:cap(batch)])
 		spare = batch[:0]
 	}
 }
 
-// commit applies ops in order in one transaction and returns the new
-// revision. Every op is acknowledged after the commit (or its failure).
-func (s *Store) commit(ops []*op, rev int64) int64 {
-	start := rev
+// commit applies ops in order in one transaction. Every op is acknowledged
+// after the commit (or its failure). Only the committer calls it, so the
+// published revision is also the last committed one.
+func (s *Store) commit(ops []*op) {
+	start := s.revision.Load()
+	rev := start
 	events := make([]Event, 0, len(ops))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		root := tx.Bucket(bucketRoot)
@@ -248,7 +250,7 @@ func (s *Store) commit(ops []*op, rev int64) int64 {
 			o.rev, o.kv = 0, KV{}
 			close(o.done)
 		}
-		return start
+		return
 	}
 	if rev != start {
 		// Feed watchers and publish the revision before any writer hears
@@ -259,5 +261,4 @@ func (s *Store) commit(ops []*op, rev int64) int64 {
 	for _, o := range ops {
 		close(o.done)
 	}
-	return rev
 }

@@ -115,7 +115,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		done:    make(chan struct{}),
 	}
 	s.revision.Store(rev)
-	go s.commitLoop(rev)
+	go s.commitLoop()
 	return s, nil
 }
 

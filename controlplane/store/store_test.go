@@ -323,7 +323,8 @@ func TestGroupSeesEarlierOps(t *testing.T) {
 		}
 		o.state.Store(opTaken)
 	}
-	rev := s.commit(ops, 0)
+	s.commit(ops)
+	rev := s.Revision()
 	want := []error{nil, ErrExists, nil, ErrConflict, ErrConflict, nil, ErrNotFound}
 	for i, o := range ops {
 		if !errors.Is(o.err, want[i]) || (want[i] == nil) != (o.err == nil) {
