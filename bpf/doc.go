@@ -1,0 +1,88 @@
+// Package bpf is skep's service data path: the eBPF programs (lb.c, compiled
+// by bpf2go into the committed lb_bpfel.o and lb_bpfel.go), the loader that
+// pins their maps and links under /sys/fs/bpf/skep/<node>/, and LB, which
+// implements proxy/datapath.Datapath by writing services into those maps.
+//
+// # Programs
+//
+// East-west traffic is balanced at the socket, before a packet exists:
+//
+//	sock_connect4   cgroup/connect4: connect() to a frontend → a backend
+//	sock_sendmsg4   cgroup/sendmsg4: sendto() of an unconnected UDP socket
+//	sock_recvmsg4   cgroup/recvmsg4: the datagram's source shows the frontend
+//	sock_getpeer4   cgroup/getpeername4: the peer name shows the frontend
+//
+// A frontend with no Active backend fails the connect (or send) with
+// ECONNREFUSED through bpf_set_retval, at once. Backends are picked uniformly
+// at random among the Active slots; with ClientIP affinity the choice is
+// remembered per (service, client netns cookie) in lb4_affinity. The reverse
+// translation is keyed by socket cookie (lb4_sock_revnat), so the same
+// backend can serve two frontends and each socket still sees its own.
+//
+// North-south traffic (ScopeExternal frontends: NodePorts, externalIPs) is
+// balanced per packet by tcx programs on the node's uplink:
+//
+//	tc_nodeport_in  ingress: replies of SNATed flows are reverse-NATed and
+//	                sent out again; packets to a frontend are DNATed to a
+//	                backend, and SNATed to the node if the backend is not in
+//	                this node's pod CIDR
+//	tc_nodeport_out egress: replies of local backends get the frontend back as
+//	                their source
+//
+// Where replies come from decides where the programs sit. A local backend
+// (a pod on this node's bridge) answers the client directly; the kernel
+// routes that reply from the bridge out of the uplink, so the uplink's egress
+// hook sees every such reply and nothing is needed on the bridge or the pod
+// veths. A remote backend answers the node (the SNAT source), so its reply
+// arrives on the uplink's ingress. Every SNATed packet carries the node's own
+// address as source or destination after translation, which the stack would
+// drop as martian, so those are sent on with bpf_fib_lookup + bpf_redirect
+// (bpf_redirect_neigh when the neighbour is not resolved yet); everything
+// else goes back to the stack (TC_ACT_OK), and packets that are not ours
+// pass untouched. This assumes the node forwards IPv4 (a router node does).
+//
+// lb4_ct holds two entries per flow: the client's tuple (CT_SERVICE) → the
+// backend and SNAT port, and the reply's tuple (CT_REPLY) → the frontend and
+// client. SNAT ports are claimed with BPF_NOEXIST on the reply entry, so two
+// flows to one backend never share one.
+//
+// sock_udp_term (iter/udp) destroys connected UDP sockets whose backend has
+// been removed, with the bpf_sock_destroy kfunc: it is how a removed UDP
+// backend leaves no stale connected socket behind (kube-proxy's stale UDP
+// conntrack problem), together with the purge of its lb4_ct entries.
+//
+// # Maps
+//
+// All maps are BTF-typed, so `bpftool map dump pinned` prints field names:
+//
+//	lb4_services    (VIP, port, proto, scope, slot) → slot 0: count, qcount,
+//	                rev_nat_id, flags, affinity_timeout; slot i: backend_id
+//	lb4_backends    backend_id → address, port, proto, state, flags
+//	lb4_revnat      rev_nat_id → VIP, port
+//	lb4_svc_names   rev_nat_id → "namespace/name:port" (for tools only)
+//	lb4_sock_revnat LRU (socket cookie, backend) → VIP
+//	lb4_ct          LRU conntrack of the tc path
+//	lb4_affinity    LRU (client, rev_nat_id) → backend, last use
+//	lb4_counters    per-CPU counters indexed by rev_nat_id
+//
+// Slots 1..count hold the Active backends, count+1..count+qcount the
+// Terminating ones (never picked, kept so that conntrack still resolves
+// them and the service can be read back whole). The flags byte of slot 0 and
+// of backends leaves room for Maglev (a lookup-table map keyed by
+// rev_nat_id), DSR and traffic-policy Local without changing the key.
+//
+// # Update order
+//
+// Writers go backends → slots → slot 0 → removal of extra slots →
+// removal of unreferenced backends, so a lookup racing with an update reads
+// a count and finds every slot up to it, each naming a backend that exists.
+//
+// # Restarts
+//
+// Maps are pinned by name and links (cgroup and tcx) are pinned under
+// links/. A new process loads the programs, re-opens the pinned maps,
+// rebuilds its id allocators and reference counts from them (Services reads
+// the same maps back), and swaps its programs into the pinned links with
+// link.Update: the hooks never go empty. Close leaves everything in place;
+// Remove (and Uninstall) detach and unpin.
+package bpf

@@ -1,0 +1,136 @@
+package bpf
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+func tcpFrontend(ip string, port uint16) datapath.Frontend {
+	return datapath.Frontend{IP: netip.MustParseAddr(ip), Port: port, Proto: datapath.TCP}
+}
+
+func backends(state datapath.BackendState, port uint16, ips ...string) []datapath.Backend {
+	var out []datapath.Backend
+	for _, ip := range ips {
+		out = append(out, datapath.Backend{IP: netip.MustParseAddr(ip), Port: port, State: state})
+	}
+	return out
+}
+
+// mapCounts counts the entries of the service, backend and rev-NAT maps.
+func mapCounts(t *testing.T, lb *LB) (svcs, bes, revs int) {
+	t.Helper()
+	var (
+		k  lbLb4Key
+		v  lbLb4Service
+		id uint32
+		b  lbLb4Backend
+		r  uint16
+		rn lbLb4Revnat
+	)
+	it := lb.objs.Lb4Services.Iterate()
+	for it.Next(&k, &v) {
+		svcs++
+	}
+	bit := lb.objs.Lb4Backends.Iterate()
+	for bit.Next(&id, &b) {
+		bes++
+	}
+	rit := lb.objs.Lb4Revnat.Iterate()
+	for rit.Next(&r, &rn) {
+		revs++
+	}
+	must(t, it.Err(), "iterate services")
+	must(t, bit.Err(), "iterate backends")
+	must(t, rit.Err(), "iterate revnat")
+	return
+}
+
+func TestUpsertReadBackAndAdopt(t *testing.T) {
+	lb := newTestLB(t, Options{})
+	web := datapath.Service{
+		Frontend:        tcpFrontend("10.96.0.10", 80),
+		Name:            "default/web:http",
+		Backends:        append(backends(datapath.BackendActive, 8080, "10.244.1.11", "10.244.1.12"), backends(datapath.BackendTerminating, 8080, "10.244.1.13")...),
+		AffinityTimeout: 3 * time.Hour,
+	}
+	// dns shares one endpoint with web's port space but not its protocol.
+	dns := datapath.Service{
+		Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.53"), Port: 53, Proto: datapath.UDP},
+		Name:     "kube-system/dns:dns",
+		Backends: backends(datapath.BackendActive, 8080, "10.244.1.11"),
+	}
+	// api shares web's first endpoint: one backend id, two references.
+	api := datapath.Service{
+		Frontend: tcpFrontend("10.96.0.1", 443),
+		Name:     "default/kubernetes:https",
+		Backends: backends(datapath.BackendActive, 8080, "10.244.1.11"),
+	}
+	for _, s := range []datapath.Service{web, dns, api} {
+		must(t, lb.UpsertService(s), "upsert %s", s.Frontend)
+	}
+	got, err := lb.Services()
+	must(t, err, "services")
+	want := []datapath.Service{api, web, dns} // sorted by frontend address
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("read back:\n got %+v\nwant %+v", got, want)
+	}
+	svcs, bes, revs := mapCounts(t, lb)
+	if svcs != 4+2+2 || bes != 4 || revs != 3 {
+		t.Fatalf("map entries: services %d backends %d revnat %d, want 8 4 3", svcs, bes, revs)
+	}
+
+	// A new process adopts the pinned maps and sees the same services.
+	lb2, err := Load(Options{PinDir: lb.PinDir()})
+	must(t, err, "reload")
+	defer lb2.Close()
+	got2, err := lb2.Services()
+	must(t, err, "services after reload")
+	if !reflect.DeepEqual(got2, want) {
+		t.Fatalf("after reload:\n got %+v\nwant %+v", got2, want)
+	}
+	// Its allocators continue where the maps are: a new service gets a
+	// fresh id and a shrink releases only what nobody else names.
+	web.Backends = backends(datapath.BackendActive, 8080, "10.244.1.12")
+	must(t, lb2.UpsertService(web), "shrink web")
+	extra := datapath.Service{Frontend: tcpFrontend("10.96.0.20", 80), Name: "default/extra:http", Backends: backends(datapath.BackendActive, 80, "10.244.1.20")}
+	must(t, lb2.UpsertService(extra), "upsert extra")
+	svcs, bes, revs = mapCounts(t, lb2)
+	// web 1+1, dns 1+1, api 1+1, extra 1+1; backends .11/tcp .11/udp .12 .20
+	if svcs != 8 || bes != 4 || revs != 4 {
+		t.Fatalf("after shrink: services %d backends %d revnat %d, want 8 4 4", svcs, bes, revs)
+	}
+	ids := map[uint16]bool{}
+	for _, s := range lb2.st.services {
+		if ids[s.revNat] {
+			t.Fatalf("rev-nat id %d used twice", s.revNat)
+		}
+		ids[s.revNat] = true
+	}
+
+	for _, f := range []datapath.Frontend{web.Frontend, dns.Frontend, api.Frontend, extra.Frontend} {
+		must(t, lb2.DeleteService(f), "delete %s", f)
+	}
+	svcs, bes, revs = mapCounts(t, lb2)
+	if svcs != 0 || bes != 0 || revs != 0 {
+		t.Fatalf("after delete: services %d backends %d revnat %d, want none", svcs, bes, revs)
+	}
+}
+
+func TestRejectsBadInput(t *testing.T) {
+	lb := newTestLB(t, Options{})
+	bad := []datapath.Service{
+		{Frontend: datapath.Frontend{IP: netip.MustParseAddr("fd00::1"), Port: 80, Proto: datapath.TCP}},
+		{Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.1"), Port: 80, Proto: 1}},
+		{Frontend: tcpFrontend("10.96.0.1", 80), Backends: backends(datapath.BackendActive, 80, "fd00::2")},
+	}
+	for _, s := range bad {
+		if err := lb.UpsertService(s); err == nil {
+			t.Errorf("upsert %+v: want an error", s)
+		}
+	}
+}

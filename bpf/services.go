@@ -1,0 +1,501 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+var _ datapath.Datapath = (*LB)(nil)
+
+// backendKey identifies a backend map entry. Services that share an
+// endpoint (same address, port and protocol) share its backend id.
+type backendKey struct {
+	addr  netip.AddrPort
+	proto datapath.Proto
+}
+
+type backendEntry struct {
+	id    uint32
+	state datapath.BackendState
+	refs  int // how many service slots name it
+}
+
+// service is what one frontend holds in the maps.
+type service struct {
+	revNat   uint16
+	name     string
+	affinity uint32   // seconds
+	slots    []uint32 // backend ids of slots 1..len: Active first, then Terminating
+	count    uint16   // Active ones
+}
+
+// state mirrors the maps: it is rebuilt from them on Load, so a restarted
+// process allocates ids that do not collide with the pinned ones.
+type state struct {
+	services    map[datapath.Frontend]*service
+	backends    map[backendKey]*backendEntry
+	byID        map[uint32]backendKey
+	revNats     map[uint16]datapath.Frontend
+	nextBackend uint32
+	nextRevNat  uint16
+}
+
+func newState() *state {
+	return &state{
+		services:    map[datapath.Frontend]*service{},
+		backends:    map[backendKey]*backendEntry{},
+		byID:        map[uint32]backendKey{},
+		revNats:     map[uint16]datapath.Frontend{},
+		nextBackend: 1,
+		nextRevNat:  1,
+	}
+}
+
+func frontendKey(f datapath.Frontend, slot uint16) lbLb4Key {
+	return lbLb4Key{
+		Address: ip4(f.IP),
+		Dport:   port16(f.Port),
+		Proto:   uint8(f.Proto),
+		Scope:   uint8(f.Scope),
+		Slot:    slot,
+	}
+}
+
+func keyFrontend(k *lbLb4Key) datapath.Frontend {
+	return datapath.Frontend{
+		IP:    addr4(k.Address),
+		Port:  hostPort(k.Dport),
+		Proto: datapath.Proto(k.Proto),
+		Scope: datapath.Scope(k.Scope),
+	}
+}
+
+func validFrontend(f datapath.Frontend) error {
+	if !f.IP.Is4() {
+		return fmt.Errorf("frontend %s: only IPv4 for now", f)
+	}
+	if f.Proto != datapath.TCP && f.Proto != datapath.UDP {
+		return fmt.Errorf("frontend %s: protocol must be TCP or UDP", f)
+	}
+	if f.Scope != datapath.ScopeInternal && f.Scope != datapath.ScopeExternal {
+		return fmt.Errorf("frontend %s: unknown scope %d", f, f.Scope)
+	}
+	return nil
+}
+
+// UpsertService makes svc.Frontend serve exactly svc. Writes go backends →
+// slots → slot 0 → extra slots removed → unreferenced backends removed, so a
+// lookup at any moment sees a count whose slots all exist.
+func (lb *LB) UpsertService(svc datapath.Service) error {
+	f := svc.Frontend
+	if err := validFrontend(f); err != nil {
+		return err
+	}
+	// Active first, then Terminating; a repeated endpoint counts once.
+	seen := map[netip.AddrPort]bool{}
+	var active, term []datapath.Backend
+	for _, b := range svc.Backends {
+		if !b.IP.Is4() {
+			return fmt.Errorf("service %s: backend %s: only IPv4 for now", f, b.AddrPort())
+		}
+		if seen[b.AddrPort()] {
+			continue
+		}
+		seen[b.AddrPort()] = true
+		if b.State == datapath.BackendActive {
+			active = append(active, b)
+		} else {
+			term = append(term, b)
+		}
+	}
+	if len(active)+len(term) > 65535 {
+		return fmt.Errorf("service %s: %d backends, at most 65535", f, len(active)+len(term))
+	}
+	affinity := uint32(0)
+	if svc.AffinityTimeout > 0 {
+		affinity = uint32((svc.AffinityTimeout + time.Second - 1) / time.Second)
+	}
+
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	m := &lb.objs.lbMaps
+	st := lb.st
+	old := st.services[f]
+
+	// 1. Backends: new ones get an id and an entry; state changes are
+	// written in place (the id, and so every flow's conntrack, stays).
+	slots := make([]uint32, 0, len(active)+len(term))
+	for _, b := range append(active, term...) {
+		id, err := lb.acquireBackend(backendKey{b.AddrPort(), f.Proto}, b.State)
+		if err != nil {
+			lb.releaseBackends(slots)
+			return fmt.Errorf("service %s: %w", f, err)
+		}
+		slots = append(slots, id)
+	}
+
+	// 2. The service id and its reverse-NAT entry, before any slot names it.
+	cur := &service{name: svc.Name, affinity: affinity, slots: slots, count: uint16(len(active))}
+	if old != nil {
+		cur.revNat = old.revNat
+	} else {
+		id, err := st.allocRevNat(f)
+		if err != nil {
+			lb.releaseBackends(slots)
+			return fmt.Errorf("service %s: %w", f, err)
+		}
+		cur.revNat = id
+		rn := lbLb4Revnat{Address: ip4(f.IP), Port: port16(f.Port)}
+		if err := m.Lb4Revnat.Put(id, &rn); err != nil {
+			delete(st.revNats, id)
+			lb.releaseBackends(slots)
+			return fmt.Errorf("service %s: write rev-nat: %w", f, err)
+		}
+		// A reused id starts its counters at zero.
+		if err := lb.resetCounters(id); err != nil {
+			lb.log.Warn("reset counters", "service", f.String(), "err", err)
+		}
+	}
+	if old == nil || old.name != svc.Name {
+		if err := m.Lb4SvcNames.Put(cur.revNat, serviceName(svc.Name)); err != nil {
+			lb.log.Warn("write service name", "service", f.String(), "err", err)
+		}
+	}
+
+	// 3. Slots 1..n, only those that changed.
+	var oldSlots []uint32
+	if old != nil {
+		oldSlots = old.slots
+	}
+	for i, id := range slots {
+		if i < len(oldSlots) && oldSlots[i] == id {
+			continue
+		}
+		k := frontendKey(f, uint16(i+1))
+		v := lbLb4Service{BackendId: id}
+		if err := m.Lb4Services.Put(&k, &v); err != nil {
+			lb.releaseBackends(slots)
+			return fmt.Errorf("service %s: write slot %d: %w", f, i+1, err)
+		}
+	}
+
+	// 4. Slot 0: from here on lookups use the new count.
+	if old == nil || old.count != cur.count || len(old.slots) != len(slots) || old.affinity != affinity {
+		k := frontendKey(f, 0)
+		v := lbLb4Service{Count: cur.count, Qcount: uint16(len(term)), RevNatId: cur.revNat, AffinityTimeout: affinity}
+		if affinity > 0 {
+			v.Flags |= svcFlagAffinity
+		}
+		if err := m.Lb4Services.Put(&k, &v); err != nil {
+			lb.releaseBackends(slots)
+			return fmt.Errorf("service %s: write slot 0: %w", f, err)
+		}
+	}
+	st.services[f] = cur
+
+	// 5. Slots past the new end, then backends no slot names any more.
+	var errs []error
+	for i := len(slots); i < len(oldSlots); i++ {
+		k := frontendKey(f, uint16(i+1))
+		if err := m.Lb4Services.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete slot %d: %w", i+1, err))
+		}
+	}
+	gone := lb.releaseBackends(oldSlots)
+	if err := lb.purgeGone(gone); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("service %s: %w", f, errors.Join(errs...))
+	}
+	return nil
+}
+
+// DeleteService removes a frontend: slot 0 first (lookups stop finding it),
+// then its slots, its reverse-NAT entry and the backends only it named. For
+// UDP, flows and connected sockets to those backends are purged.
+func (lb *LB) DeleteService(f datapath.Frontend) error {
+	if err := validFrontend(f); err != nil {
+		return err
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	m := &lb.objs.lbMaps
+	st := lb.st
+	old := st.services[f]
+	if old == nil {
+		return nil
+	}
+	k := frontendKey(f, 0)
+	if err := m.Lb4Services.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service %s: %w", f, err)
+	}
+	delete(st.services, f)
+	var errs []error
+	for i := range old.slots {
+		k := frontendKey(f, uint16(i+1))
+		if err := m.Lb4Services.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("delete slot %d: %w", i+1, err))
+		}
+	}
+	if err := m.Lb4Revnat.Delete(old.revNat); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, fmt.Errorf("delete rev-nat: %w", err))
+	}
+	if err := m.Lb4SvcNames.Delete(old.revNat); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, fmt.Errorf("delete name: %w", err))
+	}
+	delete(st.revNats, old.revNat)
+	gone := lb.releaseBackends(old.slots)
+	if err := lb.purgeGone(gone); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("delete service %s: %w", f, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Services reads the programmed services back from the maps.
+func (lb *LB) Services() ([]datapath.Service, error) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	st, err := readState(&lb.objs.lbMaps)
+	if err != nil {
+		return nil, err
+	}
+	return st.list(), nil
+}
+
+func (st *state) list() []datapath.Service {
+	out := make([]datapath.Service, 0, len(st.services))
+	for f, s := range st.services {
+		svc := datapath.Service{Frontend: f, Name: s.name, AffinityTimeout: time.Duration(s.affinity) * time.Second}
+		for i, id := range s.slots {
+			bk := st.byID[id]
+			state := datapath.BackendActive
+			if i >= int(s.count) {
+				state = datapath.BackendTerminating
+			}
+			svc.Backends = append(svc.Backends, datapath.Backend{IP: bk.addr.Addr(), Port: bk.addr.Port(), State: state})
+		}
+		out = append(out, svc)
+	}
+	slices.SortFunc(out, func(a, b datapath.Service) int { return compareFrontends(a.Frontend, b.Frontend) })
+	return out
+}
+
+func compareFrontends(a, b datapath.Frontend) int {
+	if c := a.IP.Compare(b.IP); c != 0 {
+		return c
+	}
+	if a.Port != b.Port {
+		return int(a.Port) - int(b.Port)
+	}
+	if a.Proto != b.Proto {
+		return int(a.Proto) - int(b.Proto)
+	}
+	return int(a.Scope) - int(b.Scope)
+}
+
+const svcFlagAffinity = 1 << 0 // LB_SVC_F_AFFINITY
+
+func serviceName(s string) *lbLb4SvcName {
+	var n lbLb4SvcName
+	for i := 0; i < len(s) && i < len(n.Name)-1; i++ {
+		n.Name[i] = int8(s[i])
+	}
+	return &n
+}
+
+func nameString(n *lbLb4SvcName) string {
+	b := make([]byte, 0, len(n.Name))
+	for _, c := range n.Name {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
+}
+
+// acquireBackend returns the id of a backend, writing its entry when it is
+// new or its state changed, and takes one reference on it.
+func (lb *LB) acquireBackend(k backendKey, state datapath.BackendState) (uint32, error) {
+	st := lb.st
+	e := st.backends[k]
+	if e != nil && e.state == state {
+		e.refs++
+		return e.id, nil
+	}
+	id := uint32(0)
+	if e != nil {
+		id = e.id
+	} else {
+		id = st.nextBackend
+		for st.byID[id] != (backendKey{}) || id == 0 {
+			id++
+		}
+		st.nextBackend = id + 1
+	}
+	v := lbLb4Backend{Address: ip4(k.addr.Addr()), Port: port16(k.addr.Port()), Proto: uint8(k.proto), State: uint8(state)}
+	if err := lb.objs.Lb4Backends.Put(id, &v); err != nil {
+		return 0, fmt.Errorf("write backend %s: %w", k.addr, err)
+	}
+	if e == nil {
+		e = &backendEntry{id: id}
+		st.backends[k] = e
+		st.byID[id] = k
+	}
+	e.state = state
+	e.refs++
+	return id, nil
+}
+
+// goneBackend is a backend whose last reference went.
+type goneBackend struct {
+	key backendKey
+	id  uint32
+}
+
+// releaseBackends drops one reference from each id and deletes the backends
+// left unreferenced, returning those it deleted.
+func (lb *LB) releaseBackends(ids []uint32) []goneBackend {
+	st := lb.st
+	var gone []goneBackend
+	for _, id := range ids {
+		k, ok := st.byID[id]
+		if !ok {
+			continue
+		}
+		e := st.backends[k]
+		e.refs--
+		if e.refs > 0 {
+			continue
+		}
+		if err := lb.objs.Lb4Backends.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			lb.log.Warn("delete backend", "id", id, "err", err)
+		}
+		delete(st.backends, k)
+		delete(st.byID, id)
+		gone = append(gone, goneBackend{k, id})
+	}
+	return gone
+}
+
+func (st *state) allocRevNat(f datapath.Frontend) (uint16, error) {
+	// Round robin over 1..65535, so a freed id is reused as late as
+	// possible (LRU affinity entries of the old service age out first).
+	for range 65535 {
+		id := st.nextRevNat
+		st.nextRevNat++
+		if st.nextRevNat == 0 {
+			st.nextRevNat = 1
+		}
+		if _, used := st.revNats[id]; !used {
+			st.revNats[id] = f
+			return id, nil
+		}
+	}
+	return 0, errors.New("out of service ids (65535)")
+}
+
+func (lb *LB) resetCounters(id uint16) error {
+	zero := make([]lbLb4Counters, ebpf.MustPossibleCPU())
+	return lb.objs.Lb4Counters.Put(uint32(id), zero)
+}
+
+// readState rebuilds the service table from the maps.
+func readState(m *lbMaps) (*state, error) {
+	st := newState()
+	var (
+		k lbLb4Key
+		v lbLb4Service
+	)
+	type slotVal struct {
+		slot uint16
+		id   uint32
+	}
+	heads := map[datapath.Frontend]lbLb4Service{}
+	slots := map[datapath.Frontend][]slotVal{}
+	it := m.Lb4Services.Iterate()
+	for it.Next(&k, &v) {
+		f := keyFrontend(&k)
+		if k.Slot == 0 {
+			heads[f] = v
+		} else {
+			slots[f] = append(slots[f], slotVal{k.Slot, v.BackendId})
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read services: %w", err)
+	}
+
+	var (
+		id uint32
+		b  lbLb4Backend
+	)
+	bit := m.Lb4Backends.Iterate()
+	for bit.Next(&id, &b) {
+		bk := backendKey{netip.AddrPortFrom(addr4(b.Address), hostPort(b.Port)), datapath.Proto(b.Proto)}
+		st.backends[bk] = &backendEntry{id: id, state: datapath.BackendState(b.State)}
+		st.byID[id] = bk
+		if id >= st.nextBackend {
+			st.nextBackend = id + 1
+		}
+	}
+	if err := bit.Err(); err != nil {
+		return nil, fmt.Errorf("read backends: %w", err)
+	}
+
+	var (
+		rid  uint16
+		name lbLb4SvcName
+	)
+	names := map[uint16]string{}
+	nit := m.Lb4SvcNames.Iterate()
+	for nit.Next(&rid, &name) {
+		names[rid] = nameString(&name)
+	}
+	if err := nit.Err(); err != nil {
+		return nil, fmt.Errorf("read names: %w", err)
+	}
+
+	for f, h := range heads {
+		s := &service{revNat: h.RevNatId, affinity: h.AffinityTimeout, count: h.Count, name: names[h.RevNatId]}
+		n := int(h.Count) + int(h.Qcount)
+		s.slots = make([]uint32, n)
+		for _, sv := range slots[f] {
+			if int(sv.slot) <= n {
+				s.slots[sv.slot-1] = sv.id
+			}
+		}
+		// A slot the maps lack (a writer died mid-update) is dropped, so
+		// the next upsert rewrites the service whole.
+		s.slots = slices.DeleteFunc(s.slots, func(id uint32) bool {
+			_, ok := st.byID[id]
+			return !ok
+		})
+		if len(s.slots) < int(s.count) {
+			s.count = uint16(len(s.slots))
+		}
+		for _, id := range s.slots {
+			st.backends[st.byID[id]].refs++
+		}
+		st.services[f] = s
+		st.revNats[h.RevNatId] = f
+		if h.RevNatId >= st.nextRevNat {
+			st.nextRevNat = h.RevNatId + 1
+			if st.nextRevNat == 0 {
+				st.nextRevNat = 1
+			}
+		}
+	}
+	return st, nil
+}
