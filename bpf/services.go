@@ -22,9 +22,10 @@ type backendKey struct {
 }
 
 type backendEntry struct {
-	id    uint32
-	state datapath.BackendState
-	refs  int // how many service slots name it
+	id     uint32
+	state  datapath.BackendState // as written in the map
+	refs   int                   // how many service slots name it
+	active int                   // how many of those are Active slots
 }
 
 // service is what one frontend holds in the maps.
@@ -135,7 +136,7 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 	for _, b := range append(active, term...) {
 		id, err := lb.acquireBackend(backendKey{b.AddrPort(), f.Proto}, b.State)
 		if err != nil {
-			lb.releaseBackends(slots)
+			lb.releaseBackends(slots, len(active))
 			return fmt.Errorf("service %s: %w", f, err)
 		}
 		slots = append(slots, id)
@@ -148,14 +149,14 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 	} else {
 		id, err := st.allocRevNat(f)
 		if err != nil {
-			lb.releaseBackends(slots)
+			lb.releaseBackends(slots, len(active))
 			return fmt.Errorf("service %s: %w", f, err)
 		}
 		cur.revNat = id
 		rn := lbLb4Revnat{Address: ip4(f.IP), Port: port16(f.Port)}
 		if err := m.Lb4Revnat.Put(id, &rn); err != nil {
 			delete(st.revNats, id)
-			lb.releaseBackends(slots)
+			lb.releaseBackends(slots, len(active))
 			return fmt.Errorf("service %s: write rev-nat: %w", f, err)
 		}
 		// A reused id starts its counters at zero.
@@ -171,8 +172,9 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 
 	// 3. Slots 1..n, only those that changed.
 	var oldSlots []uint32
+	oldCount := 0
 	if old != nil {
-		oldSlots = old.slots
+		oldSlots, oldCount = old.slots, int(old.count)
 	}
 	for i, id := range slots {
 		if i < len(oldSlots) && oldSlots[i] == id {
@@ -181,7 +183,7 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 		k := frontendKey(f, uint16(i+1))
 		v := lbLb4Service{BackendId: id}
 		if err := m.Lb4Services.Put(&k, &v); err != nil {
-			lb.releaseBackends(slots)
+			lb.releaseBackends(slots, len(active))
 			return fmt.Errorf("service %s: write slot %d: %w", f, i+1, err)
 		}
 	}
@@ -194,7 +196,7 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 			v.Flags |= svcFlagAffinity
 		}
 		if err := m.Lb4Services.Put(&k, &v); err != nil {
-			lb.releaseBackends(slots)
+			lb.releaseBackends(slots, len(active))
 			return fmt.Errorf("service %s: write slot 0: %w", f, err)
 		}
 	}
@@ -208,7 +210,7 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 			errs = append(errs, fmt.Errorf("delete slot %d: %w", i+1, err))
 		}
 	}
-	gone := lb.releaseBackends(oldSlots)
+	gone := lb.releaseBackends(oldSlots, oldCount)
 	if err := lb.purgeGone(gone); err != nil {
 		errs = append(errs, err)
 	}
@@ -252,7 +254,7 @@ func (lb *LB) DeleteService(f datapath.Frontend) error {
 		errs = append(errs, fmt.Errorf("delete name: %w", err))
 	}
 	delete(st.revNats, old.revNat)
-	gone := lb.releaseBackends(old.slots)
+	gone := lb.releaseBackends(old.slots, int(old.count))
 	if err := lb.purgeGone(gone); err != nil {
 		errs = append(errs, err)
 	}
@@ -325,37 +327,61 @@ func nameString(n *lbLb4SvcName) string {
 	return string(b)
 }
 
-// acquireBackend returns the id of a backend, writing its entry when it is
-// new or its state changed, and takes one reference on it.
+// acquireBackend returns the id of a backend, taking one reference on it,
+// and writes its entry when it is new or its state changed. A backend shared
+// by several services is Active while any of them has it Active (in
+// Kubernetes its state is the pod's, so they agree anyway).
 func (lb *LB) acquireBackend(k backendKey, state datapath.BackendState) (uint32, error) {
 	st := lb.st
 	e := st.backends[k]
-	if e != nil && e.state == state {
-		e.refs++
-		return e.id, nil
-	}
-	id := uint32(0)
-	if e != nil {
-		id = e.id
-	} else {
-		id = st.nextBackend
-		for st.byID[id] != (backendKey{}) || id == 0 {
+	isNew := e == nil
+	if isNew {
+		id := st.nextBackend
+		for id == 0 || st.byID[id] != (backendKey{}) {
 			id++
 		}
 		st.nextBackend = id + 1
-	}
-	v := lbLb4Backend{Address: ip4(k.addr.Addr()), Port: port16(k.addr.Port()), Proto: uint8(k.proto), State: uint8(state)}
-	if err := lb.objs.Lb4Backends.Put(id, &v); err != nil {
-		return 0, fmt.Errorf("write backend %s: %w", k.addr, err)
-	}
-	if e == nil {
-		e = &backendEntry{id: id}
+		e = &backendEntry{id: id, state: 255}
 		st.backends[k] = e
 		st.byID[id] = k
 	}
-	e.state = state
 	e.refs++
-	return id, nil
+	if state == datapath.BackendActive {
+		e.active++
+	}
+	if err := lb.writeBackend(k, e); err != nil {
+		lb.unref(e, state)
+		if isNew {
+			delete(st.backends, k)
+			delete(st.byID, e.id)
+		}
+		return 0, err
+	}
+	return e.id, nil
+}
+
+// writeBackend writes e when its state differs from what the map holds.
+func (lb *LB) writeBackend(k backendKey, e *backendEntry) error {
+	want := datapath.BackendTerminating
+	if e.active > 0 {
+		want = datapath.BackendActive
+	}
+	if e.state == want {
+		return nil
+	}
+	v := lbLb4Backend{Address: ip4(k.addr.Addr()), Port: port16(k.addr.Port()), Proto: uint8(k.proto), State: uint8(want)}
+	if err := lb.objs.Lb4Backends.Put(e.id, &v); err != nil {
+		return fmt.Errorf("write backend %s: %w", k.addr, err)
+	}
+	e.state = want
+	return nil
+}
+
+func (lb *LB) unref(e *backendEntry, state datapath.BackendState) {
+	e.refs--
+	if state == datapath.BackendActive {
+		e.active--
+	}
 }
 
 // goneBackend is a backend whose last reference went.
@@ -364,19 +390,28 @@ type goneBackend struct {
 	id  uint32
 }
 
-// releaseBackends drops one reference from each id and deletes the backends
-// left unreferenced, returning those it deleted.
-func (lb *LB) releaseBackends(ids []uint32) []goneBackend {
+// releaseBackends drops the references of a service's slots (the first
+// count of them Active), deletes the backends left unreferenced and returns
+// them, and rewrites the state of those that stay but lost their last Active
+// reference.
+func (lb *LB) releaseBackends(ids []uint32, count int) []goneBackend {
 	st := lb.st
 	var gone []goneBackend
-	for _, id := range ids {
+	for i, id := range ids {
 		k, ok := st.byID[id]
 		if !ok {
 			continue
 		}
 		e := st.backends[k]
-		e.refs--
+		state := datapath.BackendTerminating
+		if i < count {
+			state = datapath.BackendActive
+		}
+		lb.unref(e, state)
 		if e.refs > 0 {
+			if err := lb.writeBackend(k, e); err != nil {
+				lb.log.Warn("write backend state", "id", id, "err", err)
+			}
 			continue
 		}
 		if err := lb.objs.Lb4Backends.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -485,8 +520,12 @@ func readState(m *lbMaps) (*state, error) {
 		if len(s.slots) < int(s.count) {
 			s.count = uint16(len(s.slots))
 		}
-		for _, id := range s.slots {
-			st.backends[st.byID[id]].refs++
+		for i, id := range s.slots {
+			e := st.backends[st.byID[id]]
+			e.refs++
+			if i < int(s.count) {
+				e.active++
+			}
 		}
 		st.services[f] = s
 		st.revNats[h.RevNatId] = f

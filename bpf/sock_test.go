@@ -1,0 +1,249 @@
+package bpf
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+
+	"github.com/skep-dev/skep/internal/testutil"
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+// newTestNetns makes a network namespace of the test's own with lo up and
+// addrs on lo, removed when the test ends.
+func newTestNetns(t testing.TB, addrs ...string) ns.NetNS {
+	t.Helper()
+	testutil.RequireRoot(t)
+	n, err := testutils.NewNS()
+	must(t, err, "new netns")
+	t.Cleanup(func() {
+		n.Close()
+		if err := testutils.UnmountNS(n); err != nil {
+			t.Errorf("remove netns: %v", err)
+		}
+	})
+	err = n.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: netlink.NewIPNet(net.ParseIP(a))}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	must(t, err, "set up netns")
+	return n
+}
+
+// serveBackends runs, in netns n, a TCP server and a UDP echo on each
+// addr:port that answer with their own address, until the test ends.
+func serveBackends(t testing.TB, n ns.NetNS, port int, addrs ...string) {
+	t.Helper()
+	for _, a := range addrs {
+		id := []byte(net.JoinHostPort(a, itoa(port)))
+		var (
+			ln net.Listener
+			pc net.PacketConn
+		)
+		err := n.Do(func(ns.NetNS) error {
+			var err error
+			if ln, err = net.Listen("tcp4", string(id)); err != nil {
+				return err
+			}
+			pc, err = net.ListenPacket("udp4", string(id))
+			return err
+		})
+		must(t, err, "listen %s", id)
+		t.Cleanup(func() { ln.Close(); pc.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write(id)
+				c.Close()
+			}
+		}()
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(id, from)
+			}
+		}()
+	}
+}
+
+func itoa(i int) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(i)).String()[8:] }
+
+// ruleSets is what iptables and nftables hold in the root netns and in n.
+func ruleSets(t *testing.T, n ns.NetNS) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	for _, args := range [][]string{
+		{"iptables-save"}, {"iptables-legacy-save"}, {"nft", "list", "ruleset"},
+	} {
+		bin, err := exec.LookPath(args[0])
+		if err != nil {
+			continue
+		}
+		for _, where := range []string{"root", n.Path()} {
+			cmd := exec.Command(bin, args[1:]...)
+			if where != "root" {
+				cmd = exec.Command("nsenter", append([]string{"--net=" + where, bin}, args[1:]...)...)
+			}
+			b, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%v in %s: %v", args, where, err)
+			}
+			// iptables-save stamps the time; only the rules count.
+			for _, line := range bytes.Split(b, []byte("\n")) {
+				if !bytes.HasPrefix(line, []byte("#")) {
+					out.Write(line)
+					out.WriteByte('\n')
+				}
+			}
+		}
+	}
+	return out.Bytes()
+}
+
+// chiSquare of counts against a uniform spread over k buckets.
+func chiSquare(counts map[string]int, k int) float64 {
+	total := 0
+	for _, c := range counts {
+		total += c
+	}
+	exp := float64(total) / float64(k)
+	x := 0.0
+	for _, c := range counts {
+		x += (float64(c) - exp) * (float64(c) - exp) / exp
+	}
+	x += float64(k-len(counts)) * exp // buckets never hit
+	return x
+}
+
+func TestSocketLB(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireBinary(t, "nsenter")
+	bes := []string{"10.244.1.11", "10.244.1.12", "10.244.1.13"}
+	n := newTestNetns(t, bes...)
+	serveBackends(t, n, 8080, bes...)
+	serveBackends(t, n, 5353, bes...)
+	rulesBefore := ruleSets(t, n)
+
+	lb := newTestLB(t, Options{PodNetns: func() ([]string, error) { return []string{n.Path()}, nil }})
+	cg := newTestCgroup(t)
+	must(t, lb.AttachCgroup(cg), "attach cgroup")
+
+	web := datapath.Service{Frontend: tcpFrontend("10.96.0.10", 80), Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, bes...)}
+	sticky := datapath.Service{Frontend: tcpFrontend("10.96.0.11", 80), Name: "default/sticky:http", Backends: backends(datapath.BackendActive, 8080, bes...), AffinityTimeout: time.Minute}
+	empty := datapath.Service{Frontend: tcpFrontend("10.96.0.12", 80), Name: "default/empty:http", Backends: backends(datapath.BackendTerminating, 8080, bes[0])}
+	udpFE := datapath.Frontend{IP: netip.MustParseAddr("10.96.0.53"), Port: 53, Proto: datapath.UDP}
+	dns := datapath.Service{Frontend: udpFE, Name: "kube-system/dns:dns", Backends: backends(datapath.BackendActive, 5353, bes...)}
+	for _, s := range []datapath.Service{web, sticky, empty, dns} {
+		must(t, lb.UpsertService(s), "upsert %s", s.Frontend)
+	}
+
+	t.Run("ClusterIPSpread", func(t *testing.T) {
+		const n3 = 3000
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.10:80", N: n3}, nil)
+		if len(res.Errnos) > 0 {
+			t.Fatalf("failures: %v", res.Errnos)
+		}
+		if len(res.Counts) != 3 {
+			t.Fatalf("reached %d backends, want 3: %v", len(res.Counts), res.Counts)
+		}
+		// p = 0.001 for 2 degrees of freedom.
+		if x := chiSquare(res.Counts, 3); x > 13.82 {
+			t.Fatalf("spread %v not uniform: chi² %.1f > 13.82", res.Counts, x)
+		}
+		t.Logf("spread over %d connects: %v", n3, res.Counts)
+		if res.Peer != "10.96.0.10:80" {
+			t.Fatalf("getpeername = %q, want the ClusterIP 10.96.0.10:80", res.Peer)
+		}
+	})
+
+	t.Run("Affinity", func(t *testing.T) {
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.11:80", N: 200}, nil)
+		if len(res.Errnos) > 0 || len(res.Counts) != 1 {
+			t.Fatalf("with ClientIP affinity a client stays on one backend: %v %v", res.Counts, res.Errnos)
+		}
+	})
+
+	t.Run("NoEndpointsRefused", func(t *testing.T) {
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.12:80", N: 50}, nil)
+		if res.Errnos["connect: ECONNREFUSED"] != 50 || len(res.Counts) != 0 {
+			t.Fatalf("want 50 ECONNREFUSED: %v %v", res.Errnos, res.Counts)
+		}
+		slices.Sort(res.Nanos)
+		median := time.Duration(res.Nanos[len(res.Nanos)/2])
+		worst := time.Duration(res.Nanos[len(res.Nanos)-1])
+		if median > 10*time.Millisecond || worst > time.Second {
+			t.Fatalf("refusal took median %v, worst %v; want well under 10ms", median, worst)
+		}
+		t.Logf("ECONNREFUSED in median %v, worst %v", median, worst)
+	})
+
+	t.Run("UDPReplyFromVIP", func(t *testing.T) {
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-sendto", Target: "10.96.0.53:53", N: 300}, nil)
+		if len(res.Errnos) > 0 {
+			t.Fatalf("failures: %v", res.Errnos)
+		}
+		if res.From != "10.96.0.53:53" {
+			t.Fatalf("reply source %q, want the ClusterIP 10.96.0.53:53", res.From)
+		}
+		if len(res.Counts) != 3 {
+			t.Fatalf("datagrams reached %v, want all 3 backends", res.Counts)
+		}
+	})
+
+	t.Run("UDPStaleSocketDestroyed", func(t *testing.T) {
+		// One backend; the client connects, then the backend is
+		// replaced: its connected socket must not stay on the dead one.
+		one := datapath.Service{Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.54"), Port: 53, Proto: datapath.UDP}, Name: "default/one:dns", Backends: backends(datapath.BackendActive, 5353, bes[0])}
+		must(t, lb.UpsertService(one), "upsert")
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-term", Target: "10.96.0.54:53"}, func() {
+			// 10.244.1.11:5353/udp is also a dns backend: replace it
+			// there too, so no service names it any more.
+			one.Backends = backends(datapath.BackendActive, 5353, bes[1])
+			dns.Backends = backends(datapath.BackendActive, 5353, bes[1:]...)
+			must(t, lb.UpsertService(dns), "shrink dns")
+			must(t, lb.UpsertService(one), "replace backend")
+		})
+		if res.Peer != "10.96.0.54:53" {
+			t.Errorf("getpeername of connected UDP = %q, want 10.96.0.54:53", res.Peer)
+		}
+		if res.After["first"] != "10.244.1.11:5353" {
+			t.Fatalf("first exchange: %q", res.After["first"])
+		}
+		if res.After["getpeername"] != "ENOTCONN" || res.After["recv"] != "ECONNABORTED" {
+			t.Fatalf("socket to the removed backend was not destroyed: %v", res.After)
+		}
+		if res.After["second"] != "10.244.1.12:5353" {
+			t.Fatalf("reconnect reached %q, want the new backend", res.After["second"])
+		}
+	})
+
+	if after := ruleSets(t, n); !bytes.Equal(rulesBefore, after) {
+		t.Errorf("iptables/nftables rules changed:\nbefore:\n%s\nafter:\n%s", rulesBefore, after)
+	}
+}
