@@ -3,6 +3,8 @@ package store
 import (
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Option configures Open.
@@ -15,6 +17,8 @@ type options struct {
 	encrypted        []string
 	keyFile          string
 	maxBatch         int
+	maxBatchBytes    int
+	registerer       prometheus.Registerer
 	openTimeout      time.Duration
 	noFreelistSync   bool
 	logger           *slog.Logger
@@ -26,6 +30,7 @@ func defaultOptions() options {
 		watchBuffer:      100,
 		progressInterval: time.Second,
 		maxBatch:         1024,
+		maxBatchBytes:    16 << 20,
 		openTimeout:      5 * time.Second,
 		noFreelistSync:   true,
 		logger:           slog.Default(),
@@ -82,6 +87,21 @@ func WithMaxBatch(n int) Option {
 			o.maxBatch = n
 		}
 	}
+}
+
+// WithMaxBatchBytes caps the bytes of values one transaction groups
+// (default 16 MiB); a single larger write still gets a transaction of its own.
+func WithMaxBatchBytes(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxBatchBytes = n
+		}
+	}
+}
+
+// WithMetrics registers the store's Prometheus series (skep_store_*) with reg.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(o *options) { o.registerer = reg }
 }
 
 // WithOpenTimeout bounds the wait for the database file lock (default 5 s);

@@ -30,6 +30,8 @@ type Store struct {
 	log    *slog.Logger
 	sealer *sealer // nil when nothing is encrypted
 
+	metrics *metrics
+
 	revision atomic.Int64 // last committed revision, published after the event log
 	events   *eventLog
 
@@ -109,12 +111,19 @@ func Open(path string, opts ...Option) (*Store, error) {
 		opts:    o,
 		log:     o.logger,
 		sealer:  sl,
+		metrics: newMetrics(),
 		events:  newEventLog(o.eventLogSize, rev),
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	s.revision.Store(rev)
+	if o.registerer != nil {
+		if err := s.metrics.register(o.registerer, s); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	go s.commitLoop()
 	return s, nil
 }

@@ -97,6 +97,8 @@ type watcher struct {
 func (w *watcher) run() {
 	defer w.s.watchers.Done()
 	defer close(w.out)
+	w.s.metrics.watchers.Inc()
+	defer w.s.metrics.watchers.Dec()
 	var timer *time.Timer
 	var timerC <-chan time.Time
 	if w.progress > 0 {
@@ -109,6 +111,7 @@ func (w *watcher) run() {
 	for {
 		evs, ok, notify := w.s.events.read(w.next, buf[:0])
 		if !ok {
+			w.s.metrics.watchersDropped.Inc()
 			w.s.log.Debug("watcher fell behind the event log; closing", "prefix", w.prefix, "next", w.next)
 			return
 		}
