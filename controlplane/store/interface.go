@@ -88,6 +88,8 @@ type Interface interface {
 	// fromRev (0: from now). A fromRev older than the event log keeps gives
 	// ErrExpired. The channel closes when ctx ends, the watcher falls too far
 	// behind, or the store closes; the caller then re-watches or relists.
+	// A fromRev ahead of the store's revision waits for it. Events share
+	// their Value bytes with every other watcher: treat them as read-only.
 	Watch(ctx context.Context, prefix string, fromRev int64, opts WatchOptions) (<-chan Event, error)
 	// Revision is the store's current revision.
 	Revision() int64

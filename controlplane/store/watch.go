@@ -152,6 +152,11 @@ func (w *watcher) run() {
 }
 
 func (w *watcher) send(e Event) bool {
+	// A select with both cases ready picks at random: check the end first
+	// so a cancelled watch stops promptly.
+	if w.ctx.Err() != nil {
+		return false
+	}
 	select {
 	case w.out <- e:
 		return true

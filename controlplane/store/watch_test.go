@@ -210,3 +210,62 @@ func TestSlowWatcherClosed(t *testing.T) {
 		t.Fatalf("slow watcher received all %d events; expected it to be closed", want-1)
 	}
 }
+
+// A watch from a revision not yet written starts there; its bookmarks never
+// claim a revision the store has not reached.
+func TestWatchFromFutureRevision(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := openTest(t, t.TempDir(), WithProgressInterval(30*time.Millisecond))
+	mustCreate(t, s, "/a", "v") // revision 1
+	ch, err := s.Watch(ctx, "/", 2, WatchOptions{ProgressNotify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, ch)
+	if e.Type != EventProgress || e.Revision != 1 {
+		t.Fatalf("bookmark = %+v, want progress at 1", e)
+	}
+	mustCreate(t, s, "/b", "v") // 2: not after fromRev
+	mustCreate(t, s, "/c", "v") // 3
+	for {
+		e = next(t, ch)
+		if e.Type == EventPut {
+			break
+		}
+	}
+	if e.KV.Key != "/c" || e.Revision != 3 {
+		t.Fatalf("first event = %+v, want /c at 3", e)
+	}
+}
+
+// A watcher that stopped reading still ends when its context is cancelled
+// (its goroutine must not stay blocked on the full channel).
+func TestBlockedWatcherEndsOnCancel(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithWatchBuffer(2))
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := s.Watch(ctx, "/", 0, WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		mustCreate(t, s, fmt.Sprintf("/k%d", i), "v")
+	}
+	cancel()
+	n := 0
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				if n > 3 { // two buffered plus at most one in hand
+					t.Fatalf("received %d events after cancel", n)
+				}
+				return
+			}
+			n++
+		case <-deadline:
+			t.Fatal("watch channel not closed after cancel")
+		}
+	}
+}
