@@ -24,29 +24,10 @@ func backends(state datapath.BackendState, port uint16, ips ...string) []datapat
 // mapCounts counts the entries of the service, backend and rev-NAT maps.
 func mapCounts(t *testing.T, lb *LB) (svcs, bes, revs int) {
 	t.Helper()
-	var (
-		k  lbLb4Key
-		v  lbLb4Service
-		id uint32
-		b  lbLb4Backend
-		r  uint16
-		rn lbLb4Revnat
-	)
-	it := lb.objs.Lb4Services.Iterate()
-	for it.Next(&k, &v) {
-		svcs++
-	}
-	bit := lb.objs.Lb4Backends.Iterate()
-	for bit.Next(&id, &b) {
-		bes++
-	}
-	rit := lb.objs.Lb4Revnat.Iterate()
-	for rit.Next(&r, &rn) {
-		revs++
-	}
-	must(t, it.Err(), "iterate services")
-	must(t, bit.Err(), "iterate backends")
-	must(t, rit.Err(), "iterate revnat")
+	m := &lb.objs.lbMaps
+	must(t, batchRead(m.Lb4Services, func(*lbLb4Key, *lbLb4Service) { svcs++ }), "read services")
+	must(t, batchRead(m.Lb4Backends, func(*uint32, *lbLb4Backend) { bes++ }), "read backends")
+	must(t, batchRead(m.Lb4Revnat, func(*uint16, *lbLb4Revnat) { revs++ }), "read revnat")
 	return
 }
 

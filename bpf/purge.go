@@ -42,18 +42,13 @@ func (lb *LB) purgeGone(gone []goneBackend) error {
 }
 
 func (lb *LB) purgeConntrack(ids map[uint32]bool) error {
-	var (
-		k    lbLb4CtKey
-		v    lbLb4CtEntry
-		dead []lbLb4CtKey
-	)
-	it := lb.objs.Lb4Ct.Iterate()
-	for it.Next(&k, &v) {
+	var dead []lbLb4CtKey
+	err := batchRead(lb.objs.Lb4Ct, func(k *lbLb4CtKey, v *lbLb4CtEntry) {
 		if ids[v.BackendId] {
-			dead = append(dead, k)
+			dead = append(dead, *k)
 		}
-	}
-	if err := it.Err(); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("purge conntrack: %w", err)
 	}
 	for i := range dead {

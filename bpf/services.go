@@ -129,39 +129,42 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 	m := &lb.objs.lbMaps
 	st := lb.st
 	old := st.services[f]
+	slots := make([]uint32, 0, len(active)+len(term))
+
+	var cur *service
+	newRevNat := false
+	fail := func(what string, err error) error {
+		if cur != nil && newRevNat {
+			delete(st.revNats, cur.revNat)
+			_ = m.Lb4Revnat.Delete(cur.revNat)
+		}
+		lb.releaseBackends(slots, len(active))
+		return fmt.Errorf("service %s: %s: %w", f, what, err)
+	}
 
 	// 1. Backends: new ones get an id and an entry; state changes are
 	// written in place (the id, and so every flow's conntrack, stays).
-	slots := make([]uint32, 0, len(active)+len(term))
+	// One batch: programming 10,000 services is syscall-bound.
 	for _, b := range append(active, term...) {
-		id, err := lb.acquireBackend(backendKey{b.AddrPort(), f.Proto}, b.State)
-		if err != nil {
-			lb.releaseBackends(slots, len(active))
-			return fmt.Errorf("service %s: %w", f, err)
-		}
-		slots = append(slots, id)
+		slots = append(slots, lb.refBackend(backendKey{b.AddrPort(), f.Proto}, b.State))
+	}
+	if err := lb.writeBackends(slots); err != nil {
+		return fail("write backends", err)
 	}
 
 	// 2. The service id and its reverse-NAT entry, before any slot names it.
-	cur := &service{name: svc.Name, affinity: affinity, slots: slots, count: uint16(len(active))}
+	cur = &service{name: svc.Name, affinity: affinity, slots: slots, count: uint16(len(active))}
 	if old != nil {
 		cur.revNat = old.revNat
 	} else {
 		id, err := st.allocRevNat(f)
 		if err != nil {
-			lb.releaseBackends(slots, len(active))
-			return fmt.Errorf("service %s: %w", f, err)
+			return fail("allocate id", err)
 		}
-		cur.revNat = id
+		cur.revNat, newRevNat = id, true
 		rn := lbLb4Revnat{Address: ip4(f.IP), Port: port16(f.Port)}
 		if err := m.Lb4Revnat.Put(id, &rn); err != nil {
-			delete(st.revNats, id)
-			lb.releaseBackends(slots, len(active))
-			return fmt.Errorf("service %s: write rev-nat: %w", f, err)
-		}
-		// A reused id starts its counters at zero.
-		if err := lb.resetCounters(id); err != nil {
-			lb.log.Warn("reset counters", "service", f.String(), "err", err)
+			return fail("write rev-nat", err)
 		}
 	}
 	if old == nil || old.name != svc.Name {
@@ -176,15 +179,20 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 	if old != nil {
 		oldSlots, oldCount = old.slots, int(old.count)
 	}
+	var (
+		keys []lbLb4Key
+		vals []lbLb4Service
+	)
 	for i, id := range slots {
 		if i < len(oldSlots) && oldSlots[i] == id {
 			continue
 		}
-		k := frontendKey(f, uint16(i+1))
-		v := lbLb4Service{BackendId: id}
-		if err := m.Lb4Services.Put(&k, &v); err != nil {
-			lb.releaseBackends(slots, len(active))
-			return fmt.Errorf("service %s: write slot %d: %w", f, i+1, err)
+		keys = append(keys, frontendKey(f, uint16(i+1)))
+		vals = append(vals, lbLb4Service{BackendId: id})
+	}
+	if len(keys) > 0 {
+		if _, err := m.Lb4Services.BatchUpdate(keys, vals, nil); err != nil {
+			return fail("write slots", err)
 		}
 	}
 
@@ -196,8 +204,7 @@ func (lb *LB) UpsertService(svc datapath.Service) error {
 			v.Flags |= svcFlagAffinity
 		}
 		if err := m.Lb4Services.Put(&k, &v); err != nil {
-			lb.releaseBackends(slots, len(active))
-			return fmt.Errorf("service %s: write slot 0: %w", f, err)
+			return fail("write slot 0", err)
 		}
 	}
 	st.services[f] = cur
@@ -252,6 +259,10 @@ func (lb *LB) DeleteService(f datapath.Frontend) error {
 	}
 	if err := m.Lb4SvcNames.Delete(old.revNat); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		errs = append(errs, fmt.Errorf("delete name: %w", err))
+	}
+	// The id may be reused later: its counters start again at zero.
+	if err := lb.resetCounters(old.revNat); err != nil {
+		errs = append(errs, fmt.Errorf("reset counters: %w", err))
 	}
 	delete(st.revNats, old.revNat)
 	gone := lb.releaseBackends(old.slots, int(old.count))
@@ -327,21 +338,20 @@ func nameString(n *lbLb4SvcName) string {
 	return string(b)
 }
 
-// acquireBackend returns the id of a backend, taking one reference on it,
-// and writes its entry when it is new or its state changed. A backend shared
-// by several services is Active while any of them has it Active (in
+// refBackend returns the id of a backend and takes one reference on it,
+// making a new entry (written by writeBackends) if it has none. A backend
+// shared by several services is Active while any of them has it Active (in
 // Kubernetes its state is the pod's, so they agree anyway).
-func (lb *LB) acquireBackend(k backendKey, state datapath.BackendState) (uint32, error) {
+func (lb *LB) refBackend(k backendKey, state datapath.BackendState) uint32 {
 	st := lb.st
 	e := st.backends[k]
-	isNew := e == nil
-	if isNew {
+	if e == nil {
 		id := st.nextBackend
 		for id == 0 || st.byID[id] != (backendKey{}) {
 			id++
 		}
 		st.nextBackend = id + 1
-		e = &backendEntry{id: id, state: 255}
+		e = &backendEntry{id: id, state: 255} // not in the map yet
 		st.backends[k] = e
 		st.byID[id] = k
 	}
@@ -349,23 +359,51 @@ func (lb *LB) acquireBackend(k backendKey, state datapath.BackendState) (uint32,
 	if state == datapath.BackendActive {
 		e.active++
 	}
-	if err := lb.writeBackend(k, e); err != nil {
-		lb.unref(e, state)
-		if isNew {
-			delete(st.backends, k)
-			delete(st.byID, e.id)
+	return e.id
+}
+
+// writeBackends writes, in one batch, the backends among ids that are new
+// or whose state changed.
+func (lb *LB) writeBackends(ids []uint32) error {
+	st := lb.st
+	var (
+		keys []uint32
+		vals []lbLb4Backend
+		ents []*backendEntry
+	)
+	for _, id := range ids {
+		k := st.byID[id]
+		e := st.backends[k]
+		want := e.want()
+		if e.state == want || slices.Contains(keys, id) {
+			continue
 		}
-		return 0, err
+		keys = append(keys, id)
+		vals = append(vals, lbLb4Backend{Address: ip4(k.addr.Addr()), Port: port16(k.addr.Port()), Proto: uint8(k.proto), State: uint8(want)})
+		ents = append(ents, e)
 	}
-	return e.id, nil
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := lb.objs.Lb4Backends.BatchUpdate(keys, vals, nil); err != nil {
+		return err
+	}
+	for _, e := range ents {
+		e.state = e.want()
+	}
+	return nil
+}
+
+func (e *backendEntry) want() datapath.BackendState {
+	if e.active > 0 {
+		return datapath.BackendActive
+	}
+	return datapath.BackendTerminating
 }
 
 // writeBackend writes e when its state differs from what the map holds.
 func (lb *LB) writeBackend(k backendKey, e *backendEntry) error {
-	want := datapath.BackendTerminating
-	if e.active > 0 {
-		want = datapath.BackendActive
-	}
+	want := e.want()
 	if e.state == want {
 		return nil
 	}
@@ -449,56 +487,42 @@ func (lb *LB) resetCounters(id uint16) error {
 // readState rebuilds the service table from the maps.
 func readState(m *lbMaps) (*state, error) {
 	st := newState()
-	var (
-		k lbLb4Key
-		v lbLb4Service
-	)
 	type slotVal struct {
 		slot uint16
 		id   uint32
 	}
 	heads := map[datapath.Frontend]lbLb4Service{}
 	slots := map[datapath.Frontend][]slotVal{}
-	it := m.Lb4Services.Iterate()
-	for it.Next(&k, &v) {
-		f := keyFrontend(&k)
+	err := batchRead(m.Lb4Services, func(k *lbLb4Key, v *lbLb4Service) {
+		f := keyFrontend(k)
 		if k.Slot == 0 {
-			heads[f] = v
+			heads[f] = *v
 		} else {
 			slots[f] = append(slots[f], slotVal{k.Slot, v.BackendId})
 		}
-	}
-	if err := it.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read services: %w", err)
 	}
 
-	var (
-		id uint32
-		b  lbLb4Backend
-	)
-	bit := m.Lb4Backends.Iterate()
-	for bit.Next(&id, &b) {
+	err = batchRead(m.Lb4Backends, func(idp *uint32, b *lbLb4Backend) {
+		id := *idp
 		bk := backendKey{netip.AddrPortFrom(addr4(b.Address), hostPort(b.Port)), datapath.Proto(b.Proto)}
 		st.backends[bk] = &backendEntry{id: id, state: datapath.BackendState(b.State)}
 		st.byID[id] = bk
 		if id >= st.nextBackend {
 			st.nextBackend = id + 1
 		}
-	}
-	if err := bit.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read backends: %w", err)
 	}
 
-	var (
-		rid  uint16
-		name lbLb4SvcName
-	)
 	names := map[uint16]string{}
-	nit := m.Lb4SvcNames.Iterate()
-	for nit.Next(&rid, &name) {
-		names[rid] = nameString(&name)
-	}
-	if err := nit.Err(); err != nil {
+	err = batchRead(m.Lb4SvcNames, func(rid *uint16, name *lbLb4SvcName) {
+		names[*rid] = nameString(name)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read names: %w", err)
 	}
 

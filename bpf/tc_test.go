@@ -3,7 +3,9 @@ package bpf
 import (
 	"encoding/binary"
 	"net/netip"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -252,4 +254,22 @@ func TestNodePortPackets(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBpftoolShowsFieldNames checks that every pinned map carries BTF, so
+// bpftool prints field names instead of hex.
+func TestBpftoolShowsFieldNames(t *testing.T) {
+	lb := newTestLB(t, Options{NodeIP: nodeIP, PodCIDR: podCIDR})
+	svc := datapath.Service{Frontend: extFrontend(30080, datapath.TCP), Name: "default/web:http",
+		Backends: backends(datapath.BackendActive, 8080, "10.244.2.21"), AffinityTimeout: time.Minute}
+	must(t, lb.UpsertService(svc), "upsert")
+	// One flow through the tc path fills conntrack and affinity.
+	run(t, lb.objs.TcNodeportIn, packet(datapath.TCP, client, ap("172.31.77.10:30080"), ""))
+	pin := func(m string) string { return filepath.Join(lb.PinDir(), m) }
+	bpftoolHasFields(t, pin("lb4_backends"), "address", "port", "proto", "state", "flags")
+	bpftoolHasFields(t, pin("lb4_revnat"), "address", "port")
+	bpftoolHasFields(t, pin("lb4_svc_names"), "name")
+	bpftoolHasFields(t, pin("lb4_ct"), "saddr", "daddr", "sport", "dport", "dir", "backend_id", "rev_nat_id", "flags", "vaddr")
+	bpftoolHasFields(t, pin("lb4_affinity"), "client", "rev_nat_id", "last_used", "backend_id")
+	bpftoolHasFields(t, pin("lb4_counters"), "connects", "packets", "bytes", "refused")
 }
