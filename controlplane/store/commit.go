@@ -222,11 +222,18 @@ func (s *Store) commit(ops []*op) {
 					o.err = ErrConflict
 					continue
 				}
-				p, err := decodeRecord(o.key, cur, s.sealer)
-				if err != nil {
-					return err
+				// The previous value is usually still in the event log:
+				// share it instead of copying (and decrypting) it again.
+				if v, ok := s.events.latestValue(o.key, mod); ok {
+					create, _, _ := recordRevisions(cur)
+					prev = &KV{Key: o.key, Value: v, CreateRevision: create, ModRevision: mod}
+				} else {
+					p, err := decodeRecord(o.key, cur, s.sealer)
+					if err != nil {
+						return err
+					}
+					prev = &p
 				}
-				prev = &p
 			} else if cur != nil {
 				o.err = ErrExists
 				continue

@@ -15,18 +15,53 @@ type eventLog struct {
 	first  int64         // oldest revision held; first > last when empty
 	last   int64         // newest revision held (the store's revision)
 	notify chan struct{} // closed and replaced on every append
+
+	// latest maps a live key to the revision of its newest event in buf, so
+	// the committer can share that value as the next event's PrevKV. Only
+	// the committer writes buf and latest, so it reads them without mu.
+	latest map[string]int64
 }
 
 func newEventLog(size int, rev int64) *eventLog {
-	return &eventLog{buf: make([]Event, size), first: rev + 1, last: rev, notify: make(chan struct{})}
+	return &eventLog{
+		buf:    make([]Event, size),
+		first:  rev + 1,
+		last:   rev,
+		notify: make(chan struct{}),
+		latest: make(map[string]int64),
+	}
 }
 
+// latestValue returns key's value at modRev if the log still holds it.
+// Committer only.
+func (l *eventLog) latestValue(key string, modRev int64) ([]byte, bool) {
+	rev, ok := l.latest[key]
+	if !ok || rev != modRev {
+		return nil, false
+	}
+	e := &l.buf[rev%int64(len(l.buf))]
+	if e.Revision != rev || e.Type != EventPut || e.KV.Key != key {
+		return nil, false
+	}
+	return e.KV.Value, true
+}
+
+// append adds events of consecutive revisions. Committer only.
 func (l *eventLog) append(evs []Event) {
 	n := int64(len(l.buf))
 	l.mu.Lock()
 	for _, e := range evs {
-		l.buf[e.Revision%n] = e
+		slot := &l.buf[e.Revision%n]
+		if old := slot.KV.Key; slot.Revision != 0 && l.latest[old] == slot.Revision {
+			delete(l.latest, old)
+		}
+		*slot = e
 		l.last = e.Revision
+		if e.Type == EventDelete {
+			delete(l.latest, e.KV.Key)
+		} else {
+			l.latest[e.KV.Key] = e.Revision
+		}
 	}
 	if l.last-l.first+1 > n {
 		l.first = l.last - n + 1

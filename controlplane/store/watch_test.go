@@ -269,3 +269,62 @@ func TestBlockedWatcherEndsOnCancel(t *testing.T) {
 		}
 	}
 }
+
+// PrevKV is right whether the previous value comes from the event log or,
+// once the log has moved on, from the file (decrypted for secrets).
+func TestWatchPrevKV(t *testing.T) {
+	for _, logSize := range []int{1000, 2} {
+		t.Run(fmt.Sprintf("log=%d", logSize), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			dir := t.TempDir()
+			s := openTest(t, dir, WithEventLogSize(logSize), WithWatchBuffer(100),
+				WithEncryptedPrefixes("/s/"), WithKeyFile(dir+"/k"))
+			ch, err := s.Watch(ctx, "/", 0, WatchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type step struct {
+				do   func() error
+				prev string // "" means nil PrevKV
+			}
+			put := func(k, v string) func() error {
+				return func() error { _, err := s.Update(ctx, k, []byte(v), 0); return err }
+			}
+			create := func(k, v string) func() error {
+				return func() error { _, err := s.Create(ctx, k, []byte(v)); return err }
+			}
+			del := func(k string) func() error {
+				return func() error { _, err := s.Delete(ctx, k, 0); return err }
+			}
+			steps := []step{
+				{create("/p/a", "a1"), ""},
+				{create("/s/x", "x1"), ""},
+				{put("/p/a", "a2"), "a1"},
+				{put("/s/x", "x2"), "x1"},
+				{create("/p/b", "b1"), ""},
+				{put("/p/a", "a3"), "a2"},
+				{del("/p/a"), "a3"},
+				{create("/p/a", "new"), ""}, // a new life: no PrevKV from the old one
+				{put("/p/a", "new2"), "new"},
+				{del("/s/x"), "x2"},
+			}
+			for i, st := range steps {
+				if err := st.do(); err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				e := next(t, ch)
+				got := ""
+				if e.PrevKV != nil {
+					got = string(e.PrevKV.Value)
+					if e.PrevKV.Key != e.KV.Key || e.PrevKV.ModRevision >= e.Revision || e.PrevKV.CreateRevision != e.KV.CreateRevision {
+						t.Fatalf("step %d: PrevKV %+v for %+v", i, *e.PrevKV, e.KV)
+					}
+				}
+				if got != st.prev {
+					t.Fatalf("step %d (%s rev %d): PrevKV value %q, want %q", i, e.KV.Key, e.Revision, got, st.prev)
+				}
+			}
+		})
+	}
+}
