@@ -107,6 +107,28 @@ func BenchmarkBoltUpdatePerWrite(b *testing.B) {
 	}
 }
 
+// BenchmarkBoltBatchDefaults shows why the store does not use db.Batch with
+// its defaults (up to 1000 calls or 10 ms): 16 writers wait out the delay.
+func BenchmarkBoltBatchDefaults(b *testing.B) {
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "ref.db"), 0o600, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	bucket := []byte("kv")
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	runRounds(b, 16, func(key string) error {
+		return db.Batch(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucket).Put([]byte(key), benchValue)
+		})
+	})
+}
+
 // fillStore writes n objects of size bytes through the committer's
 // transaction path in large groups (fast test setup), then closes it.
 func fillStore(tb testing.TB, path string, n, size int) {

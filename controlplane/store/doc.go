@@ -39,7 +39,8 @@
 // and gets the context's error: the operation was not applied. Once the
 // committer has taken the operation into a transaction, the writer waits for
 // that transaction (one commit) and gets its real outcome; so a context error
-// from a write always means "not applied", never "maybe".
+// from a write always means "not applied", never "maybe". Likewise a write
+// still queued when Close is called gets ErrClosed and was not applied.
 //
 // # Watch
 //
@@ -51,5 +52,14 @@
 // waits for a watcher. A watcher whose position has been overwritten in the
 // ring has fallen too far behind: its channel is closed. Progress events
 // (bookmarks) are sent in-band when a watcher has been idle for the progress
-// interval (WithProgressInterval).
+// interval (WithProgressInterval). An event's PrevKV shares the bytes of the
+// key's previous event when the log still holds it, so the log costs about
+// one copy of each value written, not two.
+//
+// # Metrics
+//
+// WithMetrics registers skep_store_commit_duration_seconds,
+// skep_store_commit_batch_writes, skep_store_commit_errors_total,
+// skep_store_watchers, skep_store_watchers_dropped_total and
+// skep_store_revision.
 package store
