@@ -1,0 +1,281 @@
+package apiserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/duration"
+	k8sjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// maxBodyBytes is the largest request body accepted, like the real API
+// server's 3 MiB limit.
+const maxBodyBytes = 3 << 20
+
+func mustMeta(obj runtime.Object) metav1.Object {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		panic(fmt.Sprintf("object %T has no metadata: %v", obj, err))
+	}
+	return m
+}
+
+func equalSemantic(a, b interface{}) bool { return apiequality.Semantic.DeepEqual(a, b) }
+
+func labelsSet(m map[string]string) labels.Set { return labels.Set(m) }
+
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return duration.HumanDuration(time.Since(t))
+}
+
+// fieldValidation is the directive of the fieldValidation query parameter.
+type fieldValidation string
+
+const (
+	validationIgnore fieldValidation = "Ignore"
+	validationWarn   fieldValidation = "Warn"
+	validationStrict fieldValidation = "Strict"
+)
+
+func parseFieldValidation(r *http.Request) (fieldValidation, error) {
+	switch v := r.URL.Query().Get("fieldValidation"); v {
+	case "", "Warn":
+		return validationWarn, nil
+	case "Ignore":
+		return validationIgnore, nil
+	case "Strict":
+		return validationStrict, nil
+	default:
+		return "", apierrors.NewBadRequest(fmt.Sprintf("fieldValidation must be one of Ignore, Warn, Strict; got %q", v))
+	}
+}
+
+// readBody reads a request body up to maxBodyBytes.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.ContentLength > maxBodyBytes {
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", maxBodyBytes))
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+	if err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("read request body: %v", err))
+	}
+	if len(data) > maxBodyBytes {
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", maxBodyBytes))
+	}
+	return data, nil
+}
+
+func unsupportedMediaType(ct string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusUnsupportedMediaType,
+		Reason:  metav1.StatusReasonUnsupportedMediaType,
+		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got %q)", ct),
+	}}
+}
+
+// bodyJSON returns the request body as JSON, converting YAML. Duplicate keys
+// in YAML are reported as strict errors.
+func bodyJSON(r *http.Request, data []byte) (js []byte, strictErrs []error, err error) {
+	ct := r.Header.Get("Content-Type")
+	mt := "application/json"
+	if ct != "" {
+		if mt, _, err = mime.ParseMediaType(ct); err != nil {
+			return nil, nil, unsupportedMediaType(ct)
+		}
+	}
+	switch mt {
+	case "application/json", "*/*":
+		return data, nil, nil
+	case "application/yaml", "application/x-yaml", "text/yaml":
+		js, err := yaml.YAMLToJSONStrict(data)
+		if err == nil {
+			return js, nil, nil
+		}
+		js, err2 := yaml.YAMLToJSON(data)
+		if err2 != nil {
+			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("error converting YAML to JSON: %v", err2))
+		}
+		return js, []error{err}, nil
+	}
+	return nil, nil, unsupportedMediaType(ct)
+}
+
+// decodeInto decodes JSON into a typed object, applying the fieldValidation
+// directive: Strict fails on unknown or duplicate fields, Warn returns them as
+// warnings, Ignore drops them.
+func decodeInto(js []byte, obj runtime.Object, kind, version string, fv fieldValidation, prevStrict []error) (warnings []string, err error) {
+	if len(bytes.TrimSpace(js)) == 0 {
+		return nil, apierrors.NewBadRequest("the request body is empty")
+	}
+	strictErrs, err := k8sjson.UnmarshalStrict(js, obj)
+	if err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: %v", kind, version, kind, cleanJSONError(err)))
+	}
+	strictErrs = append(prevStrict, strictErrs...)
+	if len(strictErrs) == 0 || fv == validationIgnore {
+		return nil, nil
+	}
+	var msgs []string
+	for _, e := range strictErrs {
+		msgs = append(msgs, e.Error())
+	}
+	if fv == validationStrict {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: strict decoding error: %s", kind, version, kind, strings.Join(msgs, ", ")))
+	}
+	return msgs, nil
+}
+
+func cleanJSONError(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid character in JSON at offset %d: %v", se.Offset, se)
+	}
+	return err.Error()
+}
+
+// typeMeta peeks at apiVersion and kind.
+func typeMeta(js []byte) (metav1.TypeMeta, error) {
+	var tm metav1.TypeMeta
+	if err := json.Unmarshal(js, &tm); err != nil {
+		return tm, apierrors.NewBadRequest(fmt.Sprintf("couldn't get version/kind; json parse error: %v", cleanJSONError(err)))
+	}
+	return tm, nil
+}
+
+// outputFormat is what the client asked the response to be.
+type outputFormat struct {
+	yaml  bool
+	table bool
+	// partial answers PartialObjectMetadata(List) instead of the objects.
+	partial bool
+}
+
+// negotiate picks the response format from the Accept header; ok is false
+// when the client accepts nothing skep serves (406).
+func negotiate(accept string) (outputFormat, bool) {
+	if strings.TrimSpace(accept) == "" {
+		return outputFormat{}, true
+	}
+	for _, part := range strings.Split(accept, ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		if q, ok := params["q"]; ok {
+			if f, err := strconv.ParseFloat(q, 64); err == nil && f == 0 {
+				continue
+			}
+		}
+		as := params["as"]
+		if as != "" {
+			if params["g"] != "meta.k8s.io" || params["v"] != "v1" {
+				continue
+			}
+			if mt != "application/json" && mt != "application/yaml" {
+				continue
+			}
+			switch as {
+			case "Table":
+				return outputFormat{table: true, yaml: mt == "application/yaml"}, true
+			case "PartialObjectMetadata", "PartialObjectMetadataList":
+				return outputFormat{partial: true, yaml: mt == "application/yaml"}, true
+			}
+			continue
+		}
+		switch mt {
+		case "application/json", "application/*", "*/*":
+			return outputFormat{}, true
+		case "application/yaml":
+			return outputFormat{yaml: true}, true
+		}
+	}
+	return outputFormat{}, false
+}
+
+func notAcceptable(accept string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusNotAcceptable,
+		Reason:  metav1.StatusReasonNotAcceptable,
+		Message: fmt.Sprintf("only the following media types are accepted: application/json, application/yaml (got %q)", accept),
+	}}
+}
+
+// encodeJSON marshals an API object (with apiVersion/kind already set).
+func encodeJSON(obj interface{}) ([]byte, error) {
+	return json.Marshal(obj)
+}
+
+// writeRaw writes an already-encoded JSON document, converting to YAML when asked.
+func writeRaw(w http.ResponseWriter, code int, js []byte, asYAML bool) {
+	if asYAML {
+		y, err := yaml.JSONToYAML(js)
+		if err == nil {
+			w.Header().Set("Content-Type", "application/yaml")
+			w.WriteHeader(code)
+			_, _ = w.Write(y)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(js)
+	_, _ = w.Write([]byte("\n"))
+}
+
+// statusFor turns any error into the metav1.Status the API answers.
+func statusFor(err error) metav1.Status {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		st := se.Status()
+		st.Kind, st.APIVersion = "Status", "v1"
+		if st.Status == "" {
+			st.Status = metav1.StatusFailure
+		}
+		return st
+	}
+	st := apierrors.NewInternalError(err).Status()
+	st.Kind, st.APIVersion = "Status", "v1"
+	return st
+}
+
+func writeError(w http.ResponseWriter, err error) int {
+	st := statusFor(err)
+	js, _ := json.Marshal(st)
+	code := int(st.Code)
+	if code == 0 {
+		code = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(js)
+	_, _ = w.Write([]byte("\n"))
+	return code
+}
+
+// addWarnings sets Warning headers the way the real API server does.
+func addWarnings(w http.ResponseWriter, msgs []string) {
+	for _, m := range msgs {
+		w.Header().Add("Warning", "299 - "+strconv.Quote(m))
+	}
+}

@@ -1,0 +1,512 @@
+package apiserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/skep-dev/skep/controlplane/store"
+)
+
+// listOptions are the query parameters of list and watch.
+type listOptions struct {
+	labelSel       labels.Selector
+	fieldSel       fields.Selector
+	limit          int
+	startAfter     string // store key from the continue token
+	continueRV     int64
+	rv             string
+	rvMatch        metav1.ResourceVersionMatch
+	allowBookmarks bool
+	sendInitial    *bool
+	timeout        time.Duration
+}
+
+// continueToken is the opaque continue token, shaped like the real API
+// server's: base64 of {"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}.
+type continueToken struct {
+	APIVersion      string `json:"v"`
+	ResourceVersion int64  `json:"rv"`
+	StartKey        string `json:"start"`
+}
+
+func encodeContinue(rv int64, key, prefix string) string {
+	b, _ := json.Marshal(continueToken{APIVersion: "meta.k8s.io/v1", ResourceVersion: rv, StartKey: strings.TrimPrefix(key, prefix)})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeContinue(tok, prefix string) (string, int64, error) {
+	bad := func(why string) error {
+		return apierrors.NewBadRequest("continue key is not valid: " + why)
+	}
+	data, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return "", 0, bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+	}
+	var ct continueToken
+	if err := json.Unmarshal(data, &ct); err != nil {
+		return "", 0, bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+	}
+	if ct.APIVersion != "meta.k8s.io/v1" {
+		return "", 0, bad("server does not recognize this encoded version")
+	}
+	if ct.ResourceVersion <= 0 || ct.StartKey == "" || strings.Contains(ct.StartKey, "..") {
+		return "", 0, bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+	}
+	return prefix + ct.StartKey, ct.ResourceVersion, nil
+}
+
+func parseListOptions(r *http.Request, res *resource) (*listOptions, error) {
+	q := r.URL.Query()
+	lo := &listOptions{labelSel: labels.Everything(), fieldSel: fields.Everything()}
+	var err error
+	if v := q.Get("labelSelector"); v != "" {
+		if lo.labelSel, err = labels.Parse(v); err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("unable to parse requirement: %v", err))
+		}
+	}
+	if v := q.Get("fieldSelector"); v != "" {
+		if lo.fieldSel, err = fields.ParseSelector(v); err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid field selector: %v", err))
+		}
+		known := res.fieldLabels()
+		for _, req := range lo.fieldSel.Requirements() {
+			if !known[req.Field] {
+				return nil, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s", req.Field))
+			}
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid limit %q", v))
+		}
+		lo.limit = n
+	}
+	lo.rv = q.Get("resourceVersion")
+	if _, err := parseRV(lo.rv); err != nil {
+		return nil, err
+	}
+	lo.rvMatch = metav1.ResourceVersionMatch(q.Get("resourceVersionMatch"))
+	switch lo.rvMatch {
+	case "", metav1.ResourceVersionMatchNotOlderThan, metav1.ResourceVersionMatchExact:
+	default:
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid resourceVersionMatch %q: must be NotOlderThan or Exact", lo.rvMatch))
+	}
+	if v := q.Get("continue"); v != "" {
+		if lo.startAfter, lo.continueRV, err = decodeContinue(v, res.keyPrefix()); err != nil {
+			return nil, err
+		}
+	}
+	lo.allowBookmarks = q.Get("allowWatchBookmarks") == "true"
+	if v := q.Get("sendInitialEvents"); v != "" {
+		b := v == "true"
+		lo.sendInitial = &b
+	}
+	if v := q.Get("timeoutSeconds"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid timeoutSeconds %q", v))
+		}
+		lo.timeout = time.Duration(n) * time.Second
+	}
+	return lo, nil
+}
+
+func (lo *listOptions) matches(res *resource, obj runtime.Object) bool {
+	if !lo.labelSel.Empty() && !lo.labelSel.Matches(labels.Set(mustMeta(obj).GetLabels())) {
+		return false
+	}
+	if !lo.fieldSel.Empty() && !lo.fieldSel.Matches(res.fieldSet(obj)) {
+		return false
+	}
+	return true
+}
+
+// listObjects returns one page of matching objects, the revision the list
+// reflects, the continue token and the remaining count.
+func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *listOptions) ([]runtime.Object, int64, string, *int64, error) {
+	prefix := res.prefixFor(ns)
+	if lo.startAfter != "" && !strings.HasPrefix(lo.startAfter, prefix) {
+		return nil, 0, "", nil, apierrors.NewBadRequest("continue key is not valid: it belongs to another list")
+	}
+	if lo.rvMatch == metav1.ResourceVersionMatchExact && lo.rv != "" {
+		want, _ := parseRV(lo.rv)
+		if cur := s.store.Revision(); want != cur {
+			return nil, 0, "", nil, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", want, cur))
+		}
+	}
+	// resourceVersion=0 lists are served whole, like the watch cache does.
+	limit := lo.limit
+	if lo.rv == "0" && lo.startAfter == "" {
+		limit = 0
+	}
+	filtering := !lo.labelSel.Empty() || !lo.fieldSel.Empty()
+	var items []runtime.Object
+	start := lo.startAfter
+	var listRev int64
+	for {
+		page := limit
+		if filtering && page > 0 && page < 500 {
+			page = 500
+		}
+		lr, err := s.store.List(ctx, prefix, store.ListOptions{StartAfter: start, Limit: page})
+		if err != nil {
+			return nil, 0, "", nil, storeErr(err, res, "")
+		}
+		if listRev == 0 {
+			listRev = lr.Revision
+		}
+		for i, kv := range lr.Items {
+			obj, err := s.decodeKV(res, kv)
+			if err != nil {
+				return nil, 0, "", nil, apierrors.NewInternalError(err)
+			}
+			if !lo.matches(res, obj) {
+				continue
+			}
+			items = append(items, obj)
+			if limit > 0 && len(items) == limit {
+				if i < len(lr.Items)-1 || lr.More {
+					rv := listRev
+					if lo.continueRV > 0 {
+						rv = lo.continueRV
+					}
+					var remaining *int64
+					if !filtering && lr.More {
+						remaining = &lr.Remaining
+					}
+					return items, rv, encodeContinue(rv, kv.Key, res.keyPrefix()), remaining, nil
+				}
+				break
+			}
+		}
+		if !lr.More || len(lr.Items) == 0 || (limit > 0 && len(items) == limit) {
+			break
+		}
+		start = lr.Items[len(lr.Items)-1].Key
+	}
+	if lo.continueRV > 0 {
+		listRev = lo.continueRV
+	}
+	return items, listRev, "", nil, nil
+}
+
+func (s *Server) handleList(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
+	lo, err := parseListOptions(r, ri.res)
+	if err != nil {
+		return err
+	}
+	items, rev, cont, remaining, err := s.listObjects(ctx, ri.res, ri.namespace, lo)
+	if err != nil {
+		return err
+	}
+	return s.respondList(w, r, ri.res, items, metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: cont, RemainingItemCount: remaining})
+}
+
+// respondList writes a list as a typed list, a Table or metadata only. The
+// list JSON is assembled item by item (no reflection over the list type).
+func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *resource, items []runtime.Object, lm metav1.ListMeta) error {
+	of, ok := negotiate(r.Header.Get("Accept"))
+	if !ok {
+		return notAcceptable(r.Header.Get("Accept"))
+	}
+	if of.table {
+		t, err := s.toTable(r, res, items, lm, true)
+		if err != nil {
+			return err
+		}
+		js, err := encodeJSON(t)
+		if err != nil {
+			return apierrors.NewInternalError(err)
+		}
+		writeRaw(w, http.StatusOK, js, of.yaml)
+		return nil
+	}
+	kind, apiVersion := res.gvk.Kind+"List", res.gvk.GroupVersion().String()
+	if of.partial {
+		kind, apiVersion = "PartialObjectMetadataList", "meta.k8s.io/v1"
+	}
+	var buf bytes.Buffer
+	buf.Grow(256 + len(items)*1024)
+	lmJSON, _ := json.Marshal(lm)
+	fmt.Fprintf(&buf, `{"kind":%q,"apiVersion":%q,"metadata":%s,"items":[`, kind, apiVersion, lmJSON)
+	for i, it := range items {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		var v interface{} = it
+		if of.partial {
+			v = partialMeta(it)
+		}
+		js, err := json.Marshal(v)
+		if err != nil {
+			return apierrors.NewInternalError(err)
+		}
+		buf.Write(js)
+	}
+	buf.WriteString("]}")
+	writeRaw(w, http.StatusOK, buf.Bytes(), of.yaml)
+	return nil
+}
+
+// watchEvent is one line of a watch stream.
+type watchEvent struct {
+	Type   string          `json:"type"`
+	Object json.RawMessage `json:"object"`
+}
+
+func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
+	res := ri.res
+	lo, err := parseListOptions(r, res)
+	if err != nil {
+		return err
+	}
+	if ri.name != "" {
+		sel := fields.OneTermEqualSelector("metadata.name", ri.name)
+		if lo.fieldSel.Empty() {
+			lo.fieldSel = sel
+		} else {
+			lo.fieldSel = fields.AndSelectors(lo.fieldSel, sel)
+		}
+	}
+	of, ok := negotiate(r.Header.Get("Accept"))
+	if !ok {
+		return notAcceptable(r.Header.Get("Accept"))
+	}
+	sendInitial := lo.sendInitial != nil && *lo.sendInitial
+	switch {
+	case sendInitial && (lo.rvMatch != metav1.ResourceVersionMatchNotOlderThan || !lo.allowBookmarks):
+		return apierrors.NewBadRequest("sendInitialEvents=true requires resourceVersionMatch=NotOlderThan and allowWatchBookmarks=true")
+	case lo.sendInitial == nil && lo.rvMatch != "":
+		return apierrors.NewBadRequest("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")
+	}
+	timeout := lo.timeout
+	if timeout == 0 {
+		timeout = s.cfg.MaxWatchTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	prefix := res.prefixFor(ri.namespace)
+	var initial []runtime.Object
+	fromRev, err := parseRV(lo.rv)
+	if err != nil {
+		return err
+	}
+	// rv "" and "0" (and sendInitialEvents) start with the current state as
+	// ADDED events, like the real API server.
+	if sendInitial || fromRev == 0 {
+		all := *lo
+		all.limit, all.startAfter, all.continueRV, all.rvMatch, all.rv = 0, "", 0, "", ""
+		initial, fromRev, _, _, err = s.listObjects(ctx, res, ri.namespace, &all)
+		if err != nil {
+			return err
+		}
+	}
+	ch, werr := s.store.Watch(ctx, prefix, fromRev, store.WatchOptions{ProgressNotify: lo.allowBookmarks})
+	if werr != nil && !errors.Is(werr, store.ErrExpired) {
+		return storeErr(werr, res, "")
+	}
+
+	ctype := "application/json"
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Transfer-Encoding", "chunked")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+
+	tw := &watchWriter{s: s, w: w, rc: rc, r: r, res: res, of: of}
+	if werr != nil {
+		st := statusFor(apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", fromRev, s.store.Revision())))
+		js, _ := json.Marshal(st)
+		_ = tw.send("ERROR", js)
+		return nil
+	}
+	for _, obj := range initial {
+		if err := tw.sendObject("ADDED", obj); err != nil {
+			return nil
+		}
+	}
+	lastRev := fromRev
+	if sendInitial {
+		if err := tw.bookmark(lastRev, true); err != nil {
+			return nil
+		}
+	}
+	if err := rc.Flush(); err != nil {
+		return nil
+	}
+	var tick <-chan time.Time
+	if lo.allowBookmarks {
+		t := time.NewTicker(s.cfg.BookmarkInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+			if err := tw.bookmark(lastRev, false); err != nil {
+				return nil
+			}
+		case ev, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			if ev.Type == store.EventProgress {
+				if ev.Revision > lastRev {
+					lastRev = ev.Revision
+				}
+				if lo.allowBookmarks {
+					if err := tw.bookmark(lastRev, false); err != nil {
+						return nil
+					}
+				}
+				continue
+			}
+			lastRev = ev.Revision
+			typ, obj, err := s.watchTransform(res, lo, ev)
+			if err != nil {
+				s.log.Error("watch decode", "key", ev.KV.Key, "err", err)
+				continue
+			}
+			if typ == "" {
+				continue
+			}
+			if err := tw.sendObject(typ, obj); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// watchTransform turns a store event into a watch event type and object,
+// applying selectors the way the real API server does: an object that stops
+// matching is DELETED, one that starts matching is ADDED.
+func (s *Server) watchTransform(res *resource, lo *listOptions, ev store.Event) (string, runtime.Object, error) {
+	filtering := !lo.labelSel.Empty() || !lo.fieldSel.Empty()
+	if ev.Type == store.EventDelete {
+		kv := ev.KV
+		obj, err := s.decodeKV(res, kv)
+		if err != nil {
+			return "", nil, err
+		}
+		if filtering && !lo.matches(res, obj) {
+			return "", nil, nil
+		}
+		return "DELETED", obj, nil
+	}
+	obj, err := s.decodeKV(res, ev.KV)
+	if err != nil {
+		return "", nil, err
+	}
+	newMatch := !filtering || lo.matches(res, obj)
+	if ev.PrevKV == nil {
+		if !newMatch {
+			return "", nil, nil
+		}
+		return "ADDED", obj, nil
+	}
+	oldMatch := true
+	if filtering {
+		old, err := s.decodeKV(res, *ev.PrevKV)
+		if err != nil {
+			return "", nil, err
+		}
+		oldMatch = lo.matches(res, old)
+	}
+	switch {
+	case newMatch && oldMatch:
+		return "MODIFIED", obj, nil
+	case newMatch:
+		return "ADDED", obj, nil
+	case oldMatch:
+		return "DELETED", obj, nil
+	}
+	return "", nil, nil
+}
+
+// watchWriter encodes and flushes watch events with a write deadline so a
+// stuck client cannot hold the stream forever.
+type watchWriter struct {
+	s           *Server
+	w           http.ResponseWriter
+	rc          *http.ResponseController
+	r           *http.Request
+	res         *resource
+	of          outputFormat
+	sentColumns bool
+}
+
+func (tw *watchWriter) send(typ string, obj []byte) error {
+	_ = tw.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	line, err := json.Marshal(watchEvent{Type: typ, Object: obj})
+	if err != nil {
+		return err
+	}
+	line = append(line, '\n')
+	if _, err := tw.w.Write(line); err != nil {
+		return err
+	}
+	return tw.rc.Flush()
+}
+
+func (tw *watchWriter) sendObject(typ string, obj runtime.Object) error {
+	var v interface{} = obj
+	switch {
+	case tw.of.table:
+		t, err := tw.s.toTable(tw.r, tw.res, []runtime.Object{obj}, metav1.ListMeta{ResourceVersion: mustMeta(obj).GetResourceVersion()}, !tw.sentColumns)
+		if err != nil {
+			return err
+		}
+		tw.sentColumns = true
+		v = t
+	case tw.of.partial:
+		v = partialMeta(obj)
+	}
+	js, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tw.send(typ, js)
+}
+
+// bookmark sends a BOOKMARK: an empty object of the kind carrying only the
+// resourceVersion (and the initial-events-end annotation when asked).
+func (tw *watchWriter) bookmark(rev int64, initialEnd bool) error {
+	obj := tw.res.newObj()
+	obj.GetObjectKind().SetGroupVersionKind(tw.res.gvk)
+	m := mustMeta(obj)
+	m.SetResourceVersion(strconv.FormatInt(rev, 10))
+	if initialEnd {
+		m.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})
+	}
+	var v interface{} = obj
+	if tw.of.partial {
+		v = partialMeta(obj)
+	}
+	if tw.of.table {
+		t := &metav1.Table{TypeMeta: metav1.TypeMeta{Kind: "Table", APIVersion: "meta.k8s.io/v1"}, ListMeta: metav1.ListMeta{ResourceVersion: m.GetResourceVersion()}}
+		v = t
+	}
+	js, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tw.send("BOOKMARK", js)
+}

@@ -1,0 +1,234 @@
+package apiserver
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Files the server keeps in its data directory. The CA, serving
+// certificate and admin token are generated on first start and reused.
+const (
+	caCertFile      = "pki/ca.crt"
+	caKeyFile       = "pki/ca.key"
+	servingCertFile = "pki/apiserver.crt"
+	servingKeyFile  = "pki/apiserver.key"
+	adminTokenFile  = "admin.token"
+	// AdminKubeconfigFile is the admin kubeconfig, relative to the data dir.
+	AdminKubeconfigFile = "admin.kubeconfig"
+)
+
+type pki struct {
+	caPEM      []byte
+	caCert     *x509.Certificate
+	caKey      *ecdsa.PrivateKey
+	serving    tls.Certificate
+	adminToken string
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func encodeKey(k *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return n
+}
+
+// loadOrCreateCA returns the cluster CA, generating it on first start.
+func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	if certPEM, err := os.ReadFile(certPath); err == nil {
+		keyPEM, err := os.ReadFile(keyPath)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("read CA key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("load CA: %w", err)
+		}
+		cert, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("parse CA: %w", err)
+		}
+		key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+		if !ok {
+			return nil, nil, nil, errors.New("CA key is not ECDSA")
+		}
+		return cert, key, certPEM, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil, fmt.Errorf("read CA: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "skep-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("create CA: %w", err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return nil, nil, nil, fmt.Errorf("write CA key: %w", err)
+	}
+	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+		return nil, nil, nil, fmt.Errorf("write CA: %w", err)
+	}
+	return cert, key, certPEM, nil
+}
+
+// sans splits the wanted subject alternative names into IPs and DNS names.
+func sans(names []string) ([]net.IP, []string) {
+	var ips []net.IP
+	var dns []string
+	for _, n := range names {
+		if n == "" {
+			continue
+		}
+		if ip := net.ParseIP(n); ip != nil {
+			if !slices.ContainsFunc(ips, func(x net.IP) bool { return x.Equal(ip) }) {
+				ips = append(ips, ip)
+			}
+		} else if !slices.Contains(dns, n) {
+			dns = append(dns, n)
+		}
+	}
+	return ips, dns
+}
+
+// coversSANs reports whether cert already names every wanted SAN.
+func coversSANs(cert *x509.Certificate, ips []net.IP, dns []string) bool {
+	for _, ip := range ips {
+		if !slices.ContainsFunc(cert.IPAddresses, func(x net.IP) bool { return x.Equal(ip) }) {
+			return false
+		}
+	}
+	for _, d := range dns {
+		if !slices.Contains(cert.DNSNames, d) {
+			return false
+		}
+	}
+	return time.Now().Add(30 * 24 * time.Hour).Before(cert.NotAfter)
+}
+
+// loadOrCreateServing returns the serving certificate, (re)issuing it when
+// missing, near expiry or lacking a wanted SAN.
+func loadOrCreateServing(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, names []string) (tls.Certificate, error) {
+	certPath, keyPath := filepath.Join(dir, servingCertFile), filepath.Join(dir, servingKeyFile)
+	ips, dns := sans(names)
+	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
+		if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil && coversSANs(leaf, ips, dns) {
+			return pair, nil
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "skep-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  ips,
+		DNSNames:     dns,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("create serving cert: %w", err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, fmt.Errorf("write serving key: %w", err)
+	}
+	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("write serving cert: %w", err)
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+// loadOrCreateToken returns a secret token stored in file, generating it once.
+func loadOrCreateToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(b)
+	return t, writeFileAtomic(path, []byte(t+"\n"), 0o600)
+}
+
+// writeKubeconfig writes a kubeconfig for server with the CA embedded and a
+// bearer token.
+func writeKubeconfig(path, server string, caPEM []byte, user, token string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["skep"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["skep"] = &clientcmdapi.Context{Cluster: "skep", AuthInfo: user, Namespace: "default"}
+	cfg.CurrentContext = "skep"
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, data, 0o600)
+}

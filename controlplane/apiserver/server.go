@@ -1,0 +1,446 @@
+// Package apiserver is skep's Kubernetes-compatible API server: one generic
+// REST handler driven by a table of resources (resources.go) over the
+// control plane store, serving the upstream k8s.io/api types to kubectl and
+// client-go over HTTPS with bearer tokens.
+//
+// A request flows: TLS → recover → metrics → authenticate → authorize →
+// route (discovery, OpenAPI, health, or a resource path) → the generic
+// handler (decode, default, validate, store with compare-and-swap, encode
+// as JSON, YAML or a Table).
+package apiserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+
+	"github.com/skep-dev/skep/controlplane/store"
+)
+
+// Config configures a Server.
+type Config struct {
+	// DataDir holds the CA, serving certificate, admin token, admin
+	// kubeconfig, the store (state.db) and its secrets key (secrets.key).
+	DataDir string
+	// Listen is host:port to serve HTTPS on (port 0 picks a free port).
+	Listen string
+	// AdvertiseAddress is the address other machines reach the server at;
+	// it is added to the certificate and to the kubernetes service's endpoints.
+	AdvertiseAddress string
+	// TLSSANs are extra certificate subject alternative names.
+	TLSSANs []string
+	// Store overrides the store (tests); nil opens DataDir/state.db.
+	Store store.Interface
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// ServiceCIDR is the service cluster IP range (default 10.96.0.0/12).
+	ServiceCIDR string
+	// NodePortMin and NodePortMax bound node ports (default 30000-32767).
+	NodePortMin, NodePortMax int32
+	// BookmarkInterval is how often idle watches asking for bookmarks get
+	// one (default 30s).
+	BookmarkInterval time.Duration
+	// MaxWatchTimeout ends watches that set no timeoutSeconds (default 30m).
+	MaxWatchTimeout time.Duration
+}
+
+// Server is a running API server.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	store      store.Interface
+	ownStore   bool
+	reg        *registry
+	ln         net.Listener
+	pki        *pki
+	authn      Authenticator
+	authz      Authorizer
+	metrics    *metrics
+	alloc      *serviceAllocator
+	ready      atomic.Bool
+	kubeconfig string
+}
+
+// New prepares a server: data directory, certificates, token, store,
+// default objects and the listening socket. Run serves.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "/var/lib/skep"
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:6443"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ServiceCIDR == "" {
+		cfg.ServiceCIDR = "10.96.0.0/12"
+	}
+	if cfg.NodePortMin == 0 {
+		cfg.NodePortMin, cfg.NodePortMax = 30000, 32767
+	}
+	if cfg.BookmarkInterval == 0 {
+		cfg.BookmarkInterval = 30 * time.Second
+	}
+	if cfg.MaxWatchTimeout == 0 {
+		cfg.MaxWatchTimeout = 30 * time.Minute
+	}
+	cidr, err := netip.ParsePrefix(cfg.ServiceCIDR)
+	if err != nil || !cidr.Addr().Is4() {
+		return nil, fmt.Errorf("service CIDR %q: must be an IPv4 prefix", cfg.ServiceCIDR)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: newRegistry(builtinResources()), metrics: newMetrics(),
+		alloc: newServiceAllocator(cidr, cfg.NodePortMin, cfg.NodePortMax)}
+
+	ca, caKey, caPEM, err := loadOrCreateCA(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	s.ln = ln
+	names := []string{"127.0.0.1", "localhost", hostOf(cfg.Listen), hostOf(ln.Addr().String()), cfg.AdvertiseAddress, kubernetesServiceIP,
+		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+	if h := hostOf(cfg.Listen); h == "" || h == "0.0.0.0" || h == "::" {
+		names = names[:len(names)-0]
+	}
+	names = append(names, cfg.TLSSANs...)
+	serving, err := loadOrCreateServing(cfg.DataDir, ca, caKey, names)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("serving certificate: %w", err)
+	}
+	token, err := loadOrCreateToken(filepath.Join(cfg.DataDir, adminTokenFile))
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	s.pki = &pki{caPEM: caPEM, caCert: ca, caKey: caKey, serving: serving, adminToken: token}
+	s.authn = &tokenAuthenticator{tokens: map[string]*User{token: {Name: "skep-admin", Groups: []string{"system:masters", "system:authenticated"}}}}
+	s.authz = adminAuthorizer{}
+
+	s.kubeconfig = filepath.Join(cfg.DataDir, AdminKubeconfigFile)
+	if err := writeKubeconfig(s.kubeconfig, "https://"+s.clientAddr(), caPEM, "skep-admin", token); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("write admin kubeconfig: %w", err)
+	}
+
+	if cfg.Store != nil {
+		s.store = cfg.Store
+	} else {
+		st, err := openStore(cfg.DataDir, s.metrics.reg, s.log)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		s.store, s.ownStore = st, true
+	}
+	s.store = instrumentStore(s.store, s.metrics)
+	if err := s.bootstrap(context.Background()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	s.ready.Store(true)
+	return s, nil
+}
+
+// clientAddr is the address clients use: the listen address, with a
+// wildcard host replaced by the advertise address or loopback.
+func (s *Server) clientAddr() string {
+	host, port, err := net.SplitHostPort(s.ln.Addr().String())
+	if err != nil {
+		return s.ln.Addr().String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if s.cfg.AdvertiseAddress != "" {
+			host = s.cfg.AdvertiseAddress
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// KubeconfigPath is the admin kubeconfig written for this server.
+func (s *Server) KubeconfigPath() string { return s.kubeconfig }
+
+// AdminToken is the admin bearer token.
+func (s *Server) AdminToken() string { return s.pki.adminToken }
+
+// CAPEM is the cluster CA certificate.
+func (s *Server) CAPEM() []byte { return s.pki.caPEM }
+
+// RESTConfig is a client-go config for the admin user.
+func (s *Server) RESTConfig() *rest.Config {
+	return &rest.Config{Host: "https://" + s.clientAddr(), BearerToken: s.pki.adminToken,
+		TLSClientConfig: rest.TLSClientConfig{CAData: s.pki.caPEM}, QPS: -1}
+}
+
+// Handler is the full HTTP handler (without TLS), for in-process tests.
+func (s *Server) Handler() http.Handler {
+	return s.recoverMiddleware(s.metricsMiddleware(http.HandlerFunc(s.serveHTTP)))
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{s.pki.serving},
+			MinVersion:   tls.VersionTLS12,
+			NextProtos:   []string{"h2", "http/1.1"},
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context {
+			return ctx
+		},
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(s.ln, "", "") }()
+	s.log.Info("skep API server serving", "addr", s.ln.Addr().String(), "kubeconfig", s.kubeconfig)
+	var err error
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.ready.Store(false)
+		if e := srv.Shutdown(sctx); e != nil {
+			srv.Close()
+		}
+	case err = <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close releases the listener and the store (if the server opened it).
+func (s *Server) Close() error {
+	s.ln.Close()
+	if s.ownStore && s.store != nil {
+		return s.store.Close()
+	}
+	return nil
+}
+
+// public paths answer without a token, like the real API server's
+// system:public-info-viewer role.
+func isPublic(p string) bool {
+	switch p {
+	case "/healthz", "/readyz", "/livez", "/version", "/version/":
+		return true
+	}
+	return strings.HasPrefix(p, "/healthz/") || strings.HasPrefix(p, "/readyz/") || strings.HasPrefix(p, "/livez/")
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-cache, private")
+	// Bound the time to read a request body; watches then stream freely.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(60 * time.Second))
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes+1)
+
+	path := r.URL.Path
+	var user *User
+	if !isPublic(path) {
+		u, err := s.authn.AuthenticateRequest(r)
+		if err != nil {
+			writeError(w, apierrors.NewUnauthorized("Unauthorized"))
+			return
+		}
+		user = u
+	}
+	switch {
+	case path == "/healthz" || path == "/livez" || strings.HasPrefix(path, "/healthz/") || strings.HasPrefix(path, "/livez/"):
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok"))
+		return
+	case path == "/readyz" || strings.HasPrefix(path, "/readyz/"):
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready"))
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+		return
+	case path == "/version" || path == "/version/":
+		writeJSON(w, Version)
+		return
+	}
+	attrs := Attributes{User: user, Path: path, Verb: strings.ToLower(r.Method)}
+	if strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/") {
+		if ri, err := s.parseResourcePath(path); err == nil {
+			verb, err := verbFor(r, ri)
+			if err != nil {
+				if ok, _ := s.authz.Authorize(attrs); !ok {
+					writeError(w, apierrors.NewForbidden(schema.GroupResource{}, "", errors.New("access denied")))
+					return
+				}
+				writeError(w, err)
+				return
+			}
+			ri.verb = verb
+			attrs.Verb, attrs.Resource, attrs.Subresource = verb, ri.res.plural, ri.sub
+			attrs.APIGroup, attrs.Namespace, attrs.Name, attrs.ResourceRequest = ri.res.gvk.Group, ri.namespace, ri.name, true
+			if ok, reason := s.authz.Authorize(attrs); !ok {
+				writeError(w, apierrors.NewForbidden(ri.res.groupResource(), ri.name, fmt.Errorf("user %q cannot %s resource %q: %s", user.Name, verb, ri.res.plural, reason)))
+				return
+			}
+			setRequestInfo(r, verb, ri.res.plural+subSuffix(ri.sub))
+			s.serveResource(w, r, ri)
+			return
+		}
+	}
+	if ok, reason := s.authz.Authorize(attrs); !ok {
+		writeError(w, apierrors.NewForbidden(schema.GroupResource{}, "", fmt.Errorf("forbidden: %s", reason)))
+		return
+	}
+	switch {
+	case path == "/metrics":
+		s.metrics.handler().ServeHTTP(w, r)
+	case path == "/openapi/v2":
+		s.serveOpenAPIv2(w, r)
+	case path == "/openapi/v3" || strings.HasPrefix(path, "/openapi/v3/"):
+		s.serveOpenAPI(w, r)
+	case r.Method == http.MethodGet && s.serveDiscovery(w, r):
+	default:
+		if ri, err := s.parseResourcePath(path); err != nil && (strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/")) {
+			_ = ri
+			writeError(w, err)
+			return
+		}
+		writeError(w, apierrors.NewNotFound(schema.GroupResource{}, ""))
+	}
+}
+
+func subSuffix(sub string) string {
+	if sub == "" {
+		return ""
+	}
+	return "/" + sub
+}
+
+func (s *Server) recoverMiddleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic serving request", "method", r.Method, "url", r.URL.String(), "panic", v, "stack", string(debug.Stack()))
+				writeError(w, apierrors.NewInternalError(fmt.Errorf("internal error: %v", v)))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bootstrap creates the default namespaces and the kubernetes service, and
+// rebuilds the service allocator from the store.
+func (s *Server) bootstrap(ctx context.Context) error {
+	nsRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("namespaces")]
+	for _, name := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {
+		ns := &corev1.Namespace{}
+		ns.Name = name
+		if err := s.createInternal(ctx, nsRes, ns); err != nil {
+			return fmt.Errorf("namespace %s: %w", name, err)
+		}
+	}
+	svcRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("services")]
+	if err := s.alloc.rebuild(ctx, s.store, s, svcRes); err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(s.ln.Addr().String())
+	var portNum int32
+	fmt.Sscanf(port, "%d", &portNum)
+	svc := &corev1.Service{}
+	svc.Name, svc.Namespace = "kubernetes", "default"
+	svc.Labels = map[string]string{"component": "apiserver", "provider": "kubernetes"}
+	svc.Spec = corev1.ServiceSpec{ClusterIP: kubernetesServiceIP, Type: corev1.ServiceTypeClusterIP,
+		Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}}
+	svc.Spec.Ports[0].TargetPort.IntVal = portNum
+	if err := s.createInternal(ctx, svcRes, svc); err != nil {
+		return fmt.Errorf("kubernetes service: %w", err)
+	}
+	host := s.cfg.AdvertiseAddress
+	if host == "" {
+		host = hostOf(s.clientAddr())
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		epRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("endpoints")]
+		ep := &corev1.Endpoints{Subsets: []corev1.EndpointSubset{{
+			Addresses: []corev1.EndpointAddress{{IP: host}},
+			Ports:     []corev1.EndpointPort{{Name: "https", Port: portNum, Protocol: corev1.ProtocolTCP}},
+		}}}
+		ep.Name, ep.Namespace = "kubernetes", "default"
+		ep.Labels = map[string]string{"endpointslice.kubernetes.io/skip-mirror": "true"}
+		if err := s.createInternal(ctx, epRes, ep); err != nil {
+			return fmt.Errorf("kubernetes endpoints: %w", err)
+		}
+	}
+	return nil
+}
+
+// createInternal creates an object the server itself owns unless it exists.
+func (s *Server) createInternal(ctx context.Context, res *resource, obj interface{ GetName() string }) error {
+	o := obj.(interface {
+		GetName() string
+		GetNamespace() string
+	})
+	if _, err := s.store.Get(ctx, res.key(o.GetNamespace(), o.GetName())); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	body := res.newObj()
+	data, err := encodeJSON(obj)
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", strings.NewReader(string(data)))
+	req.URL = &url.URL{Path: "/"}
+	req.Header.Set("Content-Type", "application/json")
+	rw := &captureWriter{header: http.Header{}}
+	_ = body
+	ri := &requestInfo{res: res, namespace: o.GetNamespace(), verb: "create"}
+	if err := s.handleCreate(ctx, rw, req, ri); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+// captureWriter is a ResponseWriter for internal requests.
+type captureWriter struct {
+	header http.Header
+	code   int
+	body   []byte
+}
+
+func (c *captureWriter) Header() http.Header         { return c.header }
+func (c *captureWriter) WriteHeader(code int)        { c.code = code }
+func (c *captureWriter) Write(b []byte) (int, error) { c.body = append(c.body, b...); return len(b), nil }
