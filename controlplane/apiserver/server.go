@@ -441,6 +441,9 @@ type captureWriter struct {
 	body   []byte
 }
 
-func (c *captureWriter) Header() http.Header         { return c.header }
-func (c *captureWriter) WriteHeader(code int)        { c.code = code }
-func (c *captureWriter) Write(b []byte) (int, error) { c.body = append(c.body, b...); return len(b), nil }
+func (c *captureWriter) Header() http.Header  { return c.header }
+func (c *captureWriter) WriteHeader(code int) { c.code = code }
+func (c *captureWriter) Write(b []byte) (int, error) {
+	c.body = append(c.body, b...)
+	return len(b), nil
+}
