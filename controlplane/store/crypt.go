@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 const aesKeySize = 32 // AES-256
@@ -117,4 +119,23 @@ func newSealer(prefixes []string, key []byte) (*sealer, error) {
 		return nil, fmt.Errorf("gcm: %w", err)
 	}
 	return &sealer{prefixes: prefixes, aead: aead}, nil
+}
+
+// keyCheckPlaintext is sealed into meta/keycheck with the first encryption
+// key, so a store opened later with another key (a lost or swapped key file)
+// fails at Open instead of serving secrets it cannot read.
+const keyCheckPlaintext = "skep store encryption key check"
+
+func checkKey(meta *bolt.Bucket, sl *sealer) error {
+	if sl == nil {
+		return nil
+	}
+	sealed := meta.Get(keyKeyCheck)
+	if sealed == nil {
+		return meta.Put(keyKeyCheck, sl.seal(nil, string(keyKeyCheck), []byte(keyCheckPlaintext)))
+	}
+	if v, err := sl.open(string(keyKeyCheck), sealed); err != nil || string(v) != keyCheckPlaintext {
+		return errors.New("the encryption key file is not the key this store was written with")
+	}
+	return nil
 }

@@ -9,7 +9,8 @@
 //
 //	v1                              ← schema version 1
 //	├── meta
-//	│   └── revision : uint64 BE    ← last committed global revision
+//	│   ├── revision : uint64 BE    ← last committed global revision
+//	│   └── keycheck : sealed constant ← present once encryption is on; proves the key file
 //	└── kv
 //	    └── <key> : record          ← e.g. /registry/pods/default/web-0
 //

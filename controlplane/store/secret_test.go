@@ -83,18 +83,24 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	}
 	s2.Close()
 
-	// A different key cannot read the secret (authenticated encryption).
-	other := filepath.Join(dir, "other.key")
-	s3, err := Open(dbFile, WithEncryptedPrefixes("/registry/secrets/"), WithKeyFile(other))
+	// Another key file (lost or swapped) is refused at Open, not at the
+	// first secret read.
+	if s3, err := Open(dbFile, WithEncryptedPrefixes("/registry/secrets/"), WithKeyFile(filepath.Join(dir, "other.key"))); err == nil {
+		s3.Close()
+		t.Fatal("opened an encrypted store with a different key")
+	}
+	// Without encryption configured, plain values still read and a secret
+	// read fails cleanly instead of returning ciphertext.
+	s4, err := Open(dbFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s3.Close()
-	if _, err := s3.Get(ctx, "/registry/secrets/default/db"); err == nil {
-		t.Fatal("secret decrypted with the wrong key")
+	defer s4.Close()
+	if kv, err := s4.Get(ctx, "/registry/secrets/default/db"); err == nil {
+		t.Fatalf("secret read without the key: %q", kv.Value)
 	}
-	if _, err := s3.Get(ctx, "/registry/configmaps/default/cm"); err != nil {
-		t.Fatalf("plain value unreadable with another key: %v", err)
+	if _, err := s4.Get(ctx, "/registry/configmaps/default/cm"); err != nil {
+		t.Fatalf("plain value unreadable without encryption: %v", err)
 	}
 }
 

@@ -19,6 +19,7 @@ var (
 	bucketMeta     = []byte("meta")
 	bucketKV       = []byte("kv")
 	keyRevision    = []byte("revision")
+	keyKeyCheck    = []byte("keycheck")
 	errInvalidKey  = errors.New("store: invalid key")
 	maxValueLength = bolt.MaxValueSize - recordHeaderLen - 64
 )
@@ -100,7 +101,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 			}
 			rev = int64(beUint64(v))
 		}
-		return nil
+		return checkKey(meta, sl)
 	})
 	if err != nil {
 		db.Close()
