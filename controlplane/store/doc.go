@@ -34,7 +34,8 @@
 // same transaction, a failing operation getting its own error without failing
 // the others — commits with fsync, feeds the event log, then acknowledges
 // each writer. A write is therefore acknowledged only once it is durable, and
-// revisions follow queue order.
+// revisions follow queue order. If the transaction itself fails (an I/O
+// error, a full disk), every write in it gets that error and none is applied.
 //
 // A writer whose context ends while its operation is still queued removes it
 // and gets the context's error: the operation was not applied. Once the
