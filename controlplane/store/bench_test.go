@@ -257,3 +257,22 @@ func BenchmarkWatchLatency(b *testing.B) {
 	b.ReportMetric(ms(0.50), "p50-ms")
 	b.ReportMetric(ms(0.99), "p99-ms")
 }
+
+// BenchmarkList10k: one List of 10,000 2 KiB objects under one prefix (the
+// store's share of a `kubectl get pods -A` on 10,000 pods).
+func BenchmarkList10k(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "state.db")
+	fillStore(b, path, 10000, 2048)
+	s, err := Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ResetTimer()
+	for range b.N {
+		res, err := s.List(context.Background(), "/registry/pods/", ListOptions{})
+		if err != nil || len(res.Items) != 10000 {
+			b.Fatalf("list: %d items, %v", len(res.Items), err)
+		}
+	}
+}
