@@ -101,3 +101,23 @@ type Datapath interface {
 	// the pinned maps and reconcile only the difference.
 	Services() ([]Service, error)
 }
+
+// Counts are one frontend's traffic counters as the data path keeps them.
+// A data path fills what it counts and leaves the rest zero.
+type Counts struct {
+	// Connections: new flows balanced to a backend (TCP connects, UDP
+	// socket sends, NodePort flows).
+	Connections uint64
+	// Refused: connects answered ECONNREFUSED for want of an Active backend.
+	Refused uint64
+	// Packets and Bytes seen by the per-packet (tc) path.
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters is implemented by data paths that count traffic per frontend;
+// the proxy exposes the counts on /metrics. It is optional: the proxy checks
+// for it with a type assertion.
+type Counters interface {
+	ServiceCounters() (map[Frontend]Counts, error)
+}

@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+// applier keeps what was written to the data path, per frontend, and writes
+// only the difference between that and a service's desired frontends.
+// Data path calls are serialised: the Datapath interface promises ordering
+// within one call, not safety between concurrent ones.
+type applier struct {
+	mu      sync.Mutex
+	dp      datapath.Datapath
+	applied map[datapath.Frontend]datapath.Service
+	// owned lists the frontends each service key (namespace/name) wrote, so
+	// the frontends a service no longer wants can be deleted.
+	owned    map[string]map[datapath.Frontend]struct{}
+	backends int // sum of len(Backends) over applied, for the gauge
+	metrics  *metrics
+}
+
+func newApplier(dp datapath.Datapath, m *metrics) *applier {
+	return &applier{
+		dp:      dp,
+		applied: map[datapath.Frontend]datapath.Service{},
+		owned:   map[string]map[datapath.Frontend]struct{}{},
+		metrics: m,
+	}
+}
+
+// keyOf returns the service key ("namespace/name") of a data path service
+// name ("namespace/name:port"). Namespaces and names are DNS labels, so the
+// first colon ends the key.
+func keyOf(name string) string {
+	k, _, _ := strings.Cut(name, ":")
+	return k
+}
+
+// adopt takes what the data path has programmed (pinned maps that survived a
+// restart) as the applied state, so the first reconcile writes only what
+// changed while the proxy was away and nothing is flushed. It returns the
+// service keys found, which the caller must reconcile even if their Service
+// is gone by now.
+func (a *applier) adopt() ([]string, error) {
+	svcs, err := a.dp.Services()
+	if err != nil {
+		return nil, fmt.Errorf("read programmed services: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range svcs {
+		a.put(keyOf(s.Name), s)
+	}
+	keys := make([]string, 0, len(a.owned))
+	for k := range a.owned {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	a.updateGauges()
+	return keys, nil
+}
+
+// put records s as applied and owned by key, taking it from any other owner.
+func (a *applier) put(key string, s datapath.Service) {
+	if old, ok := a.applied[s.Frontend]; ok {
+		a.backends -= len(old.Backends)
+		if prev := keyOf(old.Name); prev != key {
+			delete(a.owned[prev], s.Frontend)
+			if len(a.owned[prev]) == 0 {
+				delete(a.owned, prev)
+			}
+		}
+	}
+	a.applied[s.Frontend] = s
+	a.backends += len(s.Backends)
+	if a.owned[key] == nil {
+		a.owned[key] = map[datapath.Frontend]struct{}{}
+	}
+	a.owned[key][s.Frontend] = struct{}{}
+}
+
+func (a *applier) remove(key string, f datapath.Frontend) {
+	if old, ok := a.applied[f]; ok {
+		a.backends -= len(old.Backends)
+		delete(a.applied, f)
+	}
+	delete(a.owned[key], f)
+	if len(a.owned[key]) == 0 {
+		delete(a.owned, key)
+	}
+}
+
+// apply makes the data path hold exactly want for service key: upserts for
+// new or changed frontends first, then deletes for the ones no longer wanted
+// (so a frontend that moves between ports of one service never flaps). It
+// returns how many data path writes it made; on error the applied state
+// reflects what did succeed and a retry writes the rest.
+func (a *applier) apply(key string, want []datapath.Service) (writes int, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	defer a.updateGauges()
+	var errs []error
+	wanted := make(map[datapath.Frontend]struct{}, len(want))
+	for _, s := range want {
+		wanted[s.Frontend] = struct{}{}
+		if cur, ok := a.applied[s.Frontend]; ok && sameService(cur, s) {
+			if keyOf(cur.Name) != key {
+				a.put(key, s)
+			}
+			continue
+		}
+		writes++
+		a.metrics.writes.WithLabelValues("upsert").Inc()
+		if err := a.dp.UpsertService(s); err != nil {
+			errs = append(errs, fmt.Errorf("upsert %s: %w", s.Frontend, err))
+			continue
+		}
+		a.put(key, s)
+	}
+	for f := range a.owned[key] {
+		if _, ok := wanted[f]; ok {
+			continue
+		}
+		writes++
+		a.metrics.writes.WithLabelValues("delete").Inc()
+		if err := a.dp.DeleteService(f); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %w", f, err))
+			continue
+		}
+		a.remove(key, f)
+	}
+	return writes, errors.Join(errs...)
+}
+
+// snapshot returns a copy of the applied state, for tests and tables.
+func (a *applier) snapshot() map[datapath.Frontend]datapath.Service {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[datapath.Frontend]datapath.Service, len(a.applied))
+	for f, s := range a.applied {
+		out[f] = s
+	}
+	return out
+}
+
+func (a *applier) updateGauges() {
+	a.metrics.frontends.Set(float64(len(a.applied)))
+	a.metrics.backends.Set(float64(a.backends))
+}
+
+// sameService reports whether two services program the same thing. Backends
+// compare as a set: a data path may hand them back in slot order after a
+// restart, and rewriting a service only to reorder it would be a needless
+// write on the hitless-restart path.
+func sameService(a, b datapath.Service) bool {
+	if a.Frontend != b.Frontend || a.Name != b.Name || a.AffinityTimeout != b.AffinityTimeout ||
+		len(a.Backends) != len(b.Backends) {
+		return false
+	}
+	x, y := slices.Clone(a.Backends), slices.Clone(b.Backends)
+	sortBackends(x)
+	sortBackends(y)
+	return slices.Equal(x, y)
+}

@@ -1,0 +1,430 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+// startProxy runs a proxy over client and dp until the test ends.
+func startProxy(t *testing.T, client *fake.Clientset, dp datapath.Datapath, mod func(*Config)) (*Proxy, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg := Config{
+		Client:     client,
+		Datapath:   dp,
+		Node:       node("127.0.0.1"),
+		Registerer: reg,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("proxy run: %v", err)
+		}
+	})
+	eventually(t, "proxy ready", func() (bool, string) { return p.ready.Load(), "" })
+	return p, reg
+}
+
+// eventually polls cond for up to 10 s (a sanity bound, not a timing target).
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		last = msg
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s: %s", what, last)
+}
+
+func waitBackends(t *testing.T, dp *fakeDatapath, frontend, want string) {
+	t.Helper()
+	eventually(t, frontend+" backends", func() (bool, string) {
+		s, ok := dp.get(frontend)
+		if !ok {
+			return false, fmt.Sprintf("not programmed; have %v", dp.frontends())
+		}
+		got := backends(s.Backends)
+		return got == want, fmt.Sprintf("got %q want %q", got, want)
+	})
+}
+
+func create(t *testing.T, c *fake.Clientset, objs ...runtime.Object) {
+	t.Helper()
+	ctx := context.Background()
+	for _, o := range objs {
+		var err error
+		switch o := o.(type) {
+		case *corev1.Service:
+			_, err = c.CoreV1().Services(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *discoveryv1.EndpointSlice:
+			_, err = c.DiscoveryV1().EndpointSlices(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.Node:
+			_, err = c.CoreV1().Nodes().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("create %T", o)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func updateSlice(t *testing.T, c *fake.Clientset, s *discoveryv1.EndpointSlice) {
+	t.Helper()
+	if _, err := c.DiscoveryV1().EndpointSlices(s.Namespace).Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProxyFollowsEndpointSliceChanges(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	create(t, c, webService(), slice("default", "web", "web-1", httpPort,
+		ep{"10.244.1.1", "node-b", "ready"}, ep{"10.244.1.2", "node-b", "ready"}))
+	startProxy(t, c, dp, nil)
+	const fe = "10.96.0.20:80/TCP/int"
+	waitBackends(t, dp, fe, "10.244.1.1:8080/A 10.244.1.2:8080/A")
+
+	// One endpoint starts terminating, a new one becomes ready.
+	updateSlice(t, c, slice("default", "web", "web-1", httpPort,
+		ep{"10.244.1.1", "node-b", "serving terminating"}, ep{"10.244.1.2", "node-b", "ready"}, ep{"10.244.1.3", "node-b", "ready"}))
+	waitBackends(t, dp, fe, "10.244.1.1:8080/T 10.244.1.2:8080/A 10.244.1.3:8080/A")
+
+	// A second slice adds endpoints; the first loses its terminating one.
+	create(t, c, slice("default", "web", "web-2", httpPort, ep{"10.244.2.1", "node-c", "ready"}))
+	updateSlice(t, c, slice("default", "web", "web-1", httpPort, ep{"10.244.1.2", "node-b", "ready"}, ep{"10.244.1.3", "node-b", "ready"}))
+	waitBackends(t, dp, fe, "10.244.1.2:8080/A 10.244.1.3:8080/A 10.244.2.1:8080/A")
+
+	// Every endpoint vanishes: the frontend stays, refusing connections.
+	for _, n := range []string{"web-1", "web-2"} {
+		if err := c.DiscoveryV1().EndpointSlices("default").Delete(context.Background(), n, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitBackends(t, dp, fe, "")
+
+	// The service goes: so does its frontend.
+	if err := c.CoreV1().Services("default").Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "frontend deleted", func() (bool, string) {
+		fs := dp.frontends()
+		return len(fs) == 0, fmt.Sprint(fs)
+	})
+}
+
+func TestProxyWritesOnlyTheDifference(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	svc := webService()
+	svc.Spec.Type = corev1.ServiceTypeNodePort
+	svc.Spec.Ports[0].NodePort = 30080
+	other := clusterIPService("default", "other", "10.96.0.30", svcPort("http", corev1.ProtocolTCP, 80, 0))
+	s := slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"})
+	create(t, c, svc, other, s)
+	// One worker: the queue is then processed in order (see the marker below).
+	startProxy(t, c, dp, func(cfg *Config) { cfg.Workers = 1 })
+	waitBackends(t, dp, "127.0.0.1:30080/TCP/ext", "10.244.1.1:8080/A")
+	waitBackends(t, dp, "10.96.0.30:80/TCP/int", "")
+	eventually(t, "initial writes", func() (bool, string) {
+		u, d := dp.writes()
+		return u == 3 && d == 0, fmt.Sprintf("%d upserts %d deletes", u, d)
+	})
+
+	// A change that does not alter the desired state writes nothing: an
+	// endpoint that is neither ready nor terminating is not a backend.
+	updateSlice(t, c, slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}, ep{"10.244.1.9", "node-b", ""}))
+	// A change to the other service is then a marker: once it lands, the
+	// no-op above has been processed too (one worker, FIFO queue).
+	create(t, c, slice("default", "other", "other-1", httpPort, ep{"10.244.3.1", "node-b", "ready"}))
+	waitBackends(t, dp, "10.96.0.30:80/TCP/int", "10.244.3.1:8080/A")
+	if u, d := dp.writes(); u != 4 || d != 0 {
+		t.Fatalf("%d upserts %d deletes, want 4 and 0", u, d)
+	}
+
+	// Removing the NodePort deletes only the external frontend.
+	svc.Spec.Type = corev1.ServiceTypeClusterIP
+	svc.Spec.Ports[0].NodePort = 0
+	if _, err := c.CoreV1().Services("default").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "nodeport deleted", func() (bool, string) {
+		fs := dp.frontends()
+		return slices.Equal(fs, []string{"10.96.0.20:80/TCP/int", "10.96.0.30:80/TCP/int"}), fmt.Sprint(fs)
+	})
+	if u, d := dp.writes(); u != 4 || d != 1 {
+		t.Fatalf("%d upserts %d deletes, want 4 and 1", u, d)
+	}
+}
+
+func TestProxyRestartAdoptsProgrammedState(t *testing.T) {
+	ip := netip.MustParseAddr
+	fe := func(addr string, port uint16) datapath.Frontend {
+		return datapath.Frontend{IP: ip(addr), Port: port, Proto: datapath.TCP, Scope: datapath.ScopeInternal}
+	}
+	be := func(addr string) datapath.Backend { return datapath.Backend{IP: ip(addr), Port: 8080} }
+	// What a previous proxy left pinned: web is current (backends in another
+	// order), stale was deleted while no proxy ran, api has old backends.
+	dp := newFakeDatapath(
+		datapath.Service{Frontend: fe("10.96.0.20", 80), Name: "default/web:http",
+			Backends: []datapath.Backend{be("10.244.1.2"), be("10.244.1.1")}},
+		datapath.Service{Frontend: fe("10.96.0.40", 80), Name: "default/stale:http",
+			Backends: []datapath.Backend{be("10.244.4.1")}},
+		datapath.Service{Frontend: fe("10.96.0.50", 80), Name: "default/api:http",
+			Backends: []datapath.Backend{be("10.244.5.1")}},
+	)
+	c := fake.NewClientset()
+	create(t, c, webService(),
+		slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}, ep{"10.244.1.2", "node-b", "ready"}),
+		clusterIPService("default", "api", "10.96.0.50", svcPort("http", corev1.ProtocolTCP, 80, 0)),
+		slice("default", "api", "api-1", httpPort, ep{"10.244.5.2", "node-b", "ready"}))
+	p, _ := startProxy(t, c, dp, nil)
+	waitBackends(t, dp, "10.96.0.50:80/TCP/int", "10.244.5.2:8080/A")
+	eventually(t, "stale frontend deleted", func() (bool, string) {
+		_, ok := dp.get("10.96.0.40:80/TCP/int")
+		return !ok, "still programmed"
+	})
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if len(dp.upserts) != 1 || dp.upserts[0].Frontend != fe("10.96.0.50", 80) {
+		t.Fatalf("upserts %v, want only api's", dp.upserts)
+	}
+	if len(dp.deletes) != 1 || dp.deletes[0] != fe("10.96.0.40", 80) {
+		t.Fatalf("deletes %v, want only stale's", dp.deletes)
+	}
+	if n := len(p.Applied()); n != 2 {
+		t.Fatalf("applied state has %d frontends, want 2", n)
+	}
+}
+
+func TestProxyRetriesFailedWrites(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	dp.failUpserts = 2
+	create(t, c, webService(), slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}))
+	_, reg := startProxy(t, c, dp, nil)
+	waitBackends(t, dp, "10.96.0.20:80/TCP/int", "10.244.1.1:8080/A")
+	if got := gather(t, reg, "skep_proxy_sync_errors_total"); got != 2 {
+		t.Fatalf("sync errors %v, want 2", got)
+	}
+}
+
+func TestProxyIgnoresOtherProxiesServices(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	theirs := clusterIPService("default", "theirs", "10.96.0.60", svcPort("http", corev1.ProtocolTCP, 80, 0))
+	theirs.Labels = map[string]string{labelServiceProxyName: "other-proxy"}
+	create(t, c, theirs, webService())
+	startProxy(t, c, dp, nil)
+	waitBackends(t, dp, "10.96.0.20:80/TCP/int", "")
+	if _, ok := dp.get("10.96.0.60:80/TCP/int"); ok {
+		t.Fatal("programmed a service labelled for another proxy")
+	}
+}
+
+func TestProxyTakesNodeAddressesFromNodeObject(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeHostName, Address: "node-a"},
+			{Type: corev1.NodeInternalIP, Address: "172.31.77.11"},
+		}}}
+	svc := webService()
+	svc.Spec.Type = corev1.ServiceTypeNodePort
+	svc.Spec.Ports[0].NodePort = 30080
+	create(t, c, n, svc, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.31.77.12"}}}})
+	startProxy(t, c, dp, func(cfg *Config) { cfg.Node = Node{Name: testNode} })
+	waitBackends(t, dp, "172.31.77.11:30080/TCP/ext", "")
+
+	n.Status.Addresses[1].Address = "172.31.77.21"
+	if _, err := c.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "nodeport moved", func() (bool, string) {
+		fs := dp.frontends()
+		return slices.Equal(fs, []string{"10.96.0.20:80/TCP/int", "172.31.77.21:30080/TCP/ext"}), fmt.Sprint(fs)
+	})
+}
+
+// freePort returns a TCP port free on 127.0.0.1 right now.
+func freePort(t *testing.T) int32 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return int32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+type healthBody struct {
+	Service struct {
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+	} `json:"service"`
+	LocalEndpoints      int  `json:"localEndpoints"`
+	ServiceProxyHealthy bool `json:"serviceProxyHealthy"`
+}
+
+func TestHealthCheckNodePort(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	hc := freePort(t)
+	svc := webService()
+	svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+	svc.Spec.Ports[0].NodePort = 30080
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	svc.Spec.HealthCheckNodePort = hc
+	create(t, c, svc, slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}))
+	startProxy(t, c, dp, nil)
+	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", hc)
+
+	check := func(wantCode, wantLocal int) func() (bool, string) {
+		return func() (bool, string) {
+			resp, err := http.Get(url)
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			var b healthBody
+			if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
+				return false, "decode: " + err.Error()
+			}
+			ok := resp.StatusCode == wantCode && b.LocalEndpoints == wantLocal &&
+				b.Service.Namespace == "default" && b.Service.Name == "web" && b.ServiceProxyHealthy &&
+				resp.Header.Get("Content-Type") == "application/json"
+			return ok, fmt.Sprintf("status %d body %+v", resp.StatusCode, b)
+		}
+	}
+	// Only a remote endpoint: this node must not get LB traffic.
+	eventually(t, "503 without local endpoints", check(http.StatusServiceUnavailable, 0))
+	waitBackends(t, dp, "127.0.0.1:30080/TCP/ext", "")
+
+	updateSlice(t, c, slice("default", "web", "web-1", httpPort,
+		ep{"10.244.1.1", "node-b", "ready"}, ep{"10.244.0.5", testNode, "ready"}, ep{"10.244.0.6", testNode, "ready"}))
+	eventually(t, "200 with local endpoints", check(http.StatusOK, 2))
+	waitBackends(t, dp, "127.0.0.1:30080/TCP/ext", "10.244.0.5:8080/A 10.244.0.6:8080/A")
+
+	// Cluster policy: the port closes.
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+	svc.Spec.HealthCheckNodePort = 0
+	if _, err := c.CoreV1().Services("default").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "health check port closed", func() (bool, string) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return false, "still answering"
+		}
+		return strings.Contains(err.Error(), "refused"), err.Error()
+	})
+}
+
+// gather returns the value of a counter or gauge without labels.
+func gather(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+func TestMetrics(t *testing.T) {
+	c := fake.NewClientset()
+	dp := countingDatapath{newFakeDatapath()}
+	dp.counts = map[datapath.Frontend]datapath.Counts{
+		{IP: netip.MustParseAddr("10.96.0.20"), Port: 80, Proto: datapath.TCP}: {Connections: 7, Refused: 2},
+	}
+	create(t, c, webService(), slice("default", "web", "web-1", httpPort,
+		ep{"10.244.1.1", "node-b", "ready"}, ep{"10.244.1.2", "node-b", "terminating"}))
+	_, reg := startProxy(t, c, dp, nil)
+	waitBackends(t, dp.fakeDatapath, "10.96.0.20:80/TCP/int", "10.244.1.1:8080/A 10.244.1.2:8080/T")
+	eventually(t, "gauges", func() (bool, string) {
+		f, b := gather(t, reg, "skep_proxy_frontends_programmed"), gather(t, reg, "skep_proxy_backends_programmed")
+		return f == 1 && b == 2, fmt.Sprintf("frontends %v backends %v", f, b)
+	})
+	if n := gather(t, reg, "skep_proxy_sync_latency_seconds"); n < 1 {
+		t.Fatalf("sync latency histogram has %v samples", n)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "skep_proxy_service_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			got[mf.GetName()] = fmt.Sprintf("%s %v", strings.Join(ls, ","), m.GetCounter().GetValue())
+		}
+	}
+	want := map[string]string{
+		"skep_proxy_service_connections_total": "frontend=10.96.0.20:80/TCP/int,service=default/web:http 7",
+		"skep_proxy_service_refused_total":     "frontend=10.96.0.20:80/TCP/int,service=default/web:http 2",
+		"skep_proxy_service_packets_total":     "frontend=10.96.0.20:80/TCP/int,service=default/web:http 0",
+		"skep_proxy_service_bytes_total":       "frontend=10.96.0.20:80/TCP/int,service=default/web:http 0",
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("service counters:\n got %v\nwant %v", got, want)
+	}
+}
