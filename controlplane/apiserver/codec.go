@@ -19,9 +19,14 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+	"k8s.io/client-go/kubernetes/scheme"
 	k8sjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
+
+// protobufSerializer decodes request bodies sent as Kubernetes protobuf.
+var protobufSerializer = protobuf.NewSerializer(scheme.Scheme, scheme.Scheme)
 
 // maxBodyBytes is the largest request body accepted, like the real API
 // server's 3 MiB limit.
@@ -88,7 +93,7 @@ func unsupportedMediaType(ct string) error {
 		Status:  metav1.StatusFailure,
 		Code:    http.StatusUnsupportedMediaType,
 		Reason:  metav1.StatusReasonUnsupportedMediaType,
-		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got %q)", ct),
+		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got %q)", ct),
 	}}
 }
 
@@ -105,6 +110,21 @@ func bodyJSON(r *http.Request, data []byte) (js []byte, strictErrs []error, err 
 	switch mt {
 	case "application/json", "*/*":
 		return data, nil, nil
+	case "application/vnd.kubernetes.protobuf":
+		// Typed clientsets (kubectl create secret, …) send protobuf; it is
+		// decoded into the upstream type and handled as JSON from here on.
+		obj, gvk, err := protobufSerializer.Decode(data, nil, nil)
+		if err != nil {
+			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("decode protobuf body: %v", err))
+		}
+		if gvk != nil {
+			obj.GetObjectKind().SetGroupVersionKind(*gvk)
+		}
+		js, err := json.Marshal(obj)
+		if err != nil {
+			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("decode protobuf body: %v", err))
+		}
+		return js, nil, nil
 	case "application/yaml", "application/x-yaml", "text/yaml":
 		js, err := yaml.YAMLToJSONStrict(data)
 		if err == nil {
