@@ -25,6 +25,15 @@ var iptablesBackends = []iptablesBackend{
 
 // inNetnsCmd runs argv in the pod's netns with stdin, returning stdout.
 func inNetnsCmd(ctx context.Context, pod *Pod, stdin []byte, argv ...string) ([]byte, error) {
+	out, _, err := inNetnsCmdCPU(ctx, pod, stdin, argv...)
+	return out, err
+}
+
+// inNetnsCmdCPU is inNetnsCmd that also returns the CPU time (user+system)
+// the command used: the kernel's side of an nft or x_tables commit runs in
+// the command's syscalls, so this is the cost of programming, whatever else
+// the machine is doing.
+func inNetnsCmdCPU(ctx context.Context, pod *Pod, stdin []byte, argv ...string) ([]byte, time.Duration, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + pod.Path, "--"}, argv...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
@@ -33,24 +42,26 @@ func inNetnsCmd(ctx context.Context, pod *Pod, stdin []byte, argv ...string) ([]
 	cmd.Stdout = &out
 	cmd.Stderr = &limitedWriter{w: &errb, n: 4096}
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(errb.String()))
+		return nil, 0, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(errb.String()))
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 // Program loads svcs the way kube-proxy does on a fresh node: the jump rules
 // first (not timed: kube-proxy does them once at start), then one full sync
-// with iptables-restore --noflush --counters, whose wall time is returned.
-func (b iptablesBackend) Program(ctx context.Context, pod *Pod, svcs []KubeService) (time.Duration, error) {
+// with iptables-restore --noflush --counters, whose wall and CPU time are
+// returned.
+func (b iptablesBackend) Program(ctx context.Context, pod *Pod, svcs []KubeService) (wall, cpu time.Duration, err error) {
 	if _, err := inNetnsCmd(ctx, pod, KubeProxyJumps(), b.Restore, "-w", "--noflush"); err != nil {
-		return 0, fmt.Errorf("%s jump rules: %w", b.Name, err)
+		return 0, 0, fmt.Errorf("%s jump rules: %w", b.Name, err)
 	}
 	data := KubeProxyRestore(svcs, clusterNet)
 	start := time.Now()
-	if _, err := inNetnsCmd(ctx, pod, data, b.Restore, "-w", "--noflush", "--counters"); err != nil {
-		return 0, fmt.Errorf("%s restore: %w", b.Name, err)
+	_, cpu, err = inNetnsCmdCPU(ctx, pod, data, b.Restore, "-w", "--noflush", "--counters")
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s restore: %w", b.Name, err)
 	}
-	return time.Since(start), nil
+	return time.Since(start), cpu, nil
 }
 
 // Flush removes every rule and chain from the client netns' filter and nat

@@ -32,7 +32,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			}
 			prog := "-"
 			if m.Program > 0 {
-				prog = fmtDur(m.Program)
+				prog = fmtDur(m.Program) + " (cpu " + fmtDur(m.ProgramCPU) + ")"
 			}
 			var errs int64
 			for _, j := range []*JobResult{m.Connect, m.RR, m.Stream, m.UDP} {
