@@ -12,15 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/skep-dev/skep/cni/ipam"
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // Every configuration version the plugin supports round-trips ADD, CHECK and
@@ -416,5 +419,99 @@ func TestCheckDetectsDamage(t *testing.T) {
 				t.Fatalf("DEL: %v", err)
 			}
 		})
+	}
+}
+
+// Chaining: skep-cni keeps what an earlier plugin reported (prevResult) and
+// appends its own, and a reference plugin chained after it (tuning, which
+// works on the interfaces of skep-cni's result) runs ADD, CHECK and DEL.
+func TestChaining(t *testing.T) {
+	t.Run("prevResult kept", func(t *testing.T) {
+		n := newNetwork(t, "10.244.16.0/24")
+		pod := newNetns(t)
+		m := n.pluginConf()
+		m["name"], m["cniVersion"] = n.name, "1.1.0"
+		m["prevResult"] = map[string]any{
+			"cniVersion": "1.1.0",
+			"interfaces": []any{map[string]any{"name": "earlier0", "sandbox": pod.Path()}},
+			"ips":        []any{map[string]any{"address": "192.168.99.5/24", "interface": 0}},
+		}
+		stdin, _ := json.Marshal(m)
+		args := &invoke.Args{Command: "ADD", ContainerID: "chained", NetNS: pod.Path(), IfName: "eth0", Path: pluginDir}
+		var res types.Result
+		var err error
+		n.node.Do(func(ns.NetNS) error {
+			res, err = invoke.ExecPluginWithResult(context.Background(), filepath.Join(pluginDir, "skep-cni"), stdin, args, nil)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("ADD with prevResult: %v", err)
+		}
+		r, err := current.NewResultFromResult(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Interfaces) != 4 || r.Interfaces[0].Name != "earlier0" || r.Interfaces[3].Name != "eth0" {
+			t.Fatalf("interfaces %v", r.Interfaces)
+		}
+		if len(r.IPs) != 2 || r.IPs[0].Address.String() != "192.168.99.5/24" || *r.IPs[0].Interface != 0 ||
+			*r.IPs[1].Interface != 3 || r.IPs[1].Address.IP.String() != "10.244.16.2" {
+			t.Fatalf("ips %v", r.IPs)
+		}
+		if err := n.del("chained", pod); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("reference tuning after skep-cni", func(t *testing.T) {
+		testutil.RequireBinary(t, filepath.Join(referencePluginDir, "tuning"))
+		n := newNetwork(t, "10.244.17.0/24", withVersion("1.0.0"))
+		b, _ := json.Marshal(map[string]any{
+			"cniVersion": "1.0.0", "name": n.name,
+			"plugins": []any{n.pluginConf(), map[string]any{
+				"type": "tuning", "sysctl": map[string]string{"net.ipv4.conf.eth0.arp_notify": "1"},
+			}},
+		})
+		var err error
+		if n.list, err = libcni.NetworkConfFromBytes(b); err != nil {
+			t.Fatal(err)
+		}
+		n.cni.Path = []string{pluginDir, referencePluginDir}
+		pod := newNetns(t)
+		n.mustAdd("tuned", pod)
+		pod.do(t, func() error {
+			v, err := os.ReadFile("/proc/sys/net/ipv4/conf/eth0/arp_notify")
+			if strings.TrimSpace(string(v)) != "1" {
+				t.Errorf("tuning did not run on skep's eth0: %q", v)
+			}
+			return err
+		})
+		if err := n.check("tuned", pod); err != nil {
+			t.Fatalf("CHECK of the chain: %v", err)
+		}
+		if err := n.del("tuned", pod); err != nil {
+			t.Fatalf("DEL of the chain: %v", err)
+		}
+		if recs := n.allocations(); len(recs) != 0 {
+			t.Fatalf("left %v", recs)
+		}
+	})
+}
+
+// A freed address is not handed out again at once (round robin across
+// invocations of the binary).
+func TestFreedAddressNotReusedAtOnce(t *testing.T) {
+	n := newNetwork(t, "10.244.18.0/24")
+	p1, p2 := newNetns(t), newNetns(t)
+	first := podIP(t, n.mustAdd("first", p1))
+	if err := n.del("first", p1); err != nil {
+		t.Fatal(err)
+	}
+	second := podIP(t, n.mustAdd("second", p2))
+	if second.Equal(first) {
+		t.Fatalf("freed %s handed out again at once", first)
+	}
+	if second.String() != "10.244.18.3" {
+		t.Fatalf("second pod got %s, want the next address 10.244.18.3", second)
 	}
 }
