@@ -28,6 +28,14 @@ type childOp struct {
 	Op     string
 	Target string // frontend address:port
 	N      int
+	For    time.Duration // tcp-loop: how long to keep connecting
+}
+
+// attempt is one connect of a tcp-loop, with CLOCK_MONOTONIC times that the
+// parent can compare with its own.
+type attempt struct {
+	Start, End int64
+	Reply, Err string
 }
 
 type childResult struct {
@@ -37,6 +45,7 @@ type childResult struct {
 	Peer   string         // getpeername
 	From   string         // recvfrom source
 	After  map[string]string
+	Log    []attempt
 }
 
 func TestMain(m *testing.M) {
@@ -73,6 +82,7 @@ func runChildOp(t *testing.T, cg string, op childOp, onReady func()) childResult
 		}
 	}()
 	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 256<<20) // the result is one long JSON line
 	var res childResult
 	for sc.Scan() {
 		line := sc.Text()
@@ -86,6 +96,9 @@ func runChildOp(t *testing.T, cg string, op childOp, onReady func()) childResult
 		if err := json.Unmarshal([]byte(line), &res); err != nil {
 			t.Fatalf("child output %q: %v", line, err)
 		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Errorf("child output: %v", err)
 	}
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
@@ -144,6 +157,17 @@ func runChild(arg string) int {
 				res.Counts[string(buf[:n])]++
 			}
 			unix.Close(s)
+		}
+	case "tcp-loop": // connect, read, close, until op.For has passed
+		deadline := monoNow() + op.For.Nanoseconds()
+		// Paced (at most ~4k/s, 20k in all) so TIME_WAIT never
+		// exhausts the ephemeral ports.
+		for i := 0; i < 20000 && monoNow() < deadline; i++ {
+			a := attempt{Start: monoNow()}
+			a.Reply, a.Err = tcpOnce(sa)
+			a.End = monoNow()
+			res.Log = append(res.Log, a)
+			time.Sleep(250 * time.Microsecond)
 		}
 	case "udp-sendto": // unconnected: sendto the frontend, recvfrom; N times
 		s, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -230,4 +254,29 @@ func sockaddrString(sa unix.Sockaddr) string {
 		return netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port)).String()
 	}
 	return fmt.Sprintf("%v", sa)
+}
+
+func monoNow() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// tcpOnce connects, reads the backend's id and closes.
+func tcpOnce(sa *unix.SockaddrInet4) (string, string) {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", "socket: " + errName(err)
+	}
+	defer unix.Close(s)
+	setRecvTimeout(s)
+	if err := unix.Connect(s, sa); err != nil {
+		return "", "connect: " + errName(err)
+	}
+	buf := make([]byte, 64)
+	n, err := unix.Read(s, buf)
+	if err != nil || n == 0 {
+		return "", "read: " + errName(err)
+	}
+	return string(buf[:n]), ""
 }

@@ -1,0 +1,152 @@
+package bpf
+
+import (
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+// TestChurn changes a service's backends at 10 Hz while a client connects
+// in a loop: no connect may fail, and every connect made entirely after an
+// update landed (and before the next began) reaches a backend of that update.
+func TestChurn(t *testing.T) {
+	bes := []string{"10.244.1.11", "10.244.1.12", "10.244.1.13", "10.244.1.14"}
+	n := newTestNetns(t, bes...)
+	serveBackends(t, n, 8080, bes...)
+	lb := newTestLB(t, Options{})
+	cg := newTestCgroup(t)
+	must(t, lb.AttachCgroup(cg), "attach cgroup")
+
+	svc := datapath.Service{Frontend: tcpFrontend("10.96.0.10", 80), Name: "default/churn:http", Backends: backends(datapath.BackendActive, 8080, bes[0])}
+	must(t, lb.UpsertService(svc), "upsert")
+
+	type update struct {
+		start, end int64
+		set        []string
+	}
+	var updates []update
+	sets := [][]string{
+		{bes[0], bes[1]}, {bes[1], bes[2], bes[3]}, {bes[3]}, {bes[0], bes[2]}, {bes[2]}, {bes[0], bes[1], bes[2], bes[3]},
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(100 * time.Millisecond)
+		for i := range 20 { // 2 s at 10 Hz
+			set := sets[i%len(sets)]
+			s := svc
+			s.Backends = backends(datapath.BackendActive, 8080, set...)
+			u := update{start: monoNow(), set: set}
+			if err := lb.UpsertService(s); err != nil {
+				t.Errorf("upsert: %v", err)
+				return
+			}
+			u.end = monoNow()
+			updates = append(updates, u)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-loop", Target: "10.96.0.10:80", For: 2300 * time.Millisecond}, nil)
+	<-done
+
+	failed, checked := 0, 0
+	for _, a := range res.Log {
+		if a.Err != "" {
+			failed++
+			continue
+		}
+		for i, u := range updates {
+			next := int64(1 << 62)
+			if i+1 < len(updates) {
+				next = updates[i+1].start
+			}
+			if a.Start >= u.end && a.End <= next {
+				checked++
+				if !slices.Contains(u.set, a.Reply[:len(a.Reply)-5]) {
+					t.Errorf("connect after update %d (%v) reached removed backend %s", i, u.set, a.Reply)
+				}
+			}
+		}
+	}
+	t.Logf("%d connects during %d updates, %d checked against their update, %d failed", len(res.Log), len(updates), checked, failed)
+	if failed > 0 || len(res.Log) < 100 || checked < len(res.Log)/2 {
+		t.Fatalf("%d of %d connects failed (%d checked)", failed, len(res.Log), checked)
+	}
+}
+
+// TestRestartHitless replaces the process that owns the data path while a
+// client connects in a loop: the new process adopts the pinned maps and
+// swaps its programs into the pinned links; no connect fails.
+func TestRestartHitless(t *testing.T) {
+	bes := []string{"10.244.1.11", "10.244.1.12"}
+	n := newTestNetns(t, bes...)
+	serveBackends(t, n, 8080, bes...)
+	pin := filepath.Join(PinRoot, "test-"+randSuffix())
+	lb1, err := Load(Options{PinDir: pin})
+	must(t, err, "load")
+	t.Cleanup(func() { _ = Uninstall(pin) })
+	cg := newTestCgroup(t)
+	must(t, lb1.AttachCgroup(cg), "attach cgroup")
+	svc := datapath.Service{Frontend: tcpFrontend("10.96.0.10", 80), Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, bes...)}
+	must(t, lb1.UpsertService(svc), "upsert")
+	connectPin := filepath.Join(pin, "links", "cgroup_sock_connect4")
+
+	progID := func() uint32 {
+		l, err := link.LoadPinnedLink(connectPin, nil)
+		must(t, err, "open pinned link")
+		defer l.Close()
+		info, err := l.Info()
+		must(t, err, "link info")
+		return uint32(info.Program)
+	}
+	before := progID()
+
+	var lb2 *LB
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		// The old process goes away without detaching anything...
+		if err := lb1.Close(); err != nil {
+			done <- err
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+		// ...and the new one adopts and reconciles.
+		var err error
+		if lb2, err = Load(Options{PinDir: pin}); err != nil {
+			done <- err
+			return
+		}
+		if err := lb2.AttachCgroup(cg); err != nil {
+			done <- err
+			return
+		}
+		done <- lb2.UpsertService(svc)
+	}()
+	res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-loop", Target: "10.96.0.10:80", For: time.Second}, nil)
+	must(t, <-done, "restart")
+	defer lb2.Close()
+
+	failed := 0
+	for _, a := range res.Log {
+		if a.Err != "" {
+			failed++
+		}
+	}
+	if failed > 0 || len(res.Log) < 100 {
+		t.Fatalf("%d of %d connects failed across the restart", failed, len(res.Log))
+	}
+	if after := progID(); after == before {
+		t.Fatalf("pinned connect4 link still runs the old program %d", before)
+	}
+	links, _ := filepath.Glob(filepath.Join(pin, "links", "cgroup_*"))
+	if len(links) != 4 {
+		t.Fatalf("pinned cgroup links: %v", links)
+	}
+	t.Logf("%d connects across the restart, none failed", len(res.Log))
+}
