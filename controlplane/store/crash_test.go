@@ -16,13 +16,19 @@ import (
 
 const crashChildEnv = "SKEP_STORE_CRASH_CHILD_DB"
 
-// TestCrashChild is the child half of TestCrashDurability: it writes from
-// several goroutines and prints each key only after Create acknowledged it.
-func TestCrashChild(t *testing.T) {
-	path := os.Getenv(crashChildEnv)
-	if path == "" {
-		return // only meaningful when re-executed by TestCrashDurability
+// TestMain runs the crash child instead of the tests when
+// TestCrashDurability re-executes this binary.
+func TestMain(m *testing.M) {
+	if path := os.Getenv(crashChildEnv); path != "" {
+		crashChild(path)
+		return
 	}
+	os.Exit(m.Run())
+}
+
+// crashChild writes from several goroutines and prints each key only after
+// Create acknowledged it, until it is killed (or 30 s pass).
+func crashChild(path string) {
 	s, err := Open(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
@@ -54,11 +60,8 @@ func TestCrashChild(t *testing.T) {
 // TestCrashDurability kills a writing process with SIGKILL mid-stream and
 // checks that every write it had acknowledged is in the reopened file.
 func TestCrashDurability(t *testing.T) {
-	if os.Getenv(crashChildEnv) != "" {
-		return
-	}
 	path := filepath.Join(t.TempDir(), "state.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
