@@ -59,6 +59,9 @@ type Config struct {
 	// Node is this node. IPs and PodCIDRs left empty are taken from the
 	// Node object named Node.Name (InternalIPs, spec.podCIDRs).
 	Node Node
+	// IPv6 programs IPv6 frontends too; off, they are left out (the eBPF
+	// data path is IPv4-only for now and would refuse them).
+	IPv6 bool
 	// Workers sync distinct services in parallel (default 2). Data path
 	// writes are serialised either way.
 	Workers int
@@ -430,6 +433,9 @@ func (p *Proxy) sync(key string) error {
 			eps = append(eps, o.(*discoveryv1.EndpointSlice))
 		}
 		want = desiredState(svc, eps, p.currentNode())
+		if !p.cfg.IPv6 {
+			want.services = slices.DeleteFunc(want.services, func(s datapath.Service) bool { return !s.Frontend.IP.Is4() })
+		}
 	}
 	writes, err := p.applier.apply(key, want.services)
 	if err != nil {

@@ -428,3 +428,16 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("service counters:\n got %v\nwant %v", got, want)
 	}
 }
+
+func TestProxyLeavesOutIPv6FrontendsByDefault(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	svc := webService()
+	svc.Spec.ClusterIPs = []string{"10.96.0.20", "fd00:96::20"}
+	create(t, c, svc)
+	startProxy(t, c, dp, nil)
+	waitBackends(t, dp, "10.96.0.20:80/TCP/int", "")
+	if fs := dp.frontends(); len(fs) != 1 {
+		t.Fatalf("frontends %v, want the IPv4 one only", fs)
+	}
+}
