@@ -84,7 +84,7 @@ func waitBackends(t *testing.T, dp *fakeDatapath, frontend, want string) {
 	})
 }
 
-func create(t *testing.T, c *fake.Clientset, objs ...runtime.Object) {
+func create(t testing.TB, c *fake.Clientset, objs ...runtime.Object) {
 	t.Helper()
 	ctx := context.Background()
 	for _, o := range objs {

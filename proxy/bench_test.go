@@ -1,0 +1,115 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/internal/testutil"
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+// BenchmarkEndpointSliceToDatapath times an EndpointSlice change through the
+// control loop into the data path: "event" is from the informer handler
+// seeing the change to the data path write returning (the target is 10 ms),
+// "write" adds the fake API's watch delivery. Run it with
+//
+//	go test -run '^$' -bench EndpointSliceToDatapath ./proxy
+//
+// The bpf variant writes the real pinned maps (root needed).
+func BenchmarkEndpointSliceToDatapath(b *testing.B) {
+	b.Run("fake", func(b *testing.B) { benchSliceChange(b, newFakeDatapath()) })
+	b.Run("bpf", func(b *testing.B) {
+		testutil.RequireRoot(b)
+		lb, err := bpf.Load(bpf.Options{PinDir: filepath.Join(bpf.PinRoot, "test-proxy-bench-"+randSuffix())})
+		if err != nil {
+			b.Fatalf("load data path: %v", err)
+		}
+		b.Cleanup(func() {
+			if err := lb.Remove(); err != nil {
+				b.Errorf("remove data path: %v", err)
+			}
+		})
+		benchSliceChange(b, lb)
+	})
+}
+
+func benchSliceChange(b *testing.B, dp datapath.Datapath) {
+	type applied struct{ event, at time.Time }
+	done := make(chan applied, 16)
+	c := fake.NewClientset()
+	var eps []ep
+	for i := range 10 {
+		eps = append(eps, ep{fmt.Sprintf("10.244.1.%d", i+1), "node-b", "ready"})
+	}
+	s := slice("default", "web", "web-1", httpPort, eps...)
+	create(b, c, webService(), s)
+	p, err := New(Config{
+		Client: c, Datapath: dp, Node: node("127.0.0.1"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnApplied: func(key string, event, at time.Time) {
+			if key == "default/web" {
+				done <- applied{event, at}
+			}
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = p.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-stopped })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		b.Fatal("initial sync did not land")
+	}
+
+	var fromEvent, fromWrite []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		// Flip one endpoint between ready and terminating: every change
+		// alters the desired state, so every one is written.
+		e := &s.Endpoints[i%len(s.Endpoints)]
+		ready := !*e.Conditions.Ready
+		e.Conditions.Ready, e.Conditions.Serving, e.Conditions.Terminating = &ready, &ready, ptrBool(!ready)
+		wrote := time.Now()
+		if _, err := c.DiscoveryV1().EndpointSlices("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case a := <-done:
+			fromEvent = append(fromEvent, a.at.Sub(a.event))
+			fromWrite = append(fromWrite, a.at.Sub(wrote))
+		case <-time.After(10 * time.Second):
+			b.Fatal("change did not land")
+		}
+	}
+	b.StopTimer()
+	report(b, "event", fromEvent)
+	report(b, "write", fromWrite)
+}
+
+func ptrBool(v bool) *bool { return &v }
+
+// report adds p50/p99/max of ds in microseconds to the benchmark's output.
+func report(b *testing.B, what string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	q := func(f float64) float64 { return float64(ds[int(f*float64(len(ds)-1))].Nanoseconds()) / 1e3 }
+	b.ReportMetric(q(0.5), what+"-p50-µs")
+	b.ReportMetric(q(0.99), what+"-p99-µs")
+	b.ReportMetric(q(1), what+"-max-µs")
+}
