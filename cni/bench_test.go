@@ -75,7 +75,7 @@ func benchAddDel(b *testing.B, kind string, par int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rtm := libcni.NewCNIConfigWithCacheDir([]string{dir}, b.TempDir(), nil)
+	rtm := newRuntime([]string{dir}, b.TempDir())
 	pods := make([]*netnsT, par)
 	for i := range pods {
 		pods[i] = newNetns(b)

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
@@ -136,7 +138,7 @@ func newNetwork(t testing.TB, subnet string, opts ...netOpt) *network {
 	if n.node == nil {
 		n.node = newNetns(t)
 	}
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, t.TempDir(), nil)
+	n.cni = newRuntime([]string{pluginDir}, t.TempDir())
 	var err error
 	n.list, err = libcni.NetworkConfFromBytes(n.confList())
 	if err != nil {
@@ -162,6 +164,14 @@ func (n *network) confList() []byte {
 		"plugins":    []any{n.pluginConf()},
 	})
 	return b
+}
+
+// newRuntime is libcni as a runtime links it. The exec is explicit: with nil,
+// CNIConfig fills it in lazily on first use, a data race when goroutines
+// share one CNIConfig (as a runtime starting pods in parallel does).
+func newRuntime(path []string, cacheDir string) *libcni.CNIConfig {
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return libcni.NewCNIConfigWithCacheDir(path, cacheDir, exec)
 }
 
 // inNode runs fn on a thread in the node's namespace, so the plugin processes
@@ -221,7 +231,7 @@ func (n *network) gc(valid ...string) error {
 	for _, id := range valid {
 		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: id, IfName: "eth0"})
 	}
-	fresh := libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, n.t.TempDir(), nil)
+	fresh := newRuntime([]string{pluginDir}, n.t.TempDir())
 	return n.inNode(func() error { return fresh.GCNetworkList(context.Background(), n.list, &args) })
 }
 
