@@ -37,19 +37,33 @@ func runBench(args []string) error {
 
 func benchDatapath(args []string) error {
 	fs := flag.NewFlagSet("bench datapath", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: skep bench datapath [flags]
+
+Measures, side by side in namespaces it creates and removes: direct pod IP,
+skep ClusterIP (socket-LB), kube-proxy-shaped iptables rules (nft and legacy
+backends) and IPVS where the kernel has it, at 1, 1,000 and 10,000 services.
+Prints a table with ratios to direct; --out writes JSON. Needs root.
+
+flags:`)
+		fs.PrintDefaults()
+	}
 	quick := fs.Bool("quick", false, "CI smoke run: 1 and 1,000 services, 1 s per measurement")
 	services := fs.String("services", "", "comma-separated service counts (default 1,1000,10000; quick: 1,1000)")
 	connDur := fs.Duration("conn-duration", 0, "duration of each new-connection measurement (default 2s; quick 1s)")
 	dur := fs.Duration("duration", 0, "duration of each keepalive, stream and UDP measurement (default 1s; quick 0.5s)")
 	workers := fs.Int("workers", 4, "parallel clients")
-	rounds := fs.Int("rounds", 1, "repeat every measurement and report the median")
+	rounds := fs.Int("rounds", 0, "repeat every measurement and report the median (default 3; quick 1)")
 	nftMax := fs.Int("nft-max", 0, "skip iptables-nft above this many services (0: no limit; programming 10,000 services takes minutes)")
 	skipNFT10k := fs.Bool("skip-nft-10k", false, "shorthand for --nft-max 9999")
 	modes := fs.String("modes", "", "comma-separated modes (skep,iptables-nft,iptables-legacy); direct is always measured")
 	out := fs.String("out", "", "write the report as JSON to this file")
-	cleanup := fs.Bool("cleanup", false, "remove namespaces, cgroups and pins left by killed runs, then exit")
+	cleanup := fs.Bool("cleanup", false, "remove the cgroups and bpffs pins left by killed runs (namespaces die with the process), then exit")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if *cleanup {
@@ -80,7 +94,10 @@ func benchDatapath(args []string) error {
 	if *dur > 0 {
 		cfg.Duration = *dur
 	}
-	cfg.Workers, cfg.Rounds, cfg.NFTMaxServices = *workers, *rounds, *nftMax
+	cfg.Workers, cfg.NFTMaxServices = *workers, *nftMax
+	if *rounds > 0 {
+		cfg.Rounds = *rounds
+	}
 	if *skipNFT10k {
 		cfg.NFTMaxServices = 9999
 	}

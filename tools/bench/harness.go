@@ -73,7 +73,7 @@ func FullConfig() Config {
 	return Config{
 		Services: []int{1, 1000, 10000}, Endpoints: 3,
 		ConnDuration: 2 * time.Second, Duration: time.Second,
-		Workers: 4, Rounds: 1, ProgramTimeout: 6 * time.Minute,
+		Workers: 4, Rounds: 3, ProgramTimeout: 8 * time.Minute,
 	}
 }
 
@@ -411,7 +411,9 @@ func (h *harness) atN(ctx context.Context, n int) (NResult, error) {
 		cancel()
 		if err != nil {
 			if timedOut && ctx.Err() == nil {
-				m.Skipped = fmt.Sprintf("programming took over %v: not measured", h.cfg.ProgramTimeout)
+				m.Program, m.ProgramCPU = d, cpu
+				m.Skipped = fmt.Sprintf("programming did not finish in %v (cpu %v so far): not measured",
+					h.cfg.ProgramTimeout, cpu.Round(time.Second))
 				if ferr := b.Flush(ctx, pod); ferr != nil {
 					return res, ferr
 				}

@@ -41,10 +41,15 @@ func inNetnsCmdCPU(ctx context.Context, pod *Pod, stdin []byte, argv ...string) 
 	var out, errb bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &limitedWriter{w: &errb, n: 4096}
-	if err := cmd.Run(); err != nil {
-		return nil, 0, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(errb.String()))
+	err := cmd.Run()
+	var cpu time.Duration
+	if ps := cmd.ProcessState; ps != nil { // also when killed at a deadline
+		cpu = ps.UserTime() + ps.SystemTime()
 	}
-	return out.Bytes(), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+	if err != nil {
+		return nil, cpu, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.Bytes(), cpu, nil
 }
 
 // Program loads svcs the way kube-proxy does on a fresh node: the jump rules
@@ -59,7 +64,7 @@ func (b iptablesBackend) Program(ctx context.Context, pod *Pod, svcs []KubeServi
 	start := time.Now()
 	_, cpu, err = inNetnsCmdCPU(ctx, pod, data, b.Restore, "-w", "--noflush", "--counters")
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s restore: %w", b.Name, err)
+		return time.Since(start), cpu, fmt.Errorf("%s restore: %w", b.Name, err)
 	}
 	return time.Since(start), cpu, nil
 }
