@@ -301,7 +301,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 			for ev := range w.ResultChan() {
 				now := time.Now()
 				if ev.Type != watch.Added {
-					if ev.Type == watch.Error {
+					if ev.Type == watch.Error && ctx.Err() == nil {
 						bad.Store(fmt.Sprintf("watch error event: %v", ev.Object))
 					}
 					continue

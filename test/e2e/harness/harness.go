@@ -261,6 +261,14 @@ func (s *Server) RESTConfig() (*rest.Config, error) {
 	cfg.QPS = -1
 	cfg.Burst = 0
 	cfg.Timeout = 30 * time.Second
+	// client-go's typed clients send protobuf for built-in kinds unless told
+	// otherwise, as every Kubernetes component does; SKEP_CLIENT_JSON=1 makes
+	// them send JSON instead (to compare encodings, or to look past a server
+	// that lacks protobuf).
+	if os.Getenv("SKEP_CLIENT_JSON") == "1" {
+		cfg.ContentType = "application/json"
+		cfg.AcceptContentTypes = "application/json"
+	}
 	return cfg, nil
 }
 
