@@ -77,6 +77,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if host.Type() != "veth" || host.Attrs().MasterIndex != br.Attrs().Index {
 		return fmt.Errorf("%s is not a veth on %s", hostName, c.Bridge)
 	}
+	if want := hostVethAlias(c.Name, att); host.Attrs().Alias != want {
+		return fmt.Errorf("host veth %s is labelled %q, want %q", hostName, host.Attrs().Alias, want)
+	}
 	if host.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("host veth %s is down", hostName)
 	}

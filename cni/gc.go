@@ -70,22 +70,17 @@ func cmdGC(args *skel.CmdArgs) error {
 	return nil
 }
 
-// removeOrphanVeths deletes skep veths on the bridge not in keep.
+// removeOrphanVeths deletes this network's host veths not in keep: debris of
+// an invocation killed between creating the veth and returning, or of a
+// store that was lost.
 func removeOrphanVeths(c *NetConf, keep map[string]bool) []error {
-	br, err := netlinksafe.LinkByName(c.Bridge)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return []error{fmt.Errorf("look up bridge: %w", err)}
-	}
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return []error{fmt.Errorf("list links: %w", err)}
 	}
 	var errs []error
 	for _, l := range links {
-		if !isSkepVeth(l, br.Attrs().Index) || keep[l.Attrs().Name] {
+		if !isNetworkVeth(l, c.Name) || keep[l.Attrs().Name] {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
@@ -98,12 +93,16 @@ func removeOrphanVeths(c *NetConf, keep map[string]bool) []error {
 // statusNotAvailable is spec code 50: the plugin cannot service ADD.
 const statusNotAvailable = 50
 
-// cmdStatus reports ready when the store opens and the pod range has a free
-// address; otherwise code 50.
+// cmdStatus reports ready when ADD can succeed: the bridge name is free or a
+// bridge, the store opens and the pod range has a free address; otherwise
+// code 50.
 func cmdStatus(args *skel.CmdArgs) error {
 	c, err := LoadConf(args.StdinData)
 	if err != nil {
 		return err
+	}
+	if l, err := netlinksafe.LinkByName(c.Bridge); err == nil && l.Type() != "bridge" {
+		return types.NewError(statusNotAvailable, fmt.Sprintf("%s exists and is a %s, not a bridge", c.Bridge, l.Type()), "")
 	}
 	s, err := openStore(c)
 	if errors.Is(err, ipam.ErrLockTimeout) {

@@ -126,8 +126,16 @@ func deleteHostVeth(name string) error {
 	return nil
 }
 
-// isSkepVeth reports whether l is a host veth skep put on bridge br.
-func isSkepVeth(l netlink.Link, brIndex int) bool {
-	return l.Type() == "veth" && l.Attrs().MasterIndex == brIndex &&
-		strings.HasPrefix(l.Attrs().Name, hostVethPrefix)
+// hostVethAlias labels a host veth with its network and attachment
+// (ip link shows it), so GC removes only its own network's veths even when
+// two networks share a bridge, and CHECK can tell a veth is this pod's.
+func hostVethAlias(network string, a ipam.Attachment) string {
+	return aliasPrefix(network) + a.ContainerID + "/" + a.IfName
+}
+
+func aliasPrefix(network string) string { return "skep-cni:" + network + "/" }
+
+// isNetworkVeth reports whether l is a host veth skep-cni made for network.
+func isNetworkVeth(l netlink.Link, network string) bool {
+	return l.Type() == "veth" && strings.HasPrefix(l.Attrs().Alias, aliasPrefix(network))
 }

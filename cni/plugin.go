@@ -118,7 +118,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return err
 	}
 
-	hostLink, podMAC, err := createVeth(c, br, hostName, args.IfName, podIP, podNS)
+	hostLink, podMAC, err := createVeth(c, br, hostName, hostVethAlias(c.Name, att), args.IfName, podIP, podNS)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func release(c *NetConf, a ipam.Attachment) error {
 // createVeth makes the pair in one netlink request: host end on the bridge
 // and up in this namespace, pod end created directly inside the pod's
 // namespace under its final name, with its MAC and MTU.
-func createVeth(c *NetConf, br *netlink.Bridge, hostName, podIf string, podIP netip.Addr, podNS ns.NetNS) (netlink.Link, net.HardwareAddr, error) {
+func createVeth(c *NetConf, br *netlink.Bridge, hostName, alias, podIf string, podIP netip.Addr, podNS ns.NetNS) (netlink.Link, net.HardwareAddr, error) {
 	// A host veth with our name but no allocation (we just allocated, so
 	// none existed) is debris of a killed invocation: it is ours to remove.
 	if err := deleteHostVeth(hostName); err != nil {
@@ -215,6 +215,13 @@ func createVeth(c *NetConf, br *netlink.Bridge, hostName, podIf string, podIP ne
 	if err := netlink.LinkAdd(veth); err != nil {
 		// The host name was just freed, so EEXIST is the pod's side.
 		return nil, nil, fmt.Errorf("create veth %s/%s (does %s exist in the pod already?): %w", hostName, podIf, podIf, err)
+	}
+	// The kernel ignores an alias in the create request, so label it now.
+	// (A kill in between leaves an unlabelled veth that GC cannot attribute;
+	// the next ADD of the same attachment still removes it by name.)
+	if err := netlink.LinkSetAlias(veth, alias); err != nil {
+		_ = netlink.LinkDel(veth)
+		return nil, nil, fmt.Errorf("label veth %s: %w", hostName, err)
 	}
 	hostLink, err := netlinksafe.LinkByName(hostName)
 	if err != nil {

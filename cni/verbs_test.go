@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -288,28 +289,42 @@ func TestGCAfterCrash(t *testing.T) {
 			}
 		}
 	}
-	// An orphan veth on the bridge no record accounts for.
-	var brIndex int
+	// An orphan veth of this network no record accounts for (an ADD killed
+	// after creating it), and one of another network sharing the bridge,
+	// which GC must leave alone.
+	foreign := hostVethPrefix + "foreign" + randSuffix()[:3]
 	n.node.do(t, func() error {
 		br, err := netlinksafe.LinkByName("skep0")
 		if err != nil {
 			return err
 		}
-		brIndex = br.Attrs().Index
-		a := netlink.NewLinkAttrs()
-		a.Name = hostVethPrefix + "orphan" + randSuffix()[:3]
-		a.MasterIndex = brIndex
-		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "orph" + randSuffix()})
+		for name, alias := range map[string]string{
+			hostVethPrefix + "orphan" + randSuffix()[:3]: hostVethAlias(n.name, ipam.Attachment{ContainerID: "ghost", IfName: "eth0"}),
+			foreign: hostVethAlias("other-net", ipam.Attachment{ContainerID: "x", IfName: "eth0"}),
+		} {
+			a := netlink.NewLinkAttrs()
+			a.Name, a.MasterIndex = name, br.Attrs().Index
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "p" + randSuffix()}); err != nil {
+				return err
+			}
+			if err := netlink.LinkSetAlias(&netlink.Veth{LinkAttrs: a}, alias); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		n.node.Do(func(ns.NetNS) error { return deleteHostVeth(foreign) })
 	})
 	if got := len(n.allocations()); got != 5 {
 		t.Fatalf("%d allocations before GC, want 5", got)
 	}
 	// A namespace is torn down asynchronously; its veths go with it.
 	deadline := time.Now().Add(10 * time.Second)
-	for len(n.skepVeths()) != 4 && time.Now().Before(deadline) { // keep, dead1, dead3, orphan
+	for len(n.skepVeths()) != 5 && time.Now().Before(deadline) { // keep, dead1, dead3, orphan, foreign
 		time.Sleep(50 * time.Millisecond)
 	}
-	if v := n.skepVeths(); len(v) != 4 {
+	if v := n.skepVeths(); len(v) != 5 {
 		t.Fatalf("host veths before GC: %v", v)
 	}
 
@@ -320,8 +335,9 @@ func TestGCAfterCrash(t *testing.T) {
 	if len(recs) != 1 || recs[0].ContainerID != "keep" {
 		t.Fatalf("after GC: %v, want only keep", recs)
 	}
-	if v := n.skepVeths(); len(v) != 1 || v[0] != HostVethName(n.name, ipam.Attachment{ContainerID: "keep", IfName: "eth0"}) {
-		t.Fatalf("host veths after GC: %v", v)
+	if v := n.skepVeths(); len(v) != 2 || !slices.Contains(v, foreign) ||
+		!slices.Contains(v, HostVethName(n.name, ipam.Attachment{ContainerID: "keep", IfName: "eth0"})) {
+		t.Fatalf("host veths after GC: %v, want keep's and the foreign one", v)
 	}
 	if err := n.check("keep", keep); err != nil {
 		t.Fatalf("CHECK of the valid pod after GC: %v", err)
@@ -353,6 +369,17 @@ func TestStatus(t *testing.T) {
 	}
 	if _, err := n.add("one-too-many", newNetns(t)); cniCode(err) != types.ErrTryAgainLater {
 		t.Fatalf("ADD with the range exhausted: %v, want 11", err)
+	}
+
+	// The bridge's name is taken by something that is not a bridge.
+	taken := newNetwork(t, "10.244.14.0/24")
+	taken.node.do(t, func() error {
+		a := netlink.NewLinkAttrs()
+		a.Name = "skep0"
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "notabridge"})
+	})
+	if err := taken.status(); cniCode(err) != 50 {
+		t.Fatalf("STATUS with skep0 taken by a veth: %v, want 50", err)
 	}
 
 	broken := newNetwork(t, "10.244.14.0/24", withNode(n.node))

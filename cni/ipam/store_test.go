@@ -236,3 +236,28 @@ func TestConcurrentOpensGetDistinctAddresses(t *testing.T) {
 		return nil
 	})
 }
+
+// BenchmarkAllocateRelease is one ADD's and one DEL's bookkeeping as the
+// plugin does it: lock, open, one transaction, close.
+//
+//	go test -run '^$' -bench AllocateRelease ./cni/ipam
+func BenchmarkAllocateRelease(b *testing.B) {
+	dir := b.TempDir()
+	pool, _ := NewPool(netip.MustParsePrefix("10.0.0.0/24"))
+	att := Attachment{ContainerID: "bench", IfName: "eth0"}
+	for b.Loop() {
+		for _, op := range []func(*Tx) error{
+			func(tx *Tx) error { _, err := tx.Allocate(Allocation{Attachment: att}); return err },
+			func(tx *Tx) error { _, _, err := tx.Release(att); return err },
+		} {
+			s, err := Open(dir, pool, time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.Update(op); err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
+		}
+	}
+}
