@@ -37,6 +37,10 @@ type JobResult struct {
 	Elapsed time.Duration `json:"elapsed"`
 	P50     time.Duration `json:"p50"`
 	P99     time.Duration `json:"p99"`
+	// PerSec (Ops per second) and MBPerSec (payload MB per second), for
+	// readers of the JSON.
+	PerSec   float64 `json:"perSec"`
+	MBPerSec float64 `json:"MBPerSec,omitempty"`
 	// FirstError is the first failure seen, to tell "slow" from "broken".
 	FirstError string `json:"firstError,omitempty"`
 }

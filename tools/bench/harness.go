@@ -85,9 +85,14 @@ type Report struct {
 	Workers   int       `json:"workers"`
 	Rounds    int       `json:"rounds"`
 	// Order says where the service under test sits among the N.
-	Order   string     `json:"order"`
-	Method  string     `json:"method"`
-	IPVS    string     `json:"ipvs"`
+	Order  string `json:"order"`
+	Method string `json:"method"`
+	IPVS   string `json:"ipvs"`
+	// Control: the ClusterIP dialled from the plain client netns outside
+	// the bench cgroup, where neither skep nor iptables applies. It must
+	// fail, proving that what the modes reach through the VIP, they reach
+	// through the data path under test and no stray route.
+	Control string     `json:"control"`
 	Results []NResult  `json:"results"`
 	Cleanup CleanupLog `json:"cleanup"`
 }
@@ -300,6 +305,16 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 
 	h := &harness{cfg: cfg, log: log, topo: topo, backends: backends,
 		runner: childRunner{argv: cfg.ChildArgv}, skep: skep, skepWhy: skepWhy, cgroupFD: cgroupFD, ipt: ipt, ipvsWhy: rep.IPVS}
+	ctl, err := h.runner.run(ctx, topo.Clients["plain"], -1, Job{Kind: KindConnect, Workers: 1, Duration: time.Millisecond,
+		Targets: []netip.AddrPort{netip.AddrPortFrom(testVIP, svcPortEcho)}})
+	if err != nil {
+		return rep, fmt.Errorf("control: %w", err)
+	}
+	if ctl.Ops != 0 {
+		return rep, fmt.Errorf("control: the ClusterIP answered without skep or iptables: the topology leaks")
+	}
+	rep.Control = "ClusterIP unreachable without skep or iptables (" + ctl.FirstError + ")"
+
 	for _, n := range cfg.Services {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -370,11 +385,25 @@ func u32Addr(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-func (h *harness) atN(ctx context.Context, n int) (NResult, error) {
+func (h *harness) atN(ctx context.Context, n int) (res NResult, err error) {
 	svcs := h.services(n)
-	res := NResult{Services: n, ServicePorts: len(svcs)}
+	res = NResult{Services: n, ServicePorts: len(svcs)}
 	modes := map[string]*ModeResult{ModeDirect: {Mode: ModeDirect}}
 	order := []string{ModeDirect}
+	// Whatever was measured is reported, also when the run stops half way.
+	defer func() {
+		for _, mode := range order {
+			res.Modes = append(res.Modes, *modes[mode])
+		}
+		res.Modes = append(res.Modes, ModeResult{Mode: ModeIPVS, Skipped: h.ipvsWhy})
+		base := modes[ModeDirect]
+		for i := range res.Modes {
+			m := &res.Modes[i]
+			if m.Skipped == "" && m.Connect != nil && base.Connect != nil {
+				m.Ratios = ratios(*m, *base)
+			}
+		}
+	}()
 
 	// Program every mode once; the measurements below reuse it.
 	sk := &ModeResult{Mode: ModeSkep, Skipped: h.skepWhy}
@@ -468,6 +497,7 @@ func (h *harness) atN(ctx context.Context, n int) (NResult, error) {
 				if err != nil {
 					return res, fmt.Errorf("%s %s: %w", mode, k.kind, err)
 				}
+				r.PerSec, r.MBPerSec = r.Rate(), r.MBps()
 				after := h.counts()
 				if m.Backends == nil {
 					m.Backends = make([]BackendCounts, len(after))
@@ -486,17 +516,6 @@ func (h *harness) atN(ctx context.Context, n int) (NResult, error) {
 		}
 		for mode, rs := range runs {
 			k.put(modes[mode], median(rs, k.key))
-		}
-	}
-	for _, mode := range order {
-		res.Modes = append(res.Modes, *modes[mode])
-	}
-	res.Modes = append(res.Modes, ModeResult{Mode: ModeIPVS, Skipped: h.ipvsWhy})
-	base := modes[ModeDirect]
-	for i := range res.Modes {
-		m := &res.Modes[i]
-		if m.Skipped == "" && m.Connect != nil && base.Connect != nil {
-			m.Ratios = ratios(*m, *base)
 		}
 	}
 	return res, nil

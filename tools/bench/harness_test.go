@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +57,9 @@ func TestQuickRun(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	checkCleanedUp(t, rep)
+	if !strings.HasPrefix(rep.Control, "ClusterIP unreachable") {
+		t.Errorf("no negative control: %q", rep.Control)
+	}
 
 	if len(rep.Results) != len(cfg.Services) {
 		t.Fatalf("%d results, want one per service count %v", len(rep.Results), cfg.Services)

@@ -16,6 +16,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%d endpoints per service; %s.\n", r.Endpoints, r.Order)
 	fmt.Fprintf(w, "method: %s.\n", r.Method)
 	fmt.Fprintf(w, "ipvs: %s.\n", r.IPVS)
+	fmt.Fprintf(w, "control: %s.\n", r.Control)
 	for _, n := range r.Results {
 		fmt.Fprintf(w, "\n%d services (%d service ports, %d endpoint chains for iptables):\n",
 			n.Services, n.ServicePorts, n.ServicePorts*r.Endpoints)
