@@ -385,6 +385,9 @@ func (s *Server) handleCreate(ctx context.Context, w http.ResponseWriter, r *htt
 			st.Set(structField(res.newObj(), "Status"))
 		}
 	}
+	if res.onCreate != nil {
+		res.onCreate(obj)
+	}
 	if res.defaults != nil {
 		res.defaults(obj)
 	}

@@ -32,6 +32,8 @@ type resource struct {
 	nameFn apivalidation.ValidateNameFunc
 	// defaults fills in what the real API server's defaulting does.
 	defaults func(obj runtime.Object)
+	// onCreate runs before defaults on create only.
+	onCreate func(obj runtime.Object)
 	// validate checks required fields beyond metadata; old is nil on create.
 	validate func(obj, old runtime.Object) field.ErrorList
 	// fields returns the field-selector attributes beyond metadata.name and

@@ -34,6 +34,14 @@ func builtinResources() []*resource {
 			newObj:       func() runtime.Object { return &corev1.Namespace{} },
 			newList:      func() runtime.Object { return &corev1.NamespaceList{} },
 			nameFn:       apivalidation.NameIsDNSLabel,
+			onCreate: func(o runtime.Object) {
+				// The namespace controller removes this finalizer (PUT
+				// namespaces/<n>/finalize) once the namespace is empty.
+				ns := o.(*corev1.Namespace)
+				if len(ns.Spec.Finalizers) == 0 {
+					ns.Spec.Finalizers = []corev1.FinalizerName{corev1.FinalizerKubernetes}
+				}
+			},
 			defaults: func(o runtime.Object) {
 				ns := o.(*corev1.Namespace)
 				if ns.Status.Phase == "" {
