@@ -123,3 +123,42 @@ func (c *NetConf) prevResult() (*current.Result, error) {
 	}
 	return r, nil
 }
+
+// ConfList renders the network configuration list a node hands its runtime
+// (e.g. /etc/cni/net.d/10-skep.conflist) for skep-cni with c's settings:
+// Name and Subnet are required; CNIVersion defaults to 1.1.0 (containerd 1.6
+// needs "1.0.0"). The result is validated as the plugin would.
+func ConfList(c NetConf) ([]byte, error) {
+	if c.CNIVersion == "" {
+		c.CNIVersion = "1.1.0"
+	}
+	plugin := map[string]any{"type": "skep-cni", "subnet": c.Subnet}
+	if c.Bridge != "" {
+		plugin["bridge"] = c.Bridge
+	}
+	if c.MTU != 0 {
+		plugin["mtu"] = c.MTU
+	}
+	if c.DataDir != "" {
+		plugin["dataDir"] = c.DataDir
+	}
+	if c.HairpinMode != nil {
+		plugin["hairpinMode"] = *c.HairpinMode
+	}
+	check := map[string]any{"name": c.Name, "cniVersion": c.CNIVersion}
+	for k, v := range plugin {
+		check[k] = v
+	}
+	b, err := json.Marshal(check)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := LoadConf(b); err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(map[string]any{
+		"cniVersion": c.CNIVersion,
+		"name":       c.Name,
+		"plugins":    []any{plugin},
+	}, "", "  ")
+}

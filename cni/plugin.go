@@ -36,8 +36,8 @@ const About = "skep-cni: bridge + IPAM CNI plugin of skep"
 
 // lockTimeout bounds how long one invocation waits for the allocation store.
 // Past it the invocation fails with "try again later" rather than hanging the
-// runtime.
-const lockTimeout = 30 * time.Second
+// runtime. A variable so tests can shorten it.
+var lockTimeout = 30 * time.Second
 
 // Funcs is the plugin's verbs for skel.PluginMainFuncs.
 func Funcs() skel.CNIFuncs {

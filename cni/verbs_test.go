@@ -542,3 +542,32 @@ func TestFreedAddressNotReusedAtOnce(t *testing.T) {
 		t.Fatalf("second pod got %s, want the next address 10.244.18.3", second)
 	}
 }
+
+// While another invocation holds the store past the lock timeout, ADD fails
+// with "try again later" (11) and leaves nothing behind.
+func TestAddTryAgainWhenStoreBusy(t *testing.T) {
+	n := newNetwork(t, "10.244.19.0/24")
+	c := n.conf()
+	held, err := ipam.Open(c.StoreDir(), c.Pool(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := lockTimeout
+	lockTimeout = 200 * time.Millisecond
+	defer func() { lockTimeout = saved }()
+	m := n.pluginConf()
+	m["name"], m["cniVersion"] = n.name, "1.1.0"
+	stdin, _ := json.Marshal(m)
+	pod := newNetns(t)
+	n.node.do(t, func() error {
+		err = cmdAdd(&skel.CmdArgs{ContainerID: "busy", Netns: pod.Path(), IfName: "eth0", StdinData: stdin})
+		return nil
+	})
+	held.Close()
+	if cniCode(err) != types.ErrTryAgainLater {
+		t.Fatalf("ADD with the store held: %v (code %d), want 11", err, cniCode(err))
+	}
+	assertNothingFor(t, n, pod)
+	// Once released, the retry the code asks for succeeds.
+	n.mustAdd("busy", pod)
+}

@@ -245,3 +245,32 @@ func Pause(name string, pauseBinary []byte) Image {
 		Entrypoint: []string{"/pause"},
 	}
 }
+
+// DefaultBusyboxApplets are the commands the busybox image links by default.
+var DefaultBusyboxApplets = []string{"sh", "ls", "cat", "echo", "env", "sleep", "true", "false",
+	"ps", "hostname", "ip", "ping", "wget", "nc", "httpd", "grep", "mkdir", "rm"}
+
+// Busybox is a small shell image from this machine's static busybox
+// (Debian's busybox-static at /bin/busybox): /bin/busybox, a link per applet
+// (DefaultBusyboxApplets when none are given), PATH set and /bin/sh as the
+// entrypoint.
+func Busybox(name, busyboxPath string, applets ...string) (Image, error) {
+	bb, err := HostFile(busyboxPath, "/bin/busybox", 0o755)
+	if err != nil {
+		return Image{}, err
+	}
+	if len(applets) == 0 {
+		applets = DefaultBusyboxApplets
+	}
+	links := make(map[string]string, len(applets))
+	for _, a := range applets {
+		links["/bin/"+a] = "busybox"
+	}
+	return Image{
+		Name:       name,
+		Files:      []File{bb},
+		Symlinks:   links,
+		Entrypoint: []string{"/bin/sh"},
+		Env:        []string{"PATH=/bin"},
+	}, nil
+}

@@ -101,3 +101,29 @@ func TestArchiveIsConsistent(t *testing.T) {
 		t.Fatal("archive not reproducible")
 	}
 }
+
+func TestBusybox(t *testing.T) {
+	im, err := Busybox("skep.local/busybox:1", "/proc/self/exe", "sh", "ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := im.layer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(layer))
+	got := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		got[h.Name] = h.Linkname
+	}
+	if _, ok := got["bin/busybox"]; !ok || got["bin/sh"] != "busybox" || got["bin/ping"] != "busybox" {
+		t.Fatalf("layer %v", got)
+	}
+	if _, err := Busybox("x", "/nonexistent/busybox"); err == nil {
+		t.Fatal("missing busybox accepted")
+	}
+}
