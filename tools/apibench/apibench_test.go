@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,6 +169,7 @@ func BenchmarkCreate(b *testing.B) {
 			}
 			var lat []time.Duration
 			var latMu sync.Mutex
+			cpu0, self0 := cpuOf(b, s.Pid()), selfCPU()
 			b.ResetTimer()
 			var total time.Duration
 			for it := 0; it < b.N; it++ {
@@ -183,7 +185,11 @@ func BenchmarkCreate(b *testing.B) {
 				})
 			}
 			rate := float64(b.N*batch) / total.Seconds()
+			cpuPer := float64((cpuOf(b, s.Pid()) - cpu0).Microseconds()) / float64(b.N*batch)
 			b.ReportMetric(rate, "creates/s")
+			selfPer := float64((selfCPU() - self0).Microseconds()) / float64(b.N*batch)
+			b.ReportMetric(cpuPer, "server-cpu-us/create")
+			b.ReportMetric(selfPer, "client-cpu-us/create")
 			b.ReportMetric(float64(Percentile(lat, 99).Microseconds())/1000, "p99-ms")
 			suffix := "s"
 			if n == 1 {
@@ -194,6 +200,8 @@ func BenchmarkCreate(b *testing.B) {
 				target = ">= 5000"
 			}
 			summary.Set(fmt.Sprintf("api creates/s, %d client%s", n, suffix), rate, "/s", target)
+			summary.Set(fmt.Sprintf("api server CPU us/create, %d client%s", n, suffix), cpuPer, "us", "")
+			summary.Set(fmt.Sprintf("api client CPU us/create, %d client%s", n, suffix), selfPer, "us", "")
 			summary.Set(fmt.Sprintf("api create p99 ms, %d client%s", n, suffix), float64(Percentile(lat, 99).Microseconds())/1000, "ms", "")
 		})
 	}
@@ -250,6 +258,7 @@ func BenchmarkRefEtcdPut(b *testing.B) {
 		defer c.Close()
 		cs[i] = c
 	}
+	cpu0, self0 := cpuOf(b, e.Pid()), selfCPU()
 	b.ResetTimer()
 	var total time.Duration
 	for it := 0; it < b.N; it++ {
@@ -260,8 +269,12 @@ func BenchmarkRefEtcdPut(b *testing.B) {
 		})
 	}
 	rate := float64(b.N*batch) / total.Seconds()
+	cpuPer := float64((cpuOf(b, e.Pid()) - cpu0).Microseconds()) / float64(b.N*batch)
 	b.ReportMetric(rate, "puts/s")
+	b.ReportMetric(cpuPer, "etcd-cpu-us/put")
+	b.ReportMetric(float64((selfCPU()-self0).Microseconds())/float64(b.N*batch), "client-cpu-us/put")
 	summary.Set("etcd 3.4 puts/s, 16 clients (ref)", rate, "/s", "")
+	summary.Set("etcd 3.4 CPU us/put, 16 clients (ref)", cpuPer, "us", "")
 }
 
 // BenchmarkWatchLatency: 100 watchers (each its own connection) on one
@@ -447,6 +460,25 @@ func BenchmarkList10kPods(b *testing.B) {
 		b.ReportMetric(float64(rss)/(1<<20), "RSS-after-lists-MB")
 		summary.Set("server RSS MB, 10k pods, after lists", float64(rss)/(1<<20), "MB", "< 150")
 	})
+}
+
+// selfCPU is this process's (the clients') CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuOf is a process's CPU time so far.
+func cpuOf(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	d, err := harness.ProcCPU(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
 }
 
 func mustList(b *testing.B, c *http.Client, token string, s *harness.Server) []byte {
