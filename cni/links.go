@@ -10,8 +10,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 
 	"github.com/skep-dev/skep/cni/ipam"
@@ -87,10 +87,23 @@ func ensureBridge(c *NetConf) (*netlink.Bridge, error) {
 	if err := ensureGatewayAddr(br, c.GatewayNet()); err != nil {
 		return nil, err
 	}
-	if err := ip.EnableIP4Forward(); err != nil {
-		return nil, fmt.Errorf("enable ip_forward: %w", err)
+	if err := enableForwarding(); err != nil {
+		return nil, err
 	}
 	return br, nil
+}
+
+// enableForwarding turns on IPv4 forwarding in this (the node's) namespace,
+// so pods reach other nodes' pods and the outside through the node. It
+// writes only when it is off.
+func enableForwarding() error {
+	if v, err := sysctl.Sysctl("net/ipv4/ip_forward"); err == nil && v == "1" {
+		return nil
+	}
+	if _, err := sysctl.Sysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return fmt.Errorf("enable ip_forward: %w", err)
+	}
+	return nil
 }
 
 func ensureGatewayAddr(br netlink.Link, gw *net.IPNet) error {
