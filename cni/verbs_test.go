@@ -571,3 +571,31 @@ func TestAddTryAgainWhenStoreBusy(t *testing.T) {
 	// Once released, the retry the code asks for succeeds.
 	n.mustAdd("busy", pod)
 }
+
+// DEL after the pod's namespace is gone (the runtime removed it first, or
+// the pod died) still frees the address and succeeds; a repeat is a no-op.
+func TestDelAfterNetnsGone(t *testing.T) {
+	n := newNetwork(t, "10.244.20.0/24")
+	pod := newNetns(t)
+	n.mustAdd("gone", pod)
+	path := pod.Path()
+	pod.Close()
+	if err := testutils.UnmountNS(pod.NetNS); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := n.delPath("gone", path); err != nil {
+			t.Fatalf("DEL with the netns gone: %v", err)
+		}
+	}
+	if recs := n.allocations(); len(recs) != 0 {
+		t.Fatalf("address still held: %v", recs)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(n.skepVeths()) != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v := n.skepVeths(); len(v) != 0 {
+		t.Fatalf("host veth left: %v", v)
+	}
+}
