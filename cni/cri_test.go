@@ -210,7 +210,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 	// The address is skep-cni's: recorded for the sandbox in its store, and
 	// the sandbox's veth is on skep0 in the node.
 	recs := n.allocations()
-	if len(recs) != 1 || recs[0].ContainerID != id || recs[0].IP.String() != podIP.String() {
+	if len(recs) != 1 || recs[0].ContainerID != id || recs[0].IP.String() != podIP.String() || recs[0].Pod != "default/web" {
 		t.Fatalf("skep store %v, want %s holding %s", recs, id, podIP)
 	}
 	hostVeth := HostVethName(n.name, ipam.Attachment{ContainerID: id, IfName: "eth0"})

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -101,7 +102,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 
 	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
 	hostName := HostVethName(c.Name, att)
-	podIP, err := allocate(c, ipam.Allocation{Attachment: att, HostIfName: hostName, Netns: args.Netns})
+	podIP, err := allocate(c, ipam.Allocation{Attachment: att, HostIfName: hostName, Netns: args.Netns, Pod: podName(args.Args)})
 	if err != nil {
 		return err
 	}
@@ -160,6 +161,25 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	result.IPs = append(result.IPs, &current.IPConfig{Interface: current.Int(base + 2), Address: podAddr, Gateway: gw})
 	result.Routes = append(result.Routes, &types.Route{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw})
 	return types.PrintResult(result, c.CNIVersion)
+}
+
+// podName is "namespace/name" from the K8S_POD_NAMESPACE and K8S_POD_NAME
+// CNI_ARGS that kubelet-style runtimes pass, or "". Other args are ignored.
+func podName(cniArgs string) string {
+	var ns, name string
+	for _, kv := range strings.Split(cniArgs, ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			ns = v
+		case "K8S_POD_NAME":
+			name = v
+		}
+	}
+	if name == "" {
+		return ""
+	}
+	return ns + "/" + name
 }
 
 func allocate(c *NetConf, a ipam.Allocation) (netip.Addr, error) {

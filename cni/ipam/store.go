@@ -71,9 +71,12 @@ type Allocation struct {
 	IP netip.Addr `json:"ip"`
 	// HostIfName is the host end of the pod's veth, so DEL and GC can remove
 	// it without entering the pod's network namespace.
-	HostIfName string    `json:"hostIfName,omitempty"`
-	Netns      string    `json:"netns,omitempty"`
-	Created    time.Time `json:"created"`
+	HostIfName string `json:"hostIfName,omitempty"`
+	Netns      string `json:"netns,omitempty"`
+	// Pod is "namespace/name" when the runtime passed Kubernetes CNI_ARGS,
+	// so an operator can tell which pod holds an address.
+	Pod     string    `json:"pod,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Store is an open, locked allocation database for one pod range.
