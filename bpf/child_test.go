@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 
 // runChildOp runs op in a child process in cgroup cg. stdin, when set, is
 // fed to the child line by line after it printed "ready".
-func runChildOp(t *testing.T, cg string, op childOp, onReady func()) childResult {
+func runChildOp(t testing.TB, cg string, op childOp, onReady func()) childResult {
 	t.Helper()
 	b, _ := json.Marshal(op)
 	cgfd, err := os.Open(cg)

@@ -115,3 +115,24 @@ func TestRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptCleansStrays: a writer that died between writing slots and slot 0
+// leaves slots of no service and unreferenced backends; the next Load
+// deletes them and the service can be written again.
+func TestAdoptCleansStrays(t *testing.T) {
+	lb := newTestLB(t, Options{})
+	f := tcpFrontend("10.96.0.10", 80)
+	k := frontendKey(f, 1)
+	must(t, lb.objs.Lb4Backends.Put(uint32(7), &lbLb4Backend{Address: ip4(netip.MustParseAddr("10.244.1.11")), Port: port16(8080), Proto: 6}), "put backend")
+	must(t, lb.objs.Lb4Services.Put(&k, &lbLb4Service{BackendId: 7}), "put slot")
+	lb2, err := Load(Options{PinDir: lb.PinDir()})
+	must(t, err, "reload")
+	defer lb2.Close()
+	if s, b, r := mapCounts(t, lb2); s != 0 || b != 0 || r != 0 {
+		t.Fatalf("after adoption: services %d backends %d revnat %d, want none", s, b, r)
+	}
+	must(t, lb2.UpsertService(datapath.Service{Frontend: f, Backends: backends(datapath.BackendActive, 8080, "10.244.1.11")}), "upsert")
+	if s, b, r := mapCounts(t, lb2); s != 2 || b != 1 || r != 1 {
+		t.Fatalf("after upsert: services %d backends %d revnat %d", s, b, r)
+	}
+}

@@ -341,9 +341,14 @@ func hostPort(v uint16) uint16 {
 }
 
 // gcOrphans deletes what a writer that died mid-update left unreferenced:
-// backends no slot names and reverse-NAT entries of no service.
+// slots of no service, backends no slot names and reverse-NAT entries of
+// no service.
 func (lb *LB) gcOrphans() {
 	st := lb.st
+	if err := lb.deleteKeys(lb.objs.Lb4Services, st.strays); err != nil {
+		lb.log.Warn("delete stray slots", "err", err)
+	}
+	st.strays = nil
 	for k, e := range st.backends {
 		if e.refs > 0 {
 			continue

@@ -55,6 +55,18 @@ func TestTenThousandServices(t *testing.T) {
 		t.Fatalf("read back %d services", len(got))
 	}
 
+	// The batched path: every service loses its last endpoint.
+	for i := range svcs {
+		svcs[i].Backends = svcs[i].Backends[:9]
+	}
+	start = time.Now()
+	must(t, lb.UpsertServices(svcs), "upsert 10,000 services in one batch")
+	t.Logf("shrank 10,000 services in one batch in %v", time.Since(start))
+	svcN, beN, revN = mapCounts(t, lb)
+	if svcN != 10000*10 || beN != 90000 || revN != 10000 {
+		t.Fatalf("after shrink: services %d backends %d revnat %d, want 100000 90000 10000", svcN, beN, revN)
+	}
+
 	// bpftool prints the BTF field names of keys and values.
 	bpftoolHasFields(t, filepath.Join(lb.PinDir(), "lb4_services"),
 		"address", "dport", "proto", "scope", "slot", "backend_id", "count", "rev_nat_id", "affinity_timeout")
@@ -89,6 +101,30 @@ func BenchmarkProgram10kServices(b *testing.B) {
 			if err := lb.UpsertService(s); err != nil {
 				b.Fatal(err)
 			}
+		}
+		b.StopTimer()
+		if err := lb.Remove(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/10k-services")
+}
+
+// BenchmarkProgram10kServicesBatch is the same through UpsertServices (a
+// proxy's initial sync).
+func BenchmarkProgram10kServicesBatch(b *testing.B) {
+	testutil.RequireRoot(b)
+	svcs := scaleServices(10000, 10)
+	for b.Loop() {
+		b.StopTimer()
+		lb, err := Load(Options{PinDir: filepath.Join(PinRoot, "bench-"+randSuffix())})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := lb.UpsertServices(svcs); err != nil {
+			b.Fatal(err)
 		}
 		b.StopTimer()
 		if err := lb.Remove(); err != nil {

@@ -46,6 +46,8 @@ type state struct {
 	revNats     map[uint16]datapath.Frontend
 	nextBackend uint32
 	nextRevNat  uint16
+	// strays are slots of no service (a writer died before slot 0).
+	strays []lbLb4Key
 }
 
 func newState() *state {
@@ -95,135 +97,250 @@ func validFrontend(f datapath.Frontend) error {
 // slots → slot 0 → extra slots removed → unreferenced backends removed, so a
 // lookup at any moment sees a count whose slots all exist.
 func (lb *LB) UpsertService(svc datapath.Service) error {
-	f := svc.Frontend
-	if err := validFrontend(f); err != nil {
+	return lb.UpsertServices([]datapath.Service{svc})
+}
+
+// upsert is the plan for one service of an UpsertServices call.
+type upsert struct {
+	f        datapath.Frontend
+	active   int
+	term     int
+	backends []datapath.Backend // Active first, then Terminating
+	old      *service
+	cur      *service
+}
+
+// UpsertServices is UpsertService for many services at once, with the same
+// order across all of them (every backend, then every slot, then every
+// slot 0, ...) in a few batched syscalls: a proxy's initial sync of 10,000
+// services takes a fraction of a second. On a failed write the in-memory
+// view is rebuilt from the maps (as after a restart) and the caller may
+// retry; the maps stay consistent, since nothing is deleted before every
+// write succeeded.
+func (lb *LB) UpsertServices(svcs []datapath.Service) error {
+	plans := make([]upsert, 0, len(svcs))
+	seenFE := map[datapath.Frontend]int{}
+	for _, svc := range svcs {
+		p, err := planUpsert(svc)
+		if err != nil {
+			return err
+		}
+		if i, dup := seenFE[p.f]; dup {
+			plans[i] = p // the last one wins
+			continue
+		}
+		seenFE[p.f] = len(plans)
+		plans = append(plans, p)
+	}
+
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if err := lb.writeUpserts(plans); err != nil {
+		if rerr := lb.resync(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("resync: %w", rerr))
+		}
 		return err
+	}
+
+	// 5. Slots past each new end, then backends no slot names any more.
+	m := &lb.objs.lbMaps
+	var (
+		stale []lbLb4Key
+		gone  []goneBackend
+	)
+	for _, p := range plans {
+		if p.old == nil {
+			continue
+		}
+		for i := len(p.cur.slots); i < len(p.old.slots); i++ {
+			stale = append(stale, frontendKey(p.f, uint16(i+1)))
+		}
+	}
+	var errs []error
+	if err := lb.deleteKeys(m.Lb4Services, stale); err != nil {
+		errs = append(errs, fmt.Errorf("delete slots: %w", err))
+	}
+	for _, p := range plans {
+		if p.old != nil {
+			gone = append(gone, lb.releaseBackends(p.old.slots, int(p.old.count))...)
+		}
+	}
+	if err := lb.purgeGone(gone); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func planUpsert(svc datapath.Service) (upsert, error) {
+	f := svc.Frontend
+	p := upsert{f: f}
+	if err := validFrontend(f); err != nil {
+		return p, err
 	}
 	// Active first, then Terminating; a repeated endpoint counts once.
 	seen := map[netip.AddrPort]bool{}
-	var active, term []datapath.Backend
+	var term []datapath.Backend
 	for _, b := range svc.Backends {
 		if !b.IP.Is4() {
-			return fmt.Errorf("service %s: backend %s: only IPv4 for now", f, b.AddrPort())
+			return p, fmt.Errorf("service %s: backend %s: only IPv4 for now", f, b.AddrPort())
 		}
 		if seen[b.AddrPort()] {
 			continue
 		}
 		seen[b.AddrPort()] = true
 		if b.State == datapath.BackendActive {
-			active = append(active, b)
+			p.backends = append(p.backends, b)
 		} else {
 			term = append(term, b)
 		}
 	}
-	if len(active)+len(term) > 65535 {
-		return fmt.Errorf("service %s: %d backends, at most 65535", f, len(active)+len(term))
+	p.active, p.term = len(p.backends), len(term)
+	p.backends = append(p.backends, term...)
+	if len(p.backends) > 65535 {
+		return p, fmt.Errorf("service %s: %d backends, at most 65535", f, len(p.backends))
 	}
-	affinity := uint32(0)
+	p.cur = &service{name: svc.Name, count: uint16(p.active)}
 	if svc.AffinityTimeout > 0 {
-		affinity = uint32((svc.AffinityTimeout + time.Second - 1) / time.Second)
+		p.cur.affinity = uint32((svc.AffinityTimeout + time.Second - 1) / time.Second)
 	}
+	return p, nil
+}
 
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
+// writeUpserts does steps 1-4 of the update order for every plan: it only
+// adds and overwrites map entries.
+func (lb *LB) writeUpserts(plans []upsert) error {
 	m := &lb.objs.lbMaps
 	st := lb.st
-	old := st.services[f]
-	slots := make([]uint32, 0, len(active)+len(term))
-
-	var cur *service
-	newRevNat := false
-	fail := func(what string, err error) error {
-		if cur != nil && newRevNat {
-			delete(st.revNats, cur.revNat)
-			_ = m.Lb4Revnat.Delete(cur.revNat)
-		}
-		lb.releaseBackends(slots, len(active))
-		return fmt.Errorf("service %s: %s: %w", f, what, err)
-	}
 
 	// 1. Backends: new ones get an id and an entry; state changes are
 	// written in place (the id, and so every flow's conntrack, stays).
-	// One batch: programming 10,000 services is syscall-bound.
-	for _, b := range append(active, term...) {
-		slots = append(slots, lb.refBackend(backendKey{b.AddrPort(), f.Proto}, b.State))
+	var all []uint32
+	for i := range plans {
+		p := &plans[i]
+		p.old = st.services[p.f]
+		p.cur.slots = make([]uint32, 0, len(p.backends))
+		for _, b := range p.backends {
+			id := lb.refBackend(backendKey{b.AddrPort(), p.f.Proto}, b.State)
+			p.cur.slots = append(p.cur.slots, id)
+		}
+		all = append(all, p.cur.slots...)
 	}
-	if err := lb.writeBackends(slots); err != nil {
-		return fail("write backends", err)
+	if err := lb.writeBackends(all); err != nil {
+		return fmt.Errorf("write backends: %w", err)
 	}
 
-	// 2. The service id and its reverse-NAT entry, before any slot names it.
-	cur = &service{name: svc.Name, affinity: affinity, slots: slots, count: uint16(len(active))}
-	if old != nil {
-		cur.revNat = old.revNat
-	} else {
-		id, err := st.allocRevNat(f)
-		if err != nil {
-			return fail("allocate id", err)
+	// 2. Service ids and reverse-NAT entries, before any slot names them.
+	var (
+		revIDs   []uint16
+		revVals  []lbLb4Revnat
+		nameIDs  []uint16
+		nameVals []lbLb4SvcName
+	)
+	for i := range plans {
+		p := &plans[i]
+		if p.old != nil {
+			p.cur.revNat = p.old.revNat
+		} else {
+			id, err := st.allocRevNat(p.f)
+			if err != nil {
+				return fmt.Errorf("service %s: %w", p.f, err)
+			}
+			p.cur.revNat = id
+			revIDs = append(revIDs, id)
+			revVals = append(revVals, lbLb4Revnat{Address: ip4(p.f.IP), Port: port16(p.f.Port)})
 		}
-		cur.revNat, newRevNat = id, true
-		rn := lbLb4Revnat{Address: ip4(f.IP), Port: port16(f.Port)}
-		if err := m.Lb4Revnat.Put(id, &rn); err != nil {
-			return fail("write rev-nat", err)
+		if p.old == nil || p.old.name != p.cur.name {
+			nameIDs = append(nameIDs, p.cur.revNat)
+			nameVals = append(nameVals, *serviceName(p.cur.name))
 		}
 	}
-	if old == nil || old.name != svc.Name {
-		if err := m.Lb4SvcNames.Put(cur.revNat, serviceName(svc.Name)); err != nil {
-			lb.log.Warn("write service name", "service", f.String(), "err", err)
+	if len(revIDs) > 0 {
+		if _, err := m.Lb4Revnat.BatchUpdate(revIDs, revVals, nil); err != nil {
+			return fmt.Errorf("write rev-nat: %w", err)
+		}
+	}
+	if len(nameIDs) > 0 {
+		if _, err := m.Lb4SvcNames.BatchUpdate(nameIDs, nameVals, nil); err != nil {
+			return fmt.Errorf("write names: %w", err)
 		}
 	}
 
 	// 3. Slots 1..n, only those that changed.
-	var oldSlots []uint32
-	oldCount := 0
-	if old != nil {
-		oldSlots, oldCount = old.slots, int(old.count)
-	}
 	var (
 		keys []lbLb4Key
 		vals []lbLb4Service
 	)
-	for i, id := range slots {
-		if i < len(oldSlots) && oldSlots[i] == id {
-			continue
+	for _, p := range plans {
+		var oldSlots []uint32
+		if p.old != nil {
+			oldSlots = p.old.slots
 		}
-		keys = append(keys, frontendKey(f, uint16(i+1)))
-		vals = append(vals, lbLb4Service{BackendId: id})
+		for i, id := range p.cur.slots {
+			if i < len(oldSlots) && oldSlots[i] == id {
+				continue
+			}
+			keys = append(keys, frontendKey(p.f, uint16(i+1)))
+			vals = append(vals, lbLb4Service{BackendId: id})
+		}
 	}
 	if len(keys) > 0 {
 		if _, err := m.Lb4Services.BatchUpdate(keys, vals, nil); err != nil {
-			return fail("write slots", err)
+			return fmt.Errorf("write slots: %w", err)
 		}
 	}
 
 	// 4. Slot 0: from here on lookups use the new count.
-	if old == nil || old.count != cur.count || len(old.slots) != len(slots) || old.affinity != affinity {
-		k := frontendKey(f, 0)
-		v := lbLb4Service{Count: cur.count, Qcount: uint16(len(term)), RevNatId: cur.revNat, AffinityTimeout: affinity}
-		if affinity > 0 {
+	keys, vals = keys[:0], vals[:0]
+	for _, p := range plans {
+		c, o := p.cur, p.old
+		if o != nil && o.count == c.count && len(o.slots) == len(c.slots) && o.affinity == c.affinity {
+			continue
+		}
+		v := lbLb4Service{Count: c.count, Qcount: uint16(p.term), RevNatId: c.revNat, AffinityTimeout: c.affinity}
+		if c.affinity > 0 {
 			v.Flags |= svcFlagAffinity
 		}
-		if err := m.Lb4Services.Put(&k, &v); err != nil {
-			return fail("write slot 0", err)
+		keys = append(keys, frontendKey(p.f, 0))
+		vals = append(vals, v)
+	}
+	if len(keys) > 0 {
+		if _, err := m.Lb4Services.BatchUpdate(keys, vals, nil); err != nil {
+			return fmt.Errorf("write slot 0: %w", err)
 		}
 	}
-	st.services[f] = cur
+	for _, p := range plans {
+		st.services[p.f] = p.cur
+	}
+	return nil
+}
 
-	// 5. Slots past the new end, then backends no slot names any more.
+// deleteKeys deletes keys in one batch, falling back to one by one (and
+// ignoring missing ones) if the batch stops on an error.
+func (lb *LB) deleteKeys(m *ebpf.Map, keys []lbLb4Key) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := m.BatchDelete(keys, nil); err == nil {
+		return nil
+	}
 	var errs []error
-	for i := len(slots); i < len(oldSlots); i++ {
-		k := frontendKey(f, uint16(i+1))
-		if err := m.Lb4Services.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("delete slot %d: %w", i+1, err))
+	for i := range keys {
+		if err := m.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
 		}
 	}
-	gone := lb.releaseBackends(oldSlots, oldCount)
-	if err := lb.purgeGone(gone); err != nil {
-		errs = append(errs, err)
+	return errors.Join(errs...)
+}
+
+// resync rebuilds the in-memory view from the maps after a failed write,
+// dropping whatever the failed write left unreferenced.
+func (lb *LB) resync() error {
+	st, err := readState(&lb.objs.lbMaps)
+	if err != nil {
+		return err
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("service %s: %w", f, errors.Join(errs...))
-	}
+	lb.st = st
+	lb.gcOrphans()
 	return nil
 }
 
@@ -493,12 +610,14 @@ func readState(m *lbMaps) (*state, error) {
 	}
 	heads := map[datapath.Frontend]lbLb4Service{}
 	slots := map[datapath.Frontend][]slotVal{}
+	slotKeys := map[datapath.Frontend][]lbLb4Key{}
 	err := batchRead(m.Lb4Services, func(k *lbLb4Key, v *lbLb4Service) {
 		f := keyFrontend(k)
 		if k.Slot == 0 {
 			heads[f] = *v
 		} else {
 			slots[f] = append(slots[f], slotVal{k.Slot, v.BackendId})
+			slotKeys[f] = append(slotKeys[f], *k)
 		}
 	})
 	if err != nil {
@@ -526,13 +645,20 @@ func readState(m *lbMaps) (*state, error) {
 		return nil, fmt.Errorf("read names: %w", err)
 	}
 
+	for f, ks := range slotKeys {
+		if _, ok := heads[f]; !ok {
+			st.strays = append(st.strays, ks...)
+		}
+	}
 	for f, h := range heads {
 		s := &service{revNat: h.RevNatId, affinity: h.AffinityTimeout, count: h.Count, name: names[h.RevNatId]}
 		n := int(h.Count) + int(h.Qcount)
 		s.slots = make([]uint32, n)
-		for _, sv := range slots[f] {
+		for i, sv := range slots[f] {
 			if int(sv.slot) <= n {
 				s.slots[sv.slot-1] = sv.id
+			} else {
+				st.strays = append(st.strays, slotKeys[f][i])
 			}
 		}
 		// A slot the maps lack (a writer died mid-update) is dropped, so
