@@ -78,6 +78,7 @@ func ensureBridge(c *NetConf) (*netlink.Bridge, error) {
 		if err := netlink.LinkSetHardwareAddr(br, mac); err != nil {
 			return nil, fmt.Errorf("pin bridge mac: %w", err)
 		}
+		br.Attrs().HardwareAddr = mac
 	}
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {

@@ -150,3 +150,28 @@ func checkResult(t *testing.T, r *current.Result, pod *netnsT, bridge string) {
 		t.Fatalf("eth0 mac %s mtu %d, result %s", eth0.Attrs().HardwareAddr, eth0.Attrs().MTU, r.Interfaces[2].Mac)
 	}
 }
+
+// A bridge someone else made (down, random MAC, no address) is adopted: ADD
+// pins its MAC, brings it up and gives it the gateway.
+func TestAdoptsExistingBridge(t *testing.T) {
+	n := newNetwork(t, "10.244.24.0/24")
+	n.node.do(t, func() error {
+		a := netlink.NewLinkAttrs()
+		a.Name = "skep0"
+		return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: a})
+	})
+	r := n.mustAdd("adopt", newNetns(t))
+	if r.Interfaces[0].Mac != "0a:58:0a:f4:18:01" {
+		t.Errorf("result bridge mac %s", r.Interfaces[0].Mac)
+	}
+	n.node.do(t, func() error {
+		br, err := netlinksafe.LinkByName("skep0")
+		if err != nil {
+			return err
+		}
+		if br.Attrs().HardwareAddr.String() != "0a:58:0a:f4:18:01" || br.Attrs().Flags&net.FlagUp == 0 {
+			t.Errorf("bridge mac %s flags %v", br.Attrs().HardwareAddr, br.Attrs().Flags)
+		}
+		return hasAddr(br, n.conf().GatewayNet())
+	})
+}
