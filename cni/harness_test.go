@@ -69,6 +69,7 @@ type netnsT struct {
 
 func newNetns(t testing.TB) *netnsT {
 	t.Helper()
+	testutil.RequireRoot(t)
 	n, err := testutils.NewNS()
 	if err != nil {
 		t.Fatalf("new netns: %v", err)

@@ -7,7 +7,34 @@
 //
 // The plugin runs in the node's network namespace (where the runtime runs):
 // the bridge and the host ends of the veths live there, the pod ends in the
-// namespace named by CNI_NETNS.
+// namespace named by CNI_NETNS. A node's conflist (see ConfList):
+//
+//	{"cniVersion": "1.1.0", "name": "skep",
+//	 "plugins": [{"type": "skep-cni", "subnet": "10.244.1.0/24"}]}
+//
+// What each verb does:
+//
+//   - ADD allocates the next free address after the last one handed out,
+//     makes sure of the bridge (created or adopted; MAC 0a:58:<gateway>
+//     pinned; gateway address; up; ip_forward on), creates the veth pair in
+//     one request (host end skv<hash> on the bridge, labelled
+//     "skep-cni:<network>/<container>/<ifname>", hairpin on; pod end
+//     CNI_IFNAME with MAC 0a:58:<pod ip> and the MTU), then sets the pod's
+//     address and default route via the gateway. Any failure undoes the
+//     steps before it.
+//   - DEL removes the host veth (the pod end goes with it) and frees the
+//     address; everything already gone counts as done.
+//   - CHECK compares the allocation, bridge, host veth and pod interface
+//     with prevResult.
+//   - GC frees allocations and veths of attachments not in
+//     cni.dev/valid-attachments.
+//   - STATUS fails with 50 when ADD cannot succeed (store unusable, range
+//     exhausted, bridge name taken by a non-bridge).
+//
+// Error codes: 1 unsupported cniVersion, 6 undecodable config, 7 invalid
+// config (missing or malformed subnet, bad mtu, subnet changed under live
+// allocations), 11 try again later (range exhausted, store locked past the
+// timeout), 50 not available (STATUS), 999 anything else.
 package cni
 
 import (
