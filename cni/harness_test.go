@@ -113,6 +113,7 @@ type network struct {
 	bridge  string
 	dataDir string
 	version string
+	extra   map[string]any // more plugin config fields
 	cni     *libcni.CNIConfig
 	list    *libcni.NetworkConfigList
 }
@@ -121,6 +122,9 @@ type netOpt func(*network)
 
 func withVersion(v string) netOpt  { return func(n *network) { n.version = v } }
 func withNode(node *netnsT) netOpt { return func(n *network) { n.node = node } }
+func withPluginField(k string, v any) netOpt {
+	return func(n *network) { n.extra = map[string]any{k: v} }
+}
 
 func newNetwork(t testing.TB, subnet string, opts ...netOpt) *network {
 	t.Helper()
@@ -149,13 +153,17 @@ func newNetwork(t testing.TB, subnet string, opts ...netOpt) *network {
 }
 
 func (n *network) pluginConf() map[string]any {
-	return map[string]any{
+	m := map[string]any{
 		"type":    "skep-cni",
 		"bridge":  n.bridge,
 		"subnet":  n.subnet,
 		"mtu":     1400,
 		"dataDir": n.dataDir,
 	}
+	for k, v := range n.extra {
+		m[k] = v
+	}
+	return m
 }
 
 func (n *network) confList() []byte {

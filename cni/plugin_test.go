@@ -175,3 +175,24 @@ func TestAdoptsExistingBridge(t *testing.T) {
 		return hasAddr(br, n.conf().GatewayNet())
 	})
 }
+
+// hairpinMode false is honoured, and CHECK expects it.
+func TestHairpinOff(t *testing.T) {
+	n := newNetwork(t, "10.244.25.0/24", withPluginField("hairpinMode", false))
+	pod := newNetns(t)
+	r := n.mustAdd("nohairpin", pod)
+	n.node.do(t, func() error {
+		l, err := netlinksafe.LinkByName(r.Interfaces[1].Name)
+		if err != nil {
+			return err
+		}
+		pi, err := netlinksafe.LinkGetProtinfo(l)
+		if err == nil && pi.Hairpin {
+			t.Error("hairpin on with hairpinMode false")
+		}
+		return err
+	})
+	if err := n.check("nohairpin", pod); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+}
