@@ -488,13 +488,15 @@ func (lb *LB) writeBackends(ids []uint32) error {
 		vals []lbLb4Backend
 		ents []*backendEntry
 	)
+	queued := map[uint32]bool{}
 	for _, id := range ids {
 		k := st.byID[id]
 		e := st.backends[k]
 		want := e.want()
-		if e.state == want || slices.Contains(keys, id) {
+		if e.state == want || queued[id] {
 			continue
 		}
+		queued[id] = true
 		keys = append(keys, id)
 		vals = append(vals, lbLb4Backend{Address: ip4(k.addr.Addr()), Port: port16(k.addr.Port()), Proto: uint8(k.proto), State: uint8(want)})
 		ents = append(ents, e)

@@ -216,6 +216,15 @@ func TestSocketLB(t *testing.T) {
 		}
 	})
 
+	t.Run("UDPNoEndpointsRefused", func(t *testing.T) {
+		none := datapath.Service{Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.55"), Port: 53, Proto: datapath.UDP}, Name: "default/none:dns"}
+		must(t, lb.UpsertService(none), "upsert")
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-sendto", Target: "10.96.0.55:53", N: 5}, nil)
+		if res.Errnos["sendto: ECONNREFUSED"] != 5 {
+			t.Fatalf("sendto a UDP frontend without backends: %v, want 5 ECONNREFUSED", res.Errnos)
+		}
+	})
+
 	t.Run("UDPStaleSocketDestroyed", func(t *testing.T) {
 		// One backend; the client connects, then the backend is
 		// replaced: its connected socket must not stay on the dead one.

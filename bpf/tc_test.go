@@ -229,6 +229,44 @@ func TestNodePortPackets(t *testing.T) {
 		tuple(t, b)
 	})
 
+	t.Run("TerminatingKeepsFlows", func(t *testing.T) {
+		two := datapath.Service{Frontend: extFrontend(30090, datapath.TCP), Name: "default/two:http", Backends: backends(datapath.BackendActive, 8080, "10.244.1.21", "10.244.1.22")}
+		must(t, lb.UpsertService(two), "upsert")
+		fe := ap("172.31.77.10:30090")
+		_, b := run(t, in, packet(datapath.TCP, client, fe, ""))
+		_, first := tuple(t, b)
+		// The flow's backend starts terminating: the flow stays on it,
+		// new flows go to the other one.
+		other := "10.244.1.21"
+		if first.Addr().String() == other {
+			other = "10.244.1.22"
+		}
+		two.Backends = append(backends(datapath.BackendActive, 8080, other), backends(datapath.BackendTerminating, 8080, first.Addr().String())...)
+		must(t, lb.UpsertService(two), "mark terminating")
+		if _, d := tuple(t, second(run(t, in, packet(datapath.TCP, client, fe, "")))); d != first {
+			t.Fatalf("established flow moved to %s", d)
+		}
+		for i := range 20 {
+			c := netip.AddrPortFrom(client.Addr(), uint16(30000+i))
+			if _, d := tuple(t, second(run(t, in, packet(datapath.TCP, c, fe, "")))); d.Addr().String() != other {
+				t.Fatalf("new flow went to %s, want the Active %s", d, other)
+			}
+		}
+		// Removed entirely: its conntrack entries are purged.
+		two.Backends = backends(datapath.BackendActive, 8080, other)
+		must(t, lb.UpsertService(two), "remove")
+		p, err := OpenPinned(lb.PinDir())
+		must(t, err, "open pinned")
+		defer p.Close()
+		cts, err := p.Conntrack()
+		must(t, err, "conntrack")
+		for _, c := range cts {
+			if c.Src.Addr() == first.Addr() || c.Dst == fe && c.Src == client {
+				t.Errorf("conntrack entry of a removed backend left: %+v", c)
+			}
+		}
+	})
+
 	t.Run("NoBackendsDropped", func(t *testing.T) {
 		ret, _ := run(t, in, packet(datapath.TCP, client, ap("172.31.77.10:30099"), ""))
 		if ret != tcActShot {
@@ -273,3 +311,5 @@ func TestBpftoolShowsFieldNames(t *testing.T) {
 	bpftoolHasFields(t, pin("lb4_affinity"), "client", "rev_nat_id", "last_used", "backend_id")
 	bpftoolHasFields(t, pin("lb4_counters"), "connects", "packets", "bytes", "refused")
 }
+
+func second[A, B any](_ A, b B) B { return b }
