@@ -56,6 +56,16 @@ func TestConfigVersions(t *testing.T) {
 			}
 		})
 	}
+	t.Run("VERSION", func(t *testing.T) {
+		n := newNetwork(t, "10.244.8.0/24", withNode(node))
+		info, err := n.cni.GetVersionInfo(context.Background(), "skep-cni")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(info.SupportedVersions()); got != "[0.4.0 1.0.0 1.1.0]" {
+			t.Fatalf("supported versions %s", got)
+		}
+	})
 	t.Run("0.3.1 refused", func(t *testing.T) {
 		n := newNetwork(t, "10.244.8.0/24", withVersion("0.3.1"), withNode(node))
 		_, err := n.add("c1", newNetns(t))
