@@ -87,6 +87,14 @@ func TestBadInputGetsStatus(t *testing.T) {
 	if err != nil || code != http.StatusCreated {
 		t.Fatalf("create configmap good: %d %v %s", code, err, resp)
 	}
+	t.Run("name mismatch on update", func(t *testing.T) {
+		body := strings.Replace(validConfigMap, `"name":"good"`, `"name":"other"`, 1)
+		code, resp, err := harness.Do(context.Background(), c, token, "PUT", cms+"/good", "application/json", []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkStatus(t, code, resp, 400)
+	})
 	for _, ct := range []string{"application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json"} {
 		t.Run("malformed patch "+ct, func(t *testing.T) {
 			code, resp, err := harness.Do(context.Background(), c, token, "PATCH", cms+"/good", ct, []byte(`{"data":`))
