@@ -44,7 +44,10 @@
 // lb4_ct holds two entries per flow: the client's tuple (CT_SERVICE) → the
 // backend and SNAT port, and the reply's tuple (CT_REPLY) → the frontend and
 // client. SNAT ports are claimed with BPF_NOEXIST on the reply entry, so two
-// flows to one backend never share one.
+// flows to one backend never share one; a port held by a flow that saw a FIN
+// or RST (after Options.CTClosingTimeout) or that has been idle for hours
+// (TCP) or minutes (UDP) is taken over, and the old flow forgotten. When the
+// range is used up, new flows to remote backends are dropped.
 //
 // sock_udp_term (iter/udp) destroys connected UDP sockets whose backend has
 // been removed, with the bpf_sock_destroy kfunc: it is how a removed UDP

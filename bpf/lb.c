@@ -42,6 +42,10 @@ volatile const __be32 pod_net = 0;   /* this node's pod CIDR ... */
 volatile const __be32 pod_mask = 0;  /* ... and its mask: local backends */
 volatile const __u16 snat_port_min = 40000;
 volatile const __u16 snat_port_max = 59999;
+/* When a SNAT port may be taken from an idle flow (seconds). */
+volatile const __u32 ct_closing_timeout = 10;
+volatile const __u32 ct_tcp_timeout = 21600;
+volatile const __u32 ct_udp_timeout = 120;
 
 static __always_inline void count_service(__u16 rev_nat_id, __u64 connects,
 					  __u64 packets, __u64 bytes,
@@ -248,8 +252,12 @@ struct pkt4 {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	__u8 tcp_flags;
 	__u32 l4off;
 };
+
+#define TCP_FIN 0x01
+#define TCP_RST 0x04
 
 #define IP_OFF(field) (ETH_HLEN + offsetof(struct iphdr, field))
 
@@ -275,6 +283,9 @@ static __always_inline int parse4(struct __sk_buff *skb, struct pkt4 *p)
 		return -1;
 	p->l4off = ETH_HLEN + ip.ihl * 4;
 	if (bpf_skb_load_bytes(skb, p->l4off, ports, sizeof(ports)) < 0)
+		return -1;
+	if (ip.protocol == IPPROTO_TCP &&
+	    bpf_skb_load_bytes(skb, p->l4off + 13, &p->tcp_flags, 1) < 0)
 		return -1;
 	p->saddr = ip.saddr;
 	p->daddr = ip.daddr;
@@ -361,6 +372,34 @@ static __always_inline int redirect_fib(struct __sk_buff *skb, struct pkt4 *p)
 
 #define CT_MISS -1
 
+static __always_inline __u32 now_sec(void)
+{
+	return bpf_ktime_get_ns() / NSEC_PER_SEC;
+}
+
+/* ct_touch keeps an entry's idle time and closing state current. */
+static __always_inline void ct_touch(struct lb4_ct_entry *e, struct pkt4 *p)
+{
+	__u32 now = now_sec();
+
+	if (e->last_seen != now)
+		e->last_seen = now;
+	if ((p->tcp_flags & (TCP_FIN | TCP_RST)) && !(e->flags & CT_F_CLOSING))
+		e->flags |= CT_F_CLOSING;
+}
+
+/* ct_expired says whether a flow is idle long enough that its SNAT port may
+ * go to a new flow. */
+static __always_inline int ct_expired(struct lb4_ct_entry *e, __u8 proto,
+				      __u32 now)
+{
+	__u32 idle = now - e->last_seen;
+
+	if (e->flags & CT_F_CLOSING)
+		return idle >= ct_closing_timeout;
+	return idle >= (proto == IPPROTO_TCP ? ct_tcp_timeout : ct_udp_timeout);
+}
+
 /* ct_reply_xlate reverse-NATs a reply of a tracked flow: the source becomes
  * the frontend again and, for SNATed flows, the destination the client. */
 static __always_inline int ct_reply_xlate(struct __sk_buff *skb,
@@ -381,6 +420,7 @@ static __always_inline int ct_reply_xlate(struct __sk_buff *skb,
 
 	if (!e)
 		return CT_MISS;
+	ct_touch(e, p);
 	vaddr = e->vaddr;
 	vport = e->vport;
 	caddr = e->addr;
@@ -425,7 +465,7 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 	};
 	struct lb4_ct_key rkey = { .proto = p->proto, .dir = CT_REPLY };
 	struct lb4_ct_entry fwd = {}, rev = {};
-	struct lb4_ct_entry *ct;
+	struct lb4_ct_entry *ct, *old;
 	struct lb4_service *svc;
 	struct lb4_backend *be;
 	__u32 backend_id = 0;
@@ -447,6 +487,7 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 
 	ct = bpf_map_lookup_elem(&lb4_ct, &ckey);
 	if (ct) {
+		ct_touch(ct, p);
 		backend_id = ct->backend_id;
 		be = bpf_map_lookup_elem(&lb4_backends, &backend_id);
 		if (be) {
@@ -478,6 +519,7 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 	rev.vaddr = p->daddr;
 	rev.vport = p->dport;
 	rev.created = bpf_ktime_get_ns();
+	rev.last_seen = rev.created / NSEC_PER_SEC;
 	rkey.saddr = baddr;
 	rkey.sport = bport;
 	if (is_local_backend(baddr) || !node_ip) {
@@ -502,6 +544,26 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 				snat_port = rkey.dport;
 				break;
 			}
+			/* Taken: by a flow long idle or closed? Then the port
+			 * is this flow's, and the old flow is forgotten. */
+			old = bpf_map_lookup_elem(&lb4_ct, &rkey);
+			if (old && ct_expired(old, p->proto, rev.last_seen)) {
+				struct lb4_ct_key okey = {
+					.saddr = old->addr,
+					.daddr = old->vaddr,
+					.sport = old->port,
+					.dport = old->vport,
+					.proto = p->proto,
+					.dir = CT_SERVICE,
+				};
+
+				bpf_map_delete_elem(&lb4_ct, &okey);
+				if (bpf_map_update_elem(&lb4_ct, &rkey, &rev, BPF_ANY) == 0) {
+					snat_addr = node_ip;
+					snat_port = rkey.dport;
+					break;
+				}
+			}
 		}
 		if (!snat_port)
 			return TC_ACT_SHOT;
@@ -512,6 +574,7 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 	fwd.backend_id = backend_id;
 	fwd.rev_nat_id = rev_nat_id;
 	fwd.created = rev.created;
+	fwd.last_seen = rev.last_seen;
 	bpf_map_update_elem(&lb4_ct, &ckey, &fwd, BPF_ANY);
 
 xlate:

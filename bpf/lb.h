@@ -84,6 +84,7 @@ struct lb4_sock_val {
 #define CT_SERVICE 0
 #define CT_REPLY 1
 #define CT_F_SNAT (1 << 0)
+#define CT_F_CLOSING (1 << 1) /* a FIN or RST was seen in this direction */
 
 struct lb4_ct_key {
 	__be32 saddr;
@@ -104,8 +105,8 @@ struct lb4_ct_entry {
 	__be32 vaddr;   /* reply: frontend address to restore as source */
 	__be16 port;    /* service: SNAT source port; reply: client port */
 	__be16 vport;   /* reply: frontend port */
-	__u32 pad2;
-	__u64 created; /* bpf_ktime_get_ns() */
+	__u32 last_seen; /* seconds of bpf_ktime_get_ns(), updated at most 1/s */
+	__u64 created;   /* bpf_ktime_get_ns() */
 };
 
 /* ClientIP session affinity. For socket-LB the client is the netns cookie

@@ -56,7 +56,7 @@ type lbLb4CtEntry struct {
 	Vaddr     uint32
 	Port      uint16
 	Vport     uint16
-	Pad2      uint32
+	LastSeen  uint32
 	Created   uint64
 }
 
@@ -196,11 +196,14 @@ type lbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbVariableSpecs struct {
-	NodeIp      *ebpf.VariableSpec `ebpf:"node_ip"`
-	PodMask     *ebpf.VariableSpec `ebpf:"pod_mask"`
-	PodNet      *ebpf.VariableSpec `ebpf:"pod_net"`
-	SnatPortMax *ebpf.VariableSpec `ebpf:"snat_port_max"`
-	SnatPortMin *ebpf.VariableSpec `ebpf:"snat_port_min"`
+	CtClosingTimeout *ebpf.VariableSpec `ebpf:"ct_closing_timeout"`
+	CtTcpTimeout     *ebpf.VariableSpec `ebpf:"ct_tcp_timeout"`
+	CtUdpTimeout     *ebpf.VariableSpec `ebpf:"ct_udp_timeout"`
+	NodeIp           *ebpf.VariableSpec `ebpf:"node_ip"`
+	PodMask          *ebpf.VariableSpec `ebpf:"pod_mask"`
+	PodNet           *ebpf.VariableSpec `ebpf:"pod_net"`
+	SnatPortMax      *ebpf.VariableSpec `ebpf:"snat_port_max"`
+	SnatPortMin      *ebpf.VariableSpec `ebpf:"snat_port_min"`
 }
 
 // lbObjects contains all objects after they have been loaded into the kernel.
@@ -252,11 +255,14 @@ func (m *lbMaps) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbVariables struct {
-	NodeIp      *ebpf.Variable `ebpf:"node_ip"`
-	PodMask     *ebpf.Variable `ebpf:"pod_mask"`
-	PodNet      *ebpf.Variable `ebpf:"pod_net"`
-	SnatPortMax *ebpf.Variable `ebpf:"snat_port_max"`
-	SnatPortMin *ebpf.Variable `ebpf:"snat_port_min"`
+	CtClosingTimeout *ebpf.Variable `ebpf:"ct_closing_timeout"`
+	CtTcpTimeout     *ebpf.Variable `ebpf:"ct_tcp_timeout"`
+	CtUdpTimeout     *ebpf.Variable `ebpf:"ct_udp_timeout"`
+	NodeIp           *ebpf.Variable `ebpf:"node_ip"`
+	PodMask          *ebpf.Variable `ebpf:"pod_mask"`
+	PodNet           *ebpf.Variable `ebpf:"pod_net"`
+	SnatPortMax      *ebpf.Variable `ebpf:"snat_port_max"`
+	SnatPortMin      *ebpf.Variable `ebpf:"snat_port_min"`
 }
 
 // lbPrograms contains all programs after they have been loaded into the kernel.

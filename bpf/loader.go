@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -37,6 +38,10 @@ type Options struct {
 	// SNATPorts is the source port range of SNATed flows; default
 	// 40000-59999 (outside the NodePort range and the usual ephemeral one).
 	SNATPorts [2]uint16
+	// CTClosingTimeout is how long a NodePort flow that saw a FIN or RST
+	// keeps its SNAT port before a new flow may take it; default 10 s,
+	// negative for at once.
+	CTClosingTimeout time.Duration
 	// PodNetns lists the network namespaces (paths) whose connected UDP
 	// sockets are checked when a UDP backend goes away. Nil: the caller's.
 	PodNetns func() ([]string, error)
@@ -98,6 +103,9 @@ func Load(opts Options) (*LB, error) {
 		"pod_mask":      podMask,
 		"snat_port_min": opts.SNATPorts[0],
 		"snat_port_max": opts.SNATPorts[1],
+	}
+	if opts.CTClosingTimeout != 0 {
+		consts["ct_closing_timeout"] = uint32(max(opts.CTClosingTimeout, 0) / time.Second)
 	}
 	for name, v := range consts {
 		vs, ok := spec.Variables[name]

@@ -313,3 +313,50 @@ func TestBpftoolShowsFieldNames(t *testing.T) {
 }
 
 func second[A, B any](_ A, b B) B { return b }
+
+// TestSNATPortReuse: SNAT ports are held per flow; when the range is used up
+// new flows are dropped, until a flow closes (FIN/RST) and its port is
+// taken over, its old conntrack forgotten.
+func TestSNATPortReuse(t *testing.T) {
+	lb := newTestLB(t, Options{NodeIP: nodeIP, PodCIDR: podCIDR, SNATPorts: [2]uint16{40000, 40001}, CTClosingTimeout: -1})
+	in := lb.objs.TcNodeportIn
+	must(t, lb.UpsertService(datapath.Service{Frontend: extFrontend(30081, datapath.TCP), Backends: backends(datapath.BackendActive, 8080, "10.244.2.21")}), "upsert")
+	fe := ap("172.31.77.10:30081")
+	c1, c2, c3 := ap("172.31.77.1:1001"), ap("172.31.77.2:1002"), ap("172.31.77.3:1003")
+	_, b := run(t, in, packet(datapath.TCP, c1, fe, ""))
+	s1, be := tuple(t, b)
+	_, b = run(t, in, packet(datapath.TCP, c2, fe, ""))
+	if s2, _ := tuple(t, b); s2 == s1 {
+		t.Fatalf("two flows share %s", s2)
+	}
+	if ret, _ := run(t, in, packet(datapath.TCP, c3, fe, "")); ret != tcActShot {
+		t.Fatalf("third flow with two SNAT ports: verdict %d, want TC_ACT_SHOT", ret)
+	}
+	// The backend resets flow 1: its port goes to flow 3.
+	rst := packet(datapath.TCP, be, s1, "")
+	rst[34+13] = 0x04
+	rst[34+16], rst[34+17] = 0, 0
+	binary.BigEndian.PutUint16(rst[34+16:], ^csum(rst[34:], pseudo(rst[14:34])))
+	_, b = run(t, in, rst)
+	if rs, rd := tuple(t, b); rs != fe || rd != c1 {
+		t.Fatalf("RST reverse NAT: %s -> %s", rs, rd)
+	}
+	ret, b := run(t, in, packet(datapath.TCP, c3, fe, ""))
+	if ret == tcActShot {
+		t.Fatal("third flow still dropped after the first closed")
+	}
+	if s3, _ := tuple(t, b); s3 != s1 {
+		t.Fatalf("third flow got %s, want the freed %s", s3, s1)
+	}
+	// Flow 1's own conntrack is gone with its port.
+	p, err := OpenPinned(lb.PinDir())
+	must(t, err, "open pinned")
+	defer p.Close()
+	cts, err := p.Conntrack()
+	must(t, err, "conntrack")
+	for _, c := range cts {
+		if c.Src == c1 {
+			t.Errorf("flow 1 still tracked: %+v", c)
+		}
+	}
+}
