@@ -131,9 +131,29 @@ type ModeResult struct {
 	// Backends is what each backend served during this mode's measurements:
 	// proof the traffic reached the pods, and how evenly.
 	Backends []BackendCounts `json:"backends,omitempty"`
-	// EndpointChangeToServing is measured by the proxy's own benchmark.
-	EndpointChangeToServing *time.Duration `json:"endpointChangeToServing"`
-	Ratios                  *Ratios        `json:"ratiosToDirect,omitempty"`
+	// EndpointUpdate is the time the data path takes to apply one endpoint
+	// change of the service under test with all N services in place (skep:
+	// Datapath.UpsertService; iptables: kube-proxy's partial-sync
+	// iptables-restore). From an EndpointSlice event to this call is the
+	// proxy's side, measured by its own benchmark.
+	EndpointUpdate *UpdateTimes `json:"endpointUpdate,omitempty"`
+	Ratios         *Ratios      `json:"ratiosToDirect,omitempty"`
+}
+
+// UpdateTimes summarises repeated updates.
+type UpdateTimes struct {
+	Count  int           `json:"count"`
+	Median time.Duration `json:"median"`
+	Max    time.Duration `json:"max"`
+}
+
+func summarise(ds []time.Duration) *UpdateTimes {
+	if len(ds) == 0 {
+		return nil
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return &UpdateTimes{Count: len(s), Median: s[(len(s)-1)/2], Max: s[len(s)-1]}
 }
 
 // Ratios are a mode's figures divided by direct's, measured in the same run.
@@ -272,7 +292,10 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		rep.Cleanup.PinDir = pinDir
 		dp, detach, err := cfg.Skep(cg.Path, pinDir)
 		if err != nil {
-			return rep, fmt.Errorf("attach skep: %w", err)
+			// Measure the rest; the skep row says why it is empty.
+			log.Warn("skep data path not attached", "err", err)
+			skepWhy = "attach failed: " + err.Error()
+			break
 		}
 		undo = append(undo, detach)
 		skep, cgroupFD = dp, cg.fd
@@ -518,7 +541,67 @@ func (h *harness) atN(ctx context.Context, n int) (res NResult, err error) {
 			k.put(modes[mode], median(rs, k.key))
 		}
 	}
-	return res, nil
+	return res, h.endpointUpdates(ctx, svcs, modes)
+}
+
+// endpointUpdates times endpoint changes of the service under test's TCP
+// port with all N services programmed: its last endpoint is removed and put
+// back, alternately, ending with the full set in place.
+func (h *harness) endpointUpdates(ctx context.Context, svcs []KubeService, modes map[string]*ModeResult) error {
+	idx := len(svcs) - 3 // the service under test's TCP echo port
+	full := svcs[idx].Endpoints
+	less, gone := full[:len(full)-1], full[len(full)-1:]
+	variant := func(i int) []KubeService {
+		cur := slices.Clone(svcs)
+		if i%2 == 0 {
+			cur[idx].Endpoints = less
+		}
+		return cur
+	}
+	if m := modes[ModeSkep]; m.Skipped == "" && h.skep != nil {
+		var ds []time.Duration
+		for i := range 40 {
+			s := toDatapath(variant(i)[idx])
+			start := time.Now()
+			if err := h.skep.UpsertService(s); err != nil {
+				return fmt.Errorf("skep endpoint update: %w", err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		m.EndpointUpdate = summarise(ds)
+	}
+	for _, b := range h.ipt {
+		m := modes["iptables-"+b.Name]
+		if m.Skipped != "" {
+			continue
+		}
+		pod := h.topo.Clients[b.Name]
+		var ds []time.Duration
+		for i := range 4 {
+			var g []netip.AddrPort
+			if i%2 == 0 {
+				g = gone
+			}
+			data := KubeProxyPartialRestore(variant(i), idx, g, clusterNet)
+			pctx, cancel := context.WithTimeout(ctx, h.cfg.ProgramTimeout)
+			start := time.Now()
+			_, err := inNetnsCmd(pctx, pod, data, b.Restore, "-w", "--noflush", "--counters")
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s endpoint update: %w", m.Mode, err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		m.EndpointUpdate = summarise(ds)
+		st, err := b.Stats(ctx, pod)
+		if err != nil {
+			return err
+		}
+		if st.SepChains != len(svcs)*h.cfg.Endpoints {
+			return fmt.Errorf("%s: %d endpoint chains after the updates, want %d", m.Mode, st.SepChains, len(svcs)*h.cfg.Endpoints)
+		}
+	}
+	return nil
 }
 
 // job builds the client job of a mode: which netns the client runs in, which
@@ -570,17 +653,7 @@ func (h *harness) programSkep(svcs []KubeService) (wall, cpu time.Duration, err 
 	h.skepSvcs = h.skepSvcs[:0]
 	dps := make([]datapath.Service, len(svcs))
 	for i, s := range svcs {
-		proto := datapath.TCP
-		if s.Proto == "udp" {
-			proto = datapath.UDP
-		}
-		dps[i] = datapath.Service{
-			Frontend: datapath.Frontend{IP: s.ClusterIP, Port: s.Port, Proto: proto, Scope: datapath.ScopeInternal},
-			Name:     s.portName(),
-		}
-		for _, ep := range s.Endpoints {
-			dps[i].Backends = append(dps[i].Backends, datapath.Backend{IP: ep.Addr(), Port: ep.Port(), State: datapath.BackendActive})
-		}
+		dps[i] = toDatapath(s)
 	}
 	// One locked thread does every upsert, so its CPU time is theirs.
 	runtime.LockOSThread()
@@ -594,6 +667,22 @@ func (h *harness) programSkep(svcs []KubeService) (wall, cpu time.Duration, err 
 		h.skepSvcs = append(h.skepSvcs, s.Frontend)
 	}
 	return time.Since(start), threadCPU() - cpu0, nil
+}
+
+// toDatapath is the service as skep's proxy hands it to the data path.
+func toDatapath(s KubeService) datapath.Service {
+	proto := datapath.TCP
+	if s.Proto == "udp" {
+		proto = datapath.UDP
+	}
+	d := datapath.Service{
+		Frontend: datapath.Frontend{IP: s.ClusterIP, Port: s.Port, Proto: proto, Scope: datapath.ScopeInternal},
+		Name:     s.portName(),
+	}
+	for _, ep := range s.Endpoints {
+		d.Backends = append(d.Backends, datapath.Backend{IP: ep.Addr(), Port: ep.Port(), State: datapath.BackendActive})
+	}
+	return d
 }
 
 // threadCPU is the calling OS thread's user+system CPU time.

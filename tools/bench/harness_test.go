@@ -148,6 +148,9 @@ func checkMode(t *testing.T, n NResult, m ModeResult) {
 	}
 	switch m.Mode {
 	case ModeNFT, ModeLegacy:
+		if m.EndpointUpdate == nil || m.EndpointUpdate.Median <= 0 {
+			t.Errorf("%s: no endpoint update time", where())
+		}
 		if m.Rules == nil || m.Rules.SvcChains != n.ServicePorts || m.Rules.SepChains != 3*n.ServicePorts {
 			t.Errorf("%s: rules read back %+v, want %d service chains", where(), m.Rules, n.ServicePorts)
 		}
@@ -155,6 +158,9 @@ func checkMode(t *testing.T, n NResult, m ModeResult) {
 			t.Errorf("%s: no programming time", where())
 		}
 	case ModeSkep:
+		if m.EndpointUpdate == nil || m.EndpointUpdate.Median <= 0 {
+			t.Errorf("%s: no endpoint update time", where())
+		}
 		if m.Program <= 0 {
 			t.Errorf("%s: no programming time", where())
 		}

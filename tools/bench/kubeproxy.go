@@ -65,6 +65,24 @@ const largeClusterEndpoints = 1000
 // itself writes them in Go map order, so a service's position is random; the
 // harness puts the one under test last, the worst case.
 func KubeProxyRestore(svcs []KubeService, clusterCIDR netip.Prefix) []byte {
+	return kubeProxyRestore(svcs, clusterCIDR, func(int) bool { return true }, nil)
+}
+
+// KubeProxyPartialRestore is the input of kube-proxy's partial sync after
+// the endpoints of svcs[changed] changed (MinimizeIPTablesRestore, on by
+// default since 1.27): the filter table and the top-level nat chains are
+// written in full (KUBE-SERVICES lists every service, so it stays O(N)),
+// the service and endpoint chains only for the changed service, and the
+// chains of endpoints that went away are flushed and deleted.
+func KubeProxyPartialRestore(svcs []KubeService, changed int, goneEndpoints []netip.AddrPort, clusterCIDR netip.Prefix) []byte {
+	var gone []string
+	for _, ep := range goneEndpoints {
+		gone = append(gone, sepChain(svcs[changed].portName(), svcs[changed].Proto, ep.String()))
+	}
+	return kubeProxyRestore(svcs, clusterCIDR, func(i int) bool { return i == changed }, gone)
+}
+
+func kubeProxyRestore(svcs []KubeService, clusterCIDR netip.Prefix, write func(int) bool, deleteChains []string) []byte {
 	var filterChains, filterRules, natChains, natRules bytes.Buffer
 	chain := func(b *bytes.Buffer, name string) { fmt.Fprintf(b, ":%s - [0:0]\n", name) }
 	rule := func(b *bytes.Buffer, args ...string) { b.WriteString(strings.Join(args, " ")); b.WriteByte('\n') }
@@ -88,7 +106,7 @@ func KubeProxyRestore(svcs []KubeService, clusterCIDR netip.Prefix) []byte {
 	}
 	large := total > largeClusterEndpoints
 
-	for _, s := range svcs {
+	for i, s := range svcs {
 		pn, proto := s.portName(), s.Proto
 		vip, port := s.ClusterIP.String(), strconv.Itoa(int(s.Port))
 		svc := svcChain(pn, proto)
@@ -99,6 +117,9 @@ func KubeProxyRestore(svcs []KubeService, clusterCIDR netip.Prefix) []byte {
 		}
 		match := []string{"-m comment --comment", strconv.Quote(pn + " cluster IP"), "-m", proto, "-p", proto, "-d", vip, "--dport", port}
 		rule(&natRules, append(append([]string{"-A KUBE-SERVICES"}, match...), "-j", svc)...)
+		if !write(i) {
+			continue // unchanged: its chains stay as they are (--noflush)
+		}
 		// Masquerade traffic to the VIP that does not come from a pod.
 		rule(&natRules, append(append([]string{"-A", svc}, match...), "! -s", clusterCIDR.String(), "-j KUBE-MARK-MASQ")...)
 
@@ -124,6 +145,10 @@ func KubeProxyRestore(svcs []KubeService, clusterCIDR netip.Prefix) []byte {
 			rule(&natRules, append(args, "-s", ep.Addr().String(), "-j KUBE-MARK-MASQ")...)
 			rule(&natRules, append(args, "-m", proto, "-p", proto, "-j DNAT --to-destination", ep.String())...)
 		}
+	}
+	for _, c := range deleteChains {
+		chain(&natChains, c)
+		rule(&natRules, "-X", c)
 	}
 	rule(&natRules, `-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`)
 	rule(&filterRules, "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP")

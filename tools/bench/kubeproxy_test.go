@@ -100,3 +100,27 @@ func TestKubeProxyJumps(t *testing.T) {
 		}
 	}
 }
+
+// A partial sync rewrites KUBE-SERVICES in full but only the changed
+// service's chains, and deletes the chains of endpoints that went away.
+func TestKubeProxyPartialRestore(t *testing.T) {
+	svcs := testServices(3, 3)
+	gone := svcs[1].Endpoints[2]
+	svcs[1].Endpoints = svcs[1].Endpoints[:2]
+	out := string(KubeProxyPartialRestore(svcs, 1, []netip.AddrPort{gone}, netip.MustParsePrefix("10.244.0.0/16")))
+	if n := strings.Count(out, "-A KUBE-SERVICES -m comment --comment \"ns/svc"); n != 3 {
+		t.Errorf("%d KUBE-SERVICES service rules, want all 3", n)
+	}
+	for _, unchanged := range []string{"svca", "svcc"} {
+		if strings.Contains(out, ":"+svcChain("ns/"+unchanged+":http", "tcp")) {
+			t.Errorf("unchanged %s rewritten", unchanged)
+		}
+	}
+	if !strings.Contains(out, ":"+svcChain("ns/svcb:http", "tcp")+" - [0:0]") {
+		t.Error("changed service chain not rewritten")
+	}
+	goneChain := sepChain("ns/svcb:http", "tcp", gone.String())
+	if !strings.Contains(out, ":"+goneChain+" - [0:0]") || !strings.Contains(out, "-X "+goneChain) {
+		t.Errorf("chain of the removed endpoint %s not deleted:\n%s", goneChain, out)
+	}
+}

@@ -21,7 +21,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "\n%d services (%d service ports, %d endpoint chains for iptables):\n",
 			n.Services, n.ServicePorts, n.ServicePorts*r.Endpoints)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "mode\tprogram\tconn/s\t×\tp50\tp99\t×p99\trr/s\t×\tstream MB/s\t×\tudp/s\t×\terrors\tbackends (conns)\tEP→serving\t")
+		fmt.Fprintln(tw, "mode\tprogram\tconn/s\t×\tp50\tp99\t×p99\trr/s\t×\tstream MB/s\t×\tudp/s\t×\terrors\tbackends (conns)\tEP update\t")
 		for _, m := range n.Modes {
 			if m.Skipped != "" {
 				fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\n", m.Mode, m.Skipped)
@@ -51,14 +51,23 @@ func (r *Report) WriteTable(w io.Writer) {
 				rate(m.RR), rt.RR,
 				mbps(m.Stream), rt.Stream,
 				rate(m.UDP), rt.UDP,
-				errs, strings.Join(spread, "/"), "n/a")
+				errs, strings.Join(spread, "/"), epUpdate(m.EndpointUpdate))
 		}
 		tw.Flush()
 	}
-	fmt.Fprintln(w, "\n× = ratio to direct in the same run (latency: >1 is slower). EP→serving: measured by the proxy's benchmark, not here.")
+	fmt.Fprintln(w, "\n× = ratio to direct in the same run (latency: >1 is slower). program: wall (CPU) time to program all N services.")
+	fmt.Fprintln(w, "EP update: median time for the data path to apply one endpoint change of the service under test with N services in place")
+	fmt.Fprintln(w, "(skep: Datapath.UpsertService; iptables: kube-proxy's partial-sync restore). EndpointSlice event → data path is the proxy's benchmark.")
 	if len(r.Cleanup.Errors) > 0 {
 		fmt.Fprintf(w, "cleanup errors: %s\n", strings.Join(r.Cleanup.Errors, "; "))
 	}
+}
+
+func epUpdate(u *UpdateTimes) string {
+	if u == nil {
+		return "-"
+	}
+	return fmtDur(u.Median)
 }
 
 func rate(j *JobResult) string {
