@@ -45,6 +45,7 @@ import (
 	"strings"
 	"time"
 
+	cnins "github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -106,6 +107,16 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	prev, err := c.prevResult()
 	if err != nil {
 		return err
+	}
+	// skel refuses a CNI_NETNS equal to the plugin's own namespace only after
+	// ADD returns; by then the "pod" address and default route would be set
+	// on the node itself. Refuse before touching anything.
+	if !strings.EqualFold(args.NetnsOverride, "true") && args.NetnsOverride != "1" {
+		if same, err := cnins.CheckNetNS(args.Netns); err != nil {
+			return err
+		} else if same {
+			return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS is the plugin's own (node) namespace", args.Netns)
+		}
 	}
 	podNS, err := ns.GetNS(args.Netns)
 	if err != nil {

@@ -175,6 +175,27 @@ func TestAddRollback(t *testing.T) {
 			assertNothingFor(t, n, pod)
 		})
 	}
+	// CNI_NETNS naming the node's own namespace: refused before anything
+	// is set on the node.
+	t.Run("netns is the node", func(t *testing.T) {
+		_, err := n.add("self", n.node)
+		if cniCode(err) != types.ErrInvalidNetNS {
+			t.Fatalf("ADD into the node's own netns: %v, want code 8", err)
+		}
+		assertNothingFor(t, n, newNetns(t))
+		n.node.do(t, func() error {
+			if _, err := netlinksafe.LinkByName("eth0"); err == nil {
+				t.Error("eth0 created in the node")
+			}
+			routes, err := netlinksafe.RouteList(nil, netlink.FAMILY_V4)
+			for _, r := range routes {
+				if r.Dst == nil {
+					t.Errorf("default route added to the node: %v", r)
+				}
+			}
+			return err
+		})
+	})
 	// A real failure: the pod already has an eth0.
 	t.Run("ifname taken", func(t *testing.T) {
 		pod := newNetns(t)
