@@ -1,0 +1,456 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/proxy/datapath"
+)
+
+var (
+	churnBackends = []string{"10.244.1.11", "10.244.1.12", "10.244.1.13", "10.244.1.14"}
+	// churnSets are the ready backends of successive updates; the rest are
+	// alternately absent or terminating.
+	churnSets = [][]string{
+		{churnBackends[0], churnBackends[1]},
+		{churnBackends[1], churnBackends[2], churnBackends[3]},
+		{churnBackends[3]},
+		{churnBackends[0], churnBackends[2]},
+		{churnBackends[2]},
+		churnBackends,
+	}
+	churnFrontend = datapath.Frontend{IP: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: datapath.TCP}
+)
+
+// maxGen bounds the updates of one churn test: each has its marker address.
+const maxGen = 50
+
+// churnAddrs are the backends and every update's marker, all served, so a
+// connect handed to a marker (a Terminating backend, never Active) succeeds
+// and is caught by its reply rather than by a failure.
+func churnAddrs() []string {
+	addrs := slices.Clone(churnBackends)
+	for g := range maxGen + 1 {
+		addrs = append(addrs, markerAddr(g))
+	}
+	return addrs
+}
+
+func markerAddr(gen int) string { return fmt.Sprintf("10.244.200.%d", gen) }
+
+func churnService() *corev1.Service {
+	return clusterIPService("default", "churn", "10.96.0.10", svcPort("http", corev1.ProtocolTCP, 80, 0))
+}
+
+// churnSlice has ready endpoints and, with terminating, the others as
+// terminating (not picked, flows kept); without, the others are absent. A
+// terminating endpoint 10.244.200.<gen> makes every update's state unique,
+// so seeing it in the data path proves that this update landed (a set equal
+// to an older update's could be that one, left over while no proxy ran).
+func churnSlice(ready []string, terminating bool, gen int) *discoveryv1.EndpointSlice {
+	eps := []ep{{markerAddr(gen), "node-b", "terminating"}}
+	for _, b := range churnBackends {
+		switch {
+		case slices.Contains(ready, b):
+			eps = append(eps, ep{b, "node-b", "ready"})
+		case terminating:
+			eps = append(eps, ep{b, "node-b", "terminating"})
+		}
+	}
+	return slice("default", "churn", "churn-1", []discoveryv1.EndpointPort{epPort("http", corev1.ProtocolTCP, 8080)}, eps...)
+}
+
+// isState reports whether bs are the backends of churnSlice(ready, _, gen):
+// exactly ready Active, and gen's marker present.
+func isState(bs []datapath.Backend, ready []string, gen int) bool {
+	var active []string
+	marker := false
+	for _, b := range bs {
+		if b.State == datapath.BackendActive {
+			active = append(active, b.IP.String())
+		}
+		marker = marker || b.IP.String() == markerAddr(gen)
+	}
+	slices.Sort(active)
+	want := slices.Clone(ready)
+	slices.Sort(want)
+	return marker && slices.Equal(active, want)
+}
+
+// update is one endpoint change: when the parent made it and when it was
+// seen in the data path (0: never, e.g. while no proxy ran).
+type update struct {
+	start, landed int64
+	ready         []string
+}
+
+// checkChurn fails the test on any failed connect, and on any connect made
+// entirely after an update landed (and before the next began) that reached a
+// backend not ready in that update. It returns how many connects it checked.
+func checkChurn(t *testing.T, log []attempt, updates []update) int {
+	t.Helper()
+	failed, checked, toTerminating := 0, 0, 0
+	for _, a := range log {
+		if strings.HasPrefix(a.Reply, "10.244.200.") {
+			toTerminating++
+		}
+		if a.Err != "" {
+			failed++
+			if failed <= 5 {
+				t.Errorf("connect failed: %s", a.Err)
+			}
+			continue
+		}
+		for i, u := range updates {
+			next := int64(1 << 62)
+			if i+1 < len(updates) {
+				next = updates[i+1].start
+			}
+			if u.landed == 0 || a.Start < u.landed || a.End > next {
+				continue
+			}
+			checked++
+			host, _, _ := strings.Cut(a.Reply, ":")
+			if !slices.Contains(u.ready, host) {
+				t.Errorf("connect after update %d (ready %v) reached %s", i, u.ready, a.Reply)
+			}
+		}
+	}
+	t.Logf("%d connects, %d updates, %d connects checked against their update, %d failed", len(log), len(updates), checked, failed)
+	if toTerminating > 0 {
+		// Outside the checked windows, i.e. while an update was being
+		// written: the data path's write order lets a reader holding the
+		// old count pick a slot that already holds a Terminating backend.
+		t.Logf("DATA PATH RACE: %d new connects went to a Terminating (never Active) backend while an update was written", toTerminating)
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d connects failed", failed, len(log))
+	}
+	if len(log) < 100 {
+		t.Fatalf("only %d connects: the client loop did not run", len(log))
+	}
+	return checked
+}
+
+// TestChurnThroughControlLoop changes a service's EndpointSlice at 10 Hz
+// through the API (fake clientset) while a client in the test's cgroup
+// connects to the ClusterIP in a loop: no connect fails, and none made after
+// an update landed reaches a backend that update took away.
+func TestChurnThroughControlLoop(t *testing.T) {
+	requireIntegration(t)
+	n := newNetns(t, churnAddrs()...)
+	serveTCP(t, n, 8080, churnAddrs()...)
+	cg := newCgroup(t)
+	pin := newPinDir(t)
+	lb, err := bpf.Load(bpf.Options{PinDir: pin, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("load data path: %v", err)
+	}
+	t.Cleanup(func() { lb.Close() })
+	if err := lb.AttachCgroup(cg); err != nil {
+		t.Fatal(err)
+	}
+
+	c := fake.NewClientset()
+	s := churnSlice(churnSets[len(churnSets)-1], false, 0)
+	create(t, c, churnService(), s)
+	p, _ := startProxy(t, c, lb, nil)
+	landed := func(want []string, gen int, within time.Duration) int64 {
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			if isState(p.Applied()[churnFrontend].Backends, want, gen) {
+				return monoNow()
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return 0
+	}
+	if landed(churnSets[len(churnSets)-1], 0, 10*time.Second) == 0 {
+		t.Fatal("initial state did not land")
+	}
+
+	wait := startClient(t, cg, n, "10.96.0.10:80", 2300*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	var updates []update
+	var lat []time.Duration
+	for i := range 20 { // 2 s at 10 Hz
+		set := churnSets[i%len(churnSets)]
+		u := update{start: monoNow(), ready: set}
+		s = churnSlice(set, i%2 == 1, i+1)
+		if _, err := c.DiscoveryV1().EndpointSlices("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		u.landed = landed(set, i+1, 95*time.Millisecond)
+		if u.landed == 0 {
+			t.Errorf("update %d (%v) did not land within 95 ms", i, set)
+		} else {
+			lat = append(lat, time.Duration(u.landed-u.start))
+		}
+		updates = append(updates, u)
+		time.Sleep(time.Until(time.Now().Add(time.Duration(u.start + 100e6 - monoNow()))))
+	}
+	log := wait()
+	checked := checkChurn(t, log, updates)
+	if checked < len(log)/2 {
+		t.Fatalf("only %d of %d connects checked", checked, len(log))
+	}
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		t.Logf("API write → data path: p50 %v, max %v (%d updates)", lat[len(lat)/2], lat[len(lat)-1], len(lat))
+	}
+	// The data path holds what the loop last applied, terminating ones too.
+	got, err := lb.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !isState(got[0].Backends, churnSets[19%len(churnSets)], 20) {
+		t.Fatalf("data path holds %+v", got)
+	}
+}
+
+// proxyArgs configure a proxy child: the data path pinned in PinDir attached
+// to Cgroup, fed from State (a JSON file the parent rewrites), standing in
+// for the API server, which is not shared across processes with a fake.
+type proxyArgs struct {
+	PinDir, Cgroup, State string
+}
+
+// proxyState is the content of the state file.
+type proxyState struct {
+	Service *corev1.Service
+	Slice   *discoveryv1.EndpointSlice
+}
+
+func writeState(t *testing.T, path string, st proxyState) {
+	t.Helper()
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// proxyChild runs the control loop over the real data path until killed.
+func proxyChild(payload string) int {
+	var a proxyArgs
+	if err := json.Unmarshal([]byte(payload), &a); err != nil {
+		fmt.Fprintln(os.Stderr, "proxy child:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fail := func(what string, err error) int {
+		fmt.Fprintf(os.Stderr, "proxy child: %s: %v\n", what, err)
+		return 2
+	}
+	lb, err := bpf.Load(bpf.Options{PinDir: a.PinDir, Logger: log})
+	if err != nil {
+		return fail("load", err)
+	}
+	if err := lb.AttachCgroup(a.Cgroup); err != nil {
+		return fail("attach", err)
+	}
+	c := fake.NewClientset()
+	ctx := context.Background()
+	var last []byte
+	sync := func() error {
+		b, err := os.ReadFile(a.State)
+		if err != nil || string(b) == string(last) {
+			return err
+		}
+		var st proxyState
+		if err := json.Unmarshal(b, &st); err != nil {
+			return err
+		}
+		if last == nil {
+			_, err = c.CoreV1().Services("default").Create(ctx, st.Service, metav1.CreateOptions{})
+			if err == nil {
+				_, err = c.DiscoveryV1().EndpointSlices("default").Create(ctx, st.Slice, metav1.CreateOptions{})
+			}
+		} else {
+			_, err = c.DiscoveryV1().EndpointSlices("default").Update(ctx, st.Slice, metav1.UpdateOptions{})
+		}
+		last = b
+		return err
+	}
+	if err := sync(); err != nil {
+		return fail("initial state", err)
+	}
+	p, err := New(Config{Client: c, Datapath: lb, Node: node("127.0.0.1"), Logger: log})
+	if err != nil {
+		return fail("new proxy", err)
+	}
+	go func() {
+		if err := p.Run(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "proxy child: run:", err)
+			os.Exit(2)
+		}
+	}()
+	for !p.Healthy() {
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println("ready")
+	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(2 * time.Millisecond) {
+		if err := sync(); err != nil {
+			return fail("sync state", err)
+		}
+	}
+	return 0
+}
+
+// startProxyChild starts a proxy child and returns once it reported ready
+// (caches synced, programmed state adopted and reconciling).
+func startProxyChild(t *testing.T, a proxyArgs) *exec.Cmd {
+	t.Helper()
+	b, _ := json.Marshal(a)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=proxy:"+string(b))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start proxy child: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		ready <- sc.Scan() && sc.Text() == "ready"
+		io.Copy(io.Discard, out)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("proxy child exited before it was ready")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("proxy child not ready in 30 s")
+	}
+	return cmd
+}
+
+// TestProxyRestartUnderChurn runs the proxy in a child process and SIGKILLs
+// it in the middle of 10 Hz endpoint churn while a client connects in a
+// loop; a new proxy process adopts the pinned data path. No connect fails —
+// not while no proxy runs, not while the new one adopts and reconciles — and
+// once updates land again, connects reach only that update's ready backends.
+func TestProxyRestartUnderChurn(t *testing.T) {
+	requireIntegration(t)
+	n := newNetns(t, churnAddrs()...)
+	serveTCP(t, n, 8080, churnAddrs()...)
+	cg := newCgroup(t)
+	args := proxyArgs{PinDir: newPinDir(t), Cgroup: cg, State: filepath.Join(t.TempDir(), "state.json")}
+	writeState(t, args.State, proxyState{Service: churnService(), Slice: churnSlice(churnBackends, false, 0)})
+
+	first := startProxyChild(t, args)
+	pinned, err := bpf.OpenPinned(args.PinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Close()
+	landed := func(want []string, gen int, within time.Duration) int64 {
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			svcs, err := pinned.Services()
+			if err == nil && len(svcs) == 1 && isState(svcs[0].Backends, want, gen) {
+				return monoNow()
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return 0
+	}
+	if landed(churnBackends, 0, 10*time.Second) == 0 {
+		t.Fatal("initial state did not land")
+	}
+
+	wait := startClient(t, cg, n, "10.96.0.10:80", 4300*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	const updates, killAt = 40, 8
+	var ups []update
+	var killed int64
+	second := make(chan *exec.Cmd, 1)
+	for i := range updates {
+		if i == killAt {
+			if err := first.Process.Kill(); err != nil { // SIGKILL: no cleanup of any kind
+				t.Fatal(err)
+			}
+			_ = first.Wait()
+			killed = monoNow()
+			go func() { second <- startProxyChild(t, args) }()
+		}
+		set := churnSets[i%len(churnSets)]
+		u := update{start: monoNow(), ready: set}
+		writeState(t, args.State, proxyState{Service: churnService(), Slice: churnSlice(set, i%2 == 1, i+1)})
+		u.landed = landed(set, i+1, 95*time.Millisecond)
+		ups = append(ups, u)
+		time.Sleep(time.Duration(u.start + 100e6 - monoNow()))
+	}
+	log := wait()
+	checked := checkChurn(t, log, ups)
+
+	// The second proxy took over: updates landed again after the kill, and
+	// connects were checked against them.
+	select {
+	case <-second:
+	case <-time.After(30 * time.Second):
+		t.Fatal("second proxy never became ready")
+	}
+	landedAfter, checkedAfter := 0, 0
+	var gap time.Duration
+	for i, u := range ups {
+		if i < killAt || u.landed == 0 {
+			continue
+		}
+		if landedAfter == 0 {
+			gap = time.Duration(u.landed - killed)
+		}
+		landedAfter++
+		for _, a := range log {
+			if a.Start >= u.landed && (i+1 == len(ups) || a.End <= ups[i+1].start) {
+				checkedAfter++
+			}
+		}
+	}
+	var duringGap int
+	for _, a := range log {
+		if a.Start >= killed && a.Start < killed+int64(200*time.Millisecond) {
+			duringGap++
+		}
+	}
+	t.Logf("after the kill: first update landed after %v, %d of %d updates landed, %d connects checked; %d connects in the 200 ms after the kill; %d checked in all",
+		gap, landedAfter, updates-killAt, checkedAfter, duringGap, checked)
+	if landedAfter < 3 || checkedAfter == 0 {
+		t.Fatalf("the restarted proxy did not take over the churn (%d updates landed, %d connects checked)", landedAfter, checkedAfter)
+	}
+	if duringGap == 0 {
+		t.Fatal("no connect was attempted while no proxy ran")
+	}
+}
