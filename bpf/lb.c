@@ -156,6 +156,10 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 		 * never crosses the uplink: balance it here too. */
 		key.scope = LB_SCOPE_EXTERNAL;
 		svc = lookup_service(&key);
+		if (!svc && node_ip && vip == node_ip) {
+			key.address = 0; /* NodePort on any node address */
+			svc = lookup_service(&key);
+		}
 		if (!svc)
 			return 0;
 	}

@@ -43,7 +43,9 @@ type Options struct {
 	// negative for at once.
 	CTClosingTimeout time.Duration
 	// PodNetns lists the network namespaces (paths) whose connected UDP
-	// sockets are checked when a UDP backend goes away. Nil: the caller's.
+	// sockets are checked when a UDP backend goes away. Nil: those of the
+	// processes in the cgroup AttachCgroup attached to (NetnsInCgroup),
+	// and the caller's own.
 	PodNetns func() ([]string, error)
 	Logger   *slog.Logger
 }
@@ -55,8 +57,9 @@ type LB struct {
 	objs   lbObjects
 	log    *slog.Logger
 
-	mu sync.Mutex
-	st *state
+	mu     sync.Mutex
+	st     *state
+	cgroup string // where AttachCgroup attached, for the UDP socket sweep
 }
 
 // Load loads the programs and creates, or re-opens, the node's pinned maps,
@@ -246,6 +249,9 @@ func (lb *LB) AttachCgroup(cgroupPath string) error {
 		}
 		l.Close()
 	}
+	lb.mu.Lock()
+	lb.cgroup = cgroupPath
+	lb.mu.Unlock()
 	return nil
 }
 

@@ -60,11 +60,13 @@ func (lb *LB) purgeConntrack(ids map[uint32]bool) error {
 }
 
 // DestroyUDPSockets destroys every connected UDP socket whose peer is one of
-// backends, in each network namespace Options.PodNetns lists (or the
-// caller's). It runs the sock_udp_term iterator, which calls the
+// backends, in each network namespace Options.PodNetns lists (by default
+// those of the attached cgroup's processes, and the caller's). It runs the sock_udp_term iterator, which calls the
 // bpf_sock_destroy kfunc; an iterator walks the sockets of the namespace it
 // is opened in, hence one pass per namespace.
 func (lb *LB) DestroyUDPSockets(backends []netip.AddrPort) error {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
 	return lb.destroyUDPSockets(backends)
 }
 
@@ -101,15 +103,21 @@ func (lb *LB) destroyUDPSockets(backends []netip.AddrPort) error {
 		return err
 	}
 
-	if lb.opts.PodNetns == nil {
+	var paths []string
+	switch {
+	case lb.opts.PodNetns != nil:
+		if paths, err = lb.opts.PodNetns(); err != nil {
+			return fmt.Errorf("destroy udp sockets: list netns: %w", err)
+		}
+	case lb.cgroup != "":
+		if paths, err = NetnsInCgroup(lb.cgroup); err != nil {
+			return fmt.Errorf("destroy udp sockets: %w", err)
+		}
+		fallthrough
+	default:
 		if err := run(); err != nil {
 			return fmt.Errorf("destroy udp sockets: %w", err)
 		}
-		return nil
-	}
-	paths, err := lb.opts.PodNetns()
-	if err != nil {
-		return fmt.Errorf("destroy udp sockets: list netns: %w", err)
 	}
 	var errs []error
 	for _, p := range paths {

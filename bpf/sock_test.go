@@ -150,7 +150,9 @@ func TestSocketLB(t *testing.T) {
 	serveBackends(t, n, 5353, bes...)
 	rulesBefore := ruleSets(t, n)
 
-	lb := newTestLB(t, Options{PodNetns: func() ([]string, error) { return []string{n.Path()}, nil }})
+	// No Options.PodNetns: the UDP socket sweep finds the client's netns
+	// through the processes of the attached cgroup.
+	lb := newTestLB(t, Options{NodeIP: nodeIP})
 	cg := newTestCgroup(t)
 	must(t, lb.AttachCgroup(cg), "attach cgroup")
 
@@ -159,7 +161,9 @@ func TestSocketLB(t *testing.T) {
 	empty := datapath.Service{Frontend: tcpFrontend("10.96.0.12", 80), Name: "default/empty:http", Backends: backends(datapath.BackendTerminating, 8080, bes[0])}
 	udpFE := datapath.Frontend{IP: netip.MustParseAddr("10.96.0.53"), Port: 53, Proto: datapath.UDP}
 	dns := datapath.Service{Frontend: udpFE, Name: "kube-system/dns:dns", Backends: backends(datapath.BackendActive, 5353, bes...)}
-	for _, s := range []datapath.Service{web, sticky, empty, dns} {
+	// A NodePort on every node address, reached by a pod on this node.
+	nodePort := datapath.Service{Frontend: datapath.Frontend{IP: netip.IPv4Unspecified(), Port: 30080, Proto: datapath.TCP, Scope: datapath.ScopeExternal}, Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, bes[2])}
+	for _, s := range []datapath.Service{web, sticky, empty, dns, nodePort} {
 		must(t, lb.UpsertService(s), "upsert %s", s.Frontend)
 	}
 
@@ -179,6 +183,16 @@ func TestSocketLB(t *testing.T) {
 		t.Logf("spread over %d connects: %v", n3, res.Counts)
 		if res.Peer != "10.96.0.10:80" {
 			t.Fatalf("getpeername = %q, want the ClusterIP 10.96.0.10:80", res.Peer)
+		}
+	})
+
+	t.Run("OwnNodePort", func(t *testing.T) {
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "172.31.77.10:30080", N: 10}, nil)
+		if len(res.Errnos) > 0 || res.Counts["10.244.1.13:8080"] != 10 {
+			t.Fatalf("pod to its node's NodePort: %v %v", res.Counts, res.Errnos)
+		}
+		if res.Peer != "172.31.77.10:30080" {
+			t.Fatalf("getpeername = %q", res.Peer)
 		}
 	})
 
