@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -212,4 +213,132 @@ func TestRestartWith10kObjectsServesWithin1s(t *testing.T) {
 	if len(seen) != n {
 		t.Errorf("paged list after restart: %d pods in %d pages, want %d", len(seen), pages, n)
 	}
+}
+
+// TestAcknowledgedUpdatesAndDeletesSurviveSIGKILL: the same crash, with
+// updates and deletes in flight. Each of 4 updaters bumps a counter in its
+// own configmap (optimistic concurrency on resourceVersion) and remembers the
+// last acknowledged value; each of 2 deleters removes pre-made configmaps and
+// remembers which were acknowledged. After SIGKILL and restart no counter is
+// below its acknowledged value and no acknowledged delete is undone.
+func TestAcknowledgedUpdatesAndDeletesSurviveSIGKILL(t *testing.T) {
+	srv := startServer(t)
+	cfg := restConfig(t, srv)
+	cs := clientset(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	const updaters, deleters, victims = 4, 2, 2000
+	for u := 0; u < updaters; u++ {
+		cm := harness.ConfigMap("default", fmt.Sprintf("counter-%d", u))
+		cm.Data["n"] = "0"
+		if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := harness.Parallel(ctx, victims, 16, func(ctx context.Context, _, i int) error {
+		_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, harness.ConfigMap("default", fmt.Sprintf("victim-%04d", i)), metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("create victims: %v", err)
+	}
+
+	var (
+		killed   atomic.Bool
+		mu       sync.Mutex
+		ackedN   = make([]int, updaters)
+		deleted  []string
+		failures []error
+		ops      atomic.Int64
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		if !killed.Load() {
+			mu.Lock()
+			failures = append(failures, err)
+			mu.Unlock()
+		}
+	}
+	for u := 0; u < updaters; u++ {
+		c := clientset(t, harness.OwnConnection(cfg))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("counter-%d", u)
+			for n := 1; ctx.Err() == nil && n < 100000; n++ {
+				cm, err := c.CoreV1().ConfigMaps("default").Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					fail(fmt.Errorf("get %s: %w", name, err))
+					return
+				}
+				cm.Data["n"] = strconv.Itoa(n)
+				if _, err := c.CoreV1().ConfigMaps("default").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+					fail(fmt.Errorf("update %s to %d: %w", name, n, err))
+					return
+				}
+				mu.Lock()
+				ackedN[u] = n
+				mu.Unlock()
+				ops.Add(1)
+			}
+		}()
+	}
+	for d := 0; d < deleters; d++ {
+		c := clientset(t, harness.OwnConnection(cfg))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := d; ctx.Err() == nil && i < victims; i += deleters {
+				name := fmt.Sprintf("victim-%04d", i)
+				if err := c.CoreV1().ConfigMaps("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+					fail(fmt.Errorf("delete %s: %w", name, err))
+					return
+				}
+				mu.Lock()
+				deleted = append(deleted, name)
+				mu.Unlock()
+				ops.Add(1)
+			}
+		}()
+	}
+	for deadline := time.Now().Add(20 * time.Second); ops.Load() < 600 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	killed.Store(true)
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, err := range failures {
+		t.Error(err)
+	}
+	mu.Lock()
+	wantN := append([]int(nil), ackedN...)
+	gone := append([]string(nil), deleted...)
+	mu.Unlock()
+
+	restart(t, srv)
+	for u, want := range wantN {
+		cm, err := cs.CoreV1().ConfigMaps("default").Get(context.Background(), fmt.Sprintf("counter-%d", u), metav1.GetOptions{})
+		if err != nil {
+			t.Errorf("counter-%d after restart: %v", u, err)
+			continue
+		}
+		got, _ := strconv.Atoi(cm.Data["n"])
+		if got < want {
+			t.Errorf("counter-%d after restart is %d, but update to %d was acknowledged", u, got, want)
+		}
+	}
+	var undone []string
+	for _, name := range gone {
+		_, err := cs.CoreV1().ConfigMaps("default").Get(context.Background(), name, metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			undone = append(undone, name)
+		}
+	}
+	if len(undone) > 0 {
+		t.Errorf("%d of %d acknowledged deletes are undone after restart, e.g. %v", len(undone), len(gone), undone[:min(5, len(undone))])
+	}
+	t.Logf("acknowledged before SIGKILL: counters %v, %d deletes", wantN, len(gone))
 }
