@@ -192,6 +192,9 @@ func dial(typ int, ap netip.AddrPort) (int, error) {
 			break
 		}
 	}
+	if err == unix.EINPROGRESS { // what a blocking connect returns at SO_SNDTIMEO
+		err = fmt.Errorf("timed out after %v", ioTimeout)
+	}
 	if err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("connect %s: %w", ap, err)

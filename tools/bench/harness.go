@@ -328,13 +328,17 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 
 	h := &harness{cfg: cfg, log: log, topo: topo, backends: backends,
 		runner: childRunner{argv: cfg.ChildArgv}, skep: skep, skepWhy: skepWhy, cgroupFD: cgroupFD, ipt: ipt, ipvsWhy: rep.IPVS}
-	ctl, err := h.runner.run(ctx, topo.Clients["plain"], -1, Job{Kind: KindConnect, Workers: 1, Duration: time.Millisecond,
+	// One attempt: it blocks until the connect timeout, then the job ends.
+	ctl, err := h.runner.run(ctx, topo.Clients["plain"], -1, Job{Kind: KindConnect, Workers: 1, Duration: 100 * time.Millisecond,
 		Targets: []netip.AddrPort{netip.AddrPortFrom(testVIP, svcPortEcho)}})
 	if err != nil {
 		return rep, fmt.Errorf("control: %w", err)
 	}
 	if ctl.Ops != 0 {
 		return rep, fmt.Errorf("control: the ClusterIP answered without skep or iptables: the topology leaks")
+	}
+	if ctl.Errors == 0 {
+		return rep, fmt.Errorf("control: no connect attempted")
 	}
 	rep.Control = "ClusterIP unreachable without skep or iptables (" + ctl.FirstError + ")"
 

@@ -57,7 +57,7 @@ func TestQuickRun(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	checkCleanedUp(t, rep)
-	if !strings.HasPrefix(rep.Control, "ClusterIP unreachable") {
+	if !strings.HasPrefix(rep.Control, "ClusterIP unreachable") || strings.HasSuffix(rep.Control, "()") {
 		t.Errorf("no negative control: %q", rep.Control)
 	}
 
