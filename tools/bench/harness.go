@@ -216,6 +216,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if len(cfg.ChildArgv) == 0 {
 		return nil, errors.New("bench: no ChildArgv to start clients with")
 	}
+	for _, m := range cfg.Modes {
+		if !slices.Contains([]string{ModeDirect, ModeSkep, ModeNFT, ModeLegacy}, m) {
+			return nil, fmt.Errorf("bench: unknown mode %q (have %s, %s, %s, %s)", m, ModeDirect, ModeSkep, ModeNFT, ModeLegacy)
+		}
+	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("bench: needs root (network namespaces, cgroups, BPF, iptables)")
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -66,5 +67,14 @@ func TestPrefixPID(t *testing.T) {
 	}
 	if _, ok := prefixPID("other1234"); ok {
 		t.Error("foreign name parsed")
+	}
+}
+
+func TestRunRejectsUnknownMode(t *testing.T) {
+	cfg := QuickConfig()
+	cfg.ChildArgv = []string{"true"}
+	cfg.Modes = []string{"iptables-nf"}
+	if _, err := Run(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "unknown mode") {
+		t.Fatalf("err = %v, want unknown mode", err)
 	}
 }
