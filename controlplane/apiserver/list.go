@@ -136,9 +136,38 @@ func (lo *listOptions) matches(res *resource, obj runtime.Object) bool {
 	return true
 }
 
+// listItem is one listed object: its stored bytes, and the decoded object
+// when a selector or the output format needed it.
+type listItem struct {
+	kv  store.KV
+	obj runtime.Object
+}
+
+// labelsOnly decodes just metadata.labels from stored bytes.
+type labelsOnly struct {
+	Metadata struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+}
+
 // listObjects returns one page of matching objects, the revision the list
 // reflects, the continue token and the remaining count.
 func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *listOptions) ([]runtime.Object, int64, string, *int64, error) {
+	items, rev, cont, remaining, err := s.listItems(ctx, res, ns, lo, true)
+	if err != nil {
+		return nil, 0, "", nil, err
+	}
+	objs := make([]runtime.Object, len(items))
+	for i, it := range items {
+		objs[i] = it.obj
+	}
+	return objs, rev, cont, remaining, nil
+}
+
+// listItems pages through the store, filtering by the selectors. Objects
+// are decoded only when needObj is set or a field selector needs them; a
+// label selector alone decodes just the labels.
+func (s *Server) listItems(ctx context.Context, res *resource, ns string, lo *listOptions, needObj bool) ([]listItem, int64, string, *int64, error) {
 	prefix := res.prefixFor(ns)
 	if lo.startAfter != "" && !strings.HasPrefix(lo.startAfter, prefix) {
 		return nil, 0, "", nil, apierrors.NewBadRequest("continue key is not valid: it belongs to another list")
@@ -154,8 +183,9 @@ func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *
 	if lo.rv == "0" && lo.startAfter == "" {
 		limit = 0
 	}
-	filtering := !lo.labelSel.Empty() || !lo.fieldSel.Empty()
-	var items []runtime.Object
+	byLabel, byField := !lo.labelSel.Empty(), !lo.fieldSel.Empty()
+	filtering := byLabel || byField
+	var items []listItem
 	start := lo.startAfter
 	var listRev int64
 	for {
@@ -171,14 +201,26 @@ func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *
 			listRev = lr.Revision
 		}
 		for i, kv := range lr.Items {
-			obj, err := s.decodeKV(res, kv)
-			if err != nil {
-				return nil, 0, "", nil, apierrors.NewInternalError(err)
+			it := listItem{kv: kv}
+			if needObj || byField {
+				obj, err := s.decodeKV(res, kv)
+				if err != nil {
+					return nil, 0, "", nil, apierrors.NewInternalError(err)
+				}
+				if !lo.matches(res, obj) {
+					continue
+				}
+				it.obj = obj
+			} else if byLabel {
+				var lb labelsOnly
+				if err := json.Unmarshal(kv.Value, &lb); err != nil {
+					return nil, 0, "", nil, apierrors.NewInternalError(fmt.Errorf("decode %s: %w", kv.Key, err))
+				}
+				if !lo.labelSel.Matches(labels.Set(lb.Metadata.Labels)) {
+					continue
+				}
 			}
-			if !lo.matches(res, obj) {
-				continue
-			}
-			items = append(items, obj)
+			items = append(items, it)
 			if limit > 0 && len(items) == limit {
 				if i < len(lr.Items)-1 || lr.More {
 					rv := listRev
@@ -187,7 +229,11 @@ func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *
 					}
 					var remaining *int64
 					if !filtering && lr.More {
-						remaining = &lr.Remaining
+						r := lr.Remaining + int64(len(lr.Items)-1-i)
+						remaining = &r
+					} else if !filtering {
+						r := int64(len(lr.Items) - 1 - i)
+						remaining = &r
 					}
 					return items, rv, encodeContinue(rv, kv.Key, res.keyPrefix()), remaining, nil
 				}
@@ -205,27 +251,64 @@ func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *
 	return items, listRev, "", nil, nil
 }
 
+// withResourceVersion splices "resourceVersion" into stored JSON (which
+// starts {"kind":…,"apiVersion":…,"metadata":{…) without decoding it; nil
+// when the bytes do not have that shape.
+func withResourceVersion(value []byte, rev int64) []byte {
+	const meta = `"metadata":{`
+	i := bytes.Index(value, []byte(meta))
+	if i < 0 || i > 160 || !bytes.HasPrefix(value, []byte(`{"kind":`)) {
+		return nil
+	}
+	j := i + len(meta)
+	out := make([]byte, 0, len(value)+48)
+	out = append(out, value[:j]...)
+	out = append(out, `"resourceVersion":"`...)
+	out = strconv.AppendInt(out, rev, 10)
+	out = append(out, '"')
+	if j < len(value) && value[j] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, value[j:]...)
+}
+
 func (s *Server) handleList(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	lo, err := parseListOptions(r, ri.res)
 	if err != nil {
 		return err
 	}
-	items, rev, cont, remaining, err := s.listObjects(ctx, ri.res, ri.namespace, lo)
-	if err != nil {
-		return err
-	}
-	return s.respondList(w, r, ri.res, items, metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: cont, RemainingItemCount: remaining})
-}
-
-// respondList writes a list as a typed list, a Table or metadata only. The
-// list JSON is assembled item by item (no reflection over the list type).
-func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *resource, items []runtime.Object, lm metav1.ListMeta) error {
 	of, ok := negotiate(r.Header.Get("Accept"))
 	if !ok {
 		return notAcceptable(r.Header.Get("Accept"))
 	}
+	items, rev, cont, remaining, err := s.listItems(ctx, ri.res, ri.namespace, lo, of.table)
+	if err != nil {
+		return err
+	}
+	return s.respondItems(w, r, of, ri.res, items, metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: cont, RemainingItemCount: remaining})
+}
+
+// respondList writes a list as a typed list, a Table or metadata only. The
+// list JSON is assembled item by item (no reflection over the list type).
+func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *resource, objs []runtime.Object, lm metav1.ListMeta) error {
+	of, ok := negotiate(r.Header.Get("Accept"))
+	if !ok {
+		return notAcceptable(r.Header.Get("Accept"))
+	}
+	items := make([]listItem, len(objs))
+	for i, o := range objs {
+		items[i].obj = o
+	}
+	return s.respondItems(w, r, of, res, items, lm)
+}
+
+func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
 	if of.table {
-		t, err := s.toTable(r, res, items, lm, true)
+		objs := make([]runtime.Object, len(items))
+		for i, it := range items {
+			objs[i] = it.obj
+		}
+		t, err := s.toTable(r, res, objs, lm, true)
 		if err != nil {
 			return err
 		}
@@ -248,9 +331,22 @@ func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *resour
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		var v interface{} = it
+		if it.obj == nil && !of.partial {
+			if js := withResourceVersion(it.kv.Value, it.kv.ModRevision); js != nil {
+				buf.Write(js)
+				continue
+			}
+		}
+		obj := it.obj
+		if obj == nil {
+			var err error
+			if obj, err = s.decodeKV(res, it.kv); err != nil {
+				return apierrors.NewInternalError(err)
+			}
+		}
+		var v interface{} = obj
 		if of.partial {
-			v = partialMeta(it)
+			v = partialMeta(obj)
 		}
 		js, err := json.Marshal(v)
 		if err != nil {
