@@ -172,7 +172,6 @@ func BenchmarkWatchLatency(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
 
-
 func mustClientset(tb testing.TB, srv *Server) *kubernetes.Clientset {
 	cs, err := kubernetes.NewForConfig(srv.RESTConfig())
 	if err != nil {
