@@ -136,3 +136,17 @@ func TestAdoptCleansStrays(t *testing.T) {
 		t.Fatalf("after upsert: services %d backends %d revnat %d", s, b, r)
 	}
 }
+
+// TestLoadWithoutSockDestroy loads as on a kernel before 6.5: everything but
+// the UDP socket terminator, and removing a UDP backend still works.
+func TestLoadWithoutSockDestroy(t *testing.T) {
+	kernelHasSockDestroy = func() bool { return false }
+	defer func() { kernelHasSockDestroy = haveSockDestroy }()
+	lb := newTestLB(t, Options{})
+	if lb.objs.SockUdpTerm != nil || lb.objs.SockConnect4 == nil || lb.objs.TcNodeportIn == nil {
+		t.Fatalf("programs: %+v", lb.objs.lbPrograms)
+	}
+	dns := datapath.Service{Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.53"), Port: 53, Proto: datapath.UDP}, Backends: backends(datapath.BackendActive, 53, "10.244.1.11")}
+	must(t, lb.UpsertService(dns), "upsert")
+	must(t, lb.DeleteService(dns.Frontend), "delete")
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -124,9 +125,31 @@ func Load(opts Options) (*LB, error) {
 		return nil, fmt.Errorf("make pin dir: %w", err)
 	}
 	lb := &LB{opts: opts, pinDir: pinDir, log: log.With("pins", pinDir)}
-	err = spec.LoadAndAssign(&lb.objs, &ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: pinDir},
-	})
+	collOpts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}
+	if kernelHasSockDestroy() {
+		err = spec.LoadAndAssign(&lb.objs, collOpts)
+	} else {
+		// Before Linux 6.5 there is no bpf_sock_destroy: load the rest
+		// and leave connected UDP sockets to removed backends alone.
+		lb.log.Warn("kernel lacks bpf_sock_destroy: connected UDP sockets to removed backends will not be destroyed")
+		delete(spec.Programs, "sock_udp_term")
+		var objs struct {
+			lbMaps
+			SockConnect4  *ebpf.Program `ebpf:"sock_connect4"`
+			SockGetpeer4  *ebpf.Program `ebpf:"sock_getpeer4"`
+			SockRecvmsg4  *ebpf.Program `ebpf:"sock_recvmsg4"`
+			SockSendmsg4  *ebpf.Program `ebpf:"sock_sendmsg4"`
+			TcNodeportIn  *ebpf.Program `ebpf:"tc_nodeport_in"`
+			TcNodeportOut *ebpf.Program `ebpf:"tc_nodeport_out"`
+		}
+		err = spec.LoadAndAssign(&objs, collOpts)
+		lb.objs.lbMaps = objs.lbMaps
+		lb.objs.lbPrograms = lbPrograms{
+			SockConnect4: objs.SockConnect4, SockGetpeer4: objs.SockGetpeer4,
+			SockRecvmsg4: objs.SockRecvmsg4, SockSendmsg4: objs.SockSendmsg4,
+			TcNodeportIn: objs.TcNodeportIn, TcNodeportOut: objs.TcNodeportOut,
+		}
+	}
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -388,4 +411,19 @@ func (lb *LB) gcOrphans() {
 		_ = lb.objs.Lb4Revnat.Delete(id)
 		_ = lb.objs.Lb4SvcNames.Delete(id)
 	}
+}
+
+// kernelHasSockDestroy is haveSockDestroy; tests replace it to load as on
+// an older kernel.
+var kernelHasSockDestroy = haveSockDestroy
+
+// haveSockDestroy reports whether the kernel has the bpf_sock_destroy kfunc
+// (Linux 6.5+), which sock_udp_term calls.
+func haveSockDestroy() bool {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	_, err = kernel.AnyTypeByName("bpf_sock_destroy")
+	return err == nil
 }

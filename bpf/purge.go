@@ -71,6 +71,9 @@ func (lb *LB) DestroyUDPSockets(backends []netip.AddrPort) error {
 }
 
 func (lb *LB) destroyUDPSockets(backends []netip.AddrPort) error {
+	if lb.objs.SockUdpTerm == nil {
+		return nil // no bpf_sock_destroy on this kernel (Load said so)
+	}
 	m := lb.objs.Lb4SockTerm
 	var keys []lbLb4TermKey
 	for _, b := range backends {
