@@ -595,7 +595,7 @@ xlate:
 	return TC_ACT_OK;
 }
 
-SEC("tcx/ingress")
+SEC("tc")
 int tc_nodeport_in(struct __sk_buff *skb)
 {
 	struct pkt4 p = {};
@@ -609,7 +609,7 @@ int tc_nodeport_in(struct __sk_buff *skb)
 	return nodeport_xlate(skb, &p);
 }
 
-SEC("tcx/egress")
+SEC("tc")
 int tc_nodeport_out(struct __sk_buff *skb)
 {
 	struct pkt4 p = {};

@@ -18,6 +18,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // PinRoot is where every node's maps and links are pinned.
@@ -279,7 +281,10 @@ func (lb *LB) AttachCgroup(cgroupPath string) error {
 }
 
 // AttachTCX attaches the NodePort programs to an interface of the current
-// network namespace (the node's uplink), ingress and egress.
+// network namespace (the node's uplink), ingress and egress, as pinned tcx
+// links. On kernels without tcx (before 6.6) it falls back to cls_bpf
+// filters on a clsact qdisc, which outlive the process by themselves and are
+// replaced in place by the next attach.
 func (lb *LB) AttachTCX(ifname string) error {
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -290,6 +295,12 @@ func (lb *LB) AttachTCX(ifname string) error {
 		{"tc_nodeport_in", p.TcNodeportIn, ebpf.AttachTCXIngress},
 		{"tc_nodeport_out", p.TcNodeportOut, ebpf.AttachTCXEgress},
 	} {
+		if !kernelHasTCX() {
+			if err := attachClsact(iface.Index, h); err != nil {
+				return fmt.Errorf("attach %s to %s: %w", h.name, ifname, err)
+			}
+			continue
+		}
 		pin := filepath.Join(lb.pinDir, "links", "tcx_"+sanitize(ifname)+"_"+h.name)
 		if done, err := lb.updatePinned(pin, h.prog, func(info *link.Info) bool {
 			t := info.TCX()
@@ -300,6 +311,12 @@ func (lb *LB) AttachTCX(ifname string) error {
 			continue
 		}
 		l, err := link.AttachTCX(link.TCXOptions{Interface: iface.Index, Program: h.prog, Attach: h.attach})
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			if err := attachClsact(iface.Index, h); err != nil {
+				return fmt.Errorf("attach %s to %s: %w", h.name, ifname, err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("attach %s to %s: %w", h.name, ifname, err)
 		}
@@ -308,6 +325,43 @@ func (lb *LB) AttachTCX(ifname string) error {
 			return fmt.Errorf("pin %s: %w", h.name, err)
 		}
 		l.Close()
+	}
+	return nil
+}
+
+// kernelHasTCX is false to force the cls_bpf fallback (tests); otherwise
+// the fallback is taken when link.AttachTCX says tcx is not supported.
+var kernelHasTCX = func() bool { return true }
+
+// attachClsact puts h's program on the interface as a direct-action
+// cls_bpf filter with a fixed priority and handle, so attaching again
+// replaces it atomically.
+func attachClsact(ifindex int, h hook) error {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscReplace(qdisc); err != nil {
+		return fmt.Errorf("clsact qdisc: %w", err)
+	}
+	parent := uint32(netlink.HANDLE_MIN_INGRESS)
+	if h.attach == ebpf.AttachTCXEgress {
+		parent = netlink.HANDLE_MIN_EGRESS
+	}
+	f := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    parent,
+			Handle:    1,
+			Protocol:  unix.ETH_P_ALL,
+			Priority:  1,
+		},
+		Fd:           h.prog.FD(),
+		Name:         h.name,
+		DirectAction: true,
+	}
+	if err := netlink.FilterReplace(f); err != nil {
+		return fmt.Errorf("cls_bpf filter: %w", err)
 	}
 	return nil
 }

@@ -101,6 +101,18 @@ func dialRead(n ns.NetNS, network, addr string) (string, string, error) {
 //	node netns: n0 172.31.77.10 (uplink, tcx), p0 10.244.1.1 ── pod 10.244.1.11
 //	remote node: r0 172.31.77.20, pod address 10.244.2.21 on lo
 func TestNodePortTraffic(t *testing.T) {
+	testNodePortTraffic(t)
+}
+
+// TestNodePortTrafficClsact is the same through the cls_bpf fallback of
+// kernels without tcx.
+func TestNodePortTrafficClsact(t *testing.T) {
+	kernelHasTCX = func() bool { return false }
+	defer func() { kernelHasTCX = func() bool { return true } }()
+	testNodePortTraffic(t)
+}
+
+func testNodePortTraffic(t *testing.T) {
 	wire := newTestNetns(t)
 	node := newTestNetns(t)
 	pod := newTestNetns(t)
@@ -189,8 +201,29 @@ func TestNodePortTraffic(t *testing.T) {
 	// programs in place instead of stacking a second pair.
 	must(t, node.Do(func(ns.NetNS) error { return lb.AttachTCX("n0") }), "re-attach tcx")
 	links, _ := filepath.Glob(filepath.Join(lb.PinDir(), "links", "tcx_*"))
-	if len(links) != 2 {
+	if kernelHasTCX() && len(links) != 2 {
 		t.Fatalf("pinned tcx links: %v", links)
+	}
+	if !kernelHasTCX() {
+		var filters []netlink.Filter
+		err := node.Do(func(ns.NetNS) error {
+			l, err := netlink.LinkByName("n0")
+			if err != nil {
+				return err
+			}
+			for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+				fs, err := netlink.FilterList(l, parent)
+				if err != nil {
+					return err
+				}
+				filters = append(filters, fs...)
+			}
+			return nil
+		})
+		must(t, err, "list filters")
+		if len(links) != 0 || len(filters) != 2 {
+			t.Fatalf("cls_bpf fallback: links %v, filters %v", links, filters)
+		}
 	}
 	if got, _, err := dialRead(wire, "tcp4", "172.31.77.10:30080"); err != nil || got != "10.244.1.11:8080" {
 		t.Fatalf("after re-attach: %q %v", got, err)
