@@ -19,8 +19,13 @@
 // translation is keyed by socket cookie (lb4_sock_revnat), so the same
 // backend can serve two frontends and each socket still sees its own.
 //
+// A pod connecting to its own node's NodePort (or an externalIP) never
+// crosses the uplink, so connect4 also looks up ScopeExternal frontends
+// (and a 0.0.0.0 NodePort frontend when the target is Options.NodeIP).
+//
 // North-south traffic (ScopeExternal frontends: NodePorts, externalIPs) is
-// balanced per packet by tcx programs on the node's uplink:
+// balanced per packet by tcx programs on the node's uplink (cls_bpf filters
+// on a clsact qdisc where the kernel has no tcx):
 //
 //	tc_nodeport_in  ingress: replies of SNATed flows are reverse-NATed and
 //	                sent out again; packets to a frontend are DNATed to a
@@ -52,7 +57,10 @@
 // sock_udp_term (iter/udp) destroys connected UDP sockets whose backend has
 // been removed, with the bpf_sock_destroy kfunc: it is how a removed UDP
 // backend leaves no stale connected socket behind (kube-proxy's stale UDP
-// conntrack problem), together with the purge of its lb4_ct entries.
+// conntrack problem), together with the purge of its lb4_ct entries. An
+// iterator walks the sockets of the netns it is read in, so the loader runs
+// it in every pod netns: Options.PodNetns, by default those of the processes
+// in the attached cgroup (NetnsInCgroup).
 //
 // # Maps
 //
@@ -79,6 +87,13 @@
 // Writers go backends → slots → slot 0 → removal of extra slots →
 // removal of unreferenced backends, so a lookup racing with an update reads
 // a count and finds every slot up to it, each naming a backend that exists.
+//
+// # Kernel
+//
+// Linux 5.18+ (bpf_set_retval in connect4), tcx from 6.6 (older: cls_bpf),
+// bpf_sock_destroy from 6.5 (older: Load leaves sock_udp_term out and
+// connected UDP sockets to removed backends are not destroyed). IPv4 only
+// for now: connect6 with v4-mapped addresses, and v6 frontends, are to come.
 //
 // # Restarts
 //

@@ -360,3 +360,29 @@ func TestSNATPortReuse(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkNodePortPacket is the in-kernel cost of the tc program per
+// packet (BPF_PROG_TEST_RUN with repeat): an established NodePort flow, and
+// traffic that is not ours. Re-run with go test -run '^$' -bench NodePortPacket ./bpf
+func BenchmarkNodePortPacket(b *testing.B) {
+	lb := newTestLB(b, Options{NodeIP: nodeIP, PodCIDR: podCIDR})
+	svc := datapath.Service{Frontend: extFrontend(30080, datapath.TCP), Backends: backends(datapath.BackendActive, 8080, "10.244.1.11", "10.244.1.12", "10.244.1.13")}
+	if err := lb.UpsertService(svc); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+	}{
+		{"Established", packet(datapath.TCP, client, ap("172.31.77.10:30080"), "payload")},
+		{"NotOurs", packet(datapath.TCP, client, ap("172.31.77.10:22"), "payload")},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			_, per, err := lb.objs.TcNodeportIn.Benchmark(c.pkt, b.N, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(per.Nanoseconds()), "ns/packet")
+		})
+	}
+}
