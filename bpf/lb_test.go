@@ -150,3 +150,24 @@ func TestLoadWithoutSockDestroy(t *testing.T) {
 	must(t, lb.UpsertService(dns), "upsert")
 	must(t, lb.DeleteService(dns.Frontend), "delete")
 }
+
+// TestMappedAddresses: IPv4 addresses in their 16-byte form (from a net.IP)
+// are the same frontend and backends.
+func TestMappedAddresses(t *testing.T) {
+	lb := newTestLB(t, Options{})
+	mapped := func(s string) netip.Addr { return netip.AddrFrom16(netip.MustParseAddr(s).As16()) }
+	svc := datapath.Service{
+		Frontend: datapath.Frontend{IP: mapped("10.96.0.10"), Port: 80, Proto: datapath.TCP},
+		Backends: []datapath.Backend{{IP: mapped("10.244.1.11"), Port: 8080}},
+	}
+	must(t, lb.UpsertService(svc), "upsert")
+	got, err := lb.Services()
+	must(t, err, "services")
+	if len(got) != 1 || got[0].Frontend.IP != netip.MustParseAddr("10.96.0.10") || got[0].Backends[0].IP != netip.MustParseAddr("10.244.1.11") {
+		t.Fatalf("read back %+v", got)
+	}
+	must(t, lb.DeleteService(svc.Frontend), "delete")
+	if s, b, r := mapCounts(t, lb); s+b+r != 0 {
+		t.Fatalf("left %d %d %d entries", s, b, r)
+	}
+}

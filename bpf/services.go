@@ -173,6 +173,7 @@ func (lb *LB) UpsertServices(svcs []datapath.Service) error {
 
 func planUpsert(svc datapath.Service) (upsert, error) {
 	f := svc.Frontend
+	f.IP = f.IP.Unmap() // an IPv4 address that came from a 16-byte net.IP
 	p := upsert{f: f}
 	if err := validFrontend(f); err != nil {
 		return p, err
@@ -181,6 +182,7 @@ func planUpsert(svc datapath.Service) (upsert, error) {
 	seen := map[netip.AddrPort]bool{}
 	var term []datapath.Backend
 	for _, b := range svc.Backends {
+		b.IP = b.IP.Unmap()
 		if !b.IP.Is4() {
 			return p, fmt.Errorf("service %s: backend %s: only IPv4 for now", f, b.AddrPort())
 		}
@@ -348,6 +350,7 @@ func (lb *LB) resync() error {
 // then its slots, its reverse-NAT entry and the backends only it named. For
 // UDP, flows and connected sockets to those backends are purged.
 func (lb *LB) DeleteService(f datapath.Frontend) error {
+	f.IP = f.IP.Unmap()
 	if err := validFrontend(f); err != nil {
 		return err
 	}
