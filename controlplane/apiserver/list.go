@@ -446,6 +446,7 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	if err := rc.Flush(); err != nil {
 		return nil
 	}
+	raw := lo.labelSel.Empty() && lo.fieldSel.Empty() && !of.table && !of.partial
 	var tick <-chan time.Time
 	if lo.allowBookmarks {
 		t := time.NewTicker(s.cfg.BookmarkInterval)
@@ -476,6 +477,23 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 				continue
 			}
 			lastRev = ev.Revision
+			if raw {
+				// No selector and plain JSON: the stored bytes are the
+				// object, only the resourceVersion is spliced in.
+				if js := withResourceVersion(ev.KV.Value, ev.KV.ModRevision); js != nil {
+					typ := "MODIFIED"
+					switch {
+					case ev.Type == store.EventDelete:
+						typ = "DELETED"
+					case ev.PrevKV == nil:
+						typ = "ADDED"
+					}
+					if err := tw.send(typ, js); err != nil {
+						return nil
+					}
+					continue
+				}
+			}
 			typ, obj, err := s.watchTransform(res, lo, ev)
 			if err != nil {
 				s.log.Error("watch decode", "key", ev.KV.Key, "err", err)
