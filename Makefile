@@ -4,6 +4,8 @@ BIN      ?= bin
 GOFLAGS  ?=
 # The whole suite stays under ~20 minutes on 2 cores.
 TEST_TIMEOUT ?= 25m
+# Go-installed tools the tests drive (cnitool) live in GOPATH/bin.
+export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
 
 .PHONY: all build test unit bpf bpf-check lab lab-down bench fmt vet clean
 
