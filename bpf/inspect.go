@@ -61,7 +61,7 @@ type SlotInfo struct {
 
 // Counters are a service's per-CPU counters summed.
 type Counters struct {
-	Connects uint64 // socket-LB translations
+	Connects uint64 // new flows: socket-LB translations, new tc flows
 	Packets  uint64 // tc translations
 	Bytes    uint64
 	Refused  uint64 // attempts that found no Active backend
@@ -83,34 +83,72 @@ func servicesInfo(m *lbMaps) ([]ServiceInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	counters, err := readAllCounters(m.Lb4Counters)
+	if err != nil {
+		return nil, err
+	}
 	var out []ServiceInfo
 	for _, svc := range st.list() {
 		s := st.services[svc.Frontend]
-		info := ServiceInfo{Service: svc, ID: s.revNat}
+		info := ServiceInfo{Service: svc, ID: s.revNat, Counters: counters[s.revNat]}
 		for i, id := range s.slots {
 			info.Slots = append(info.Slots, SlotInfo{Slot: i + 1, BackendID: id, Backend: svc.Backends[i]})
-		}
-		if info.Counters, err = readCounters(m.Lb4Counters, s.revNat); err != nil {
-			return nil, err
 		}
 		out = append(out, info)
 	}
 	return out, nil
 }
 
-func readCounters(m *ebpf.Map, id uint16) (Counters, error) {
-	var per []lbLb4Counters
-	if err := m.Lookup(uint32(id), &per); err != nil {
-		return Counters{}, fmt.Errorf("read counters of %d: %w", id, err)
+// ServiceCounters returns every programmed frontend's counters (the
+// proxy's /metrics): one batched read of the per-CPU counters.
+func (lb *LB) ServiceCounters() (map[datapath.Frontend]datapath.Counts, error) {
+	counters, err := readAllCounters(lb.objs.Lb4Counters)
+	if err != nil {
+		return nil, err
 	}
-	var c Counters
-	for _, v := range per {
-		c.Connects += v.Connects
-		c.Packets += v.Packets
-		c.Bytes += v.Bytes
-		c.Refused += v.Refused
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	out := make(map[datapath.Frontend]datapath.Counts, len(lb.st.services))
+	for f, s := range lb.st.services {
+		c := counters[s.revNat]
+		out[f] = datapath.Counts{Connections: c.Connects, Refused: c.Refused, Packets: c.Packets, Bytes: c.Bytes}
 	}
-	return c, nil
+	return out, nil
+}
+
+// readAllCounters sums the per-CPU counters of every service id that
+// counted anything.
+func readAllCounters(m *ebpf.Map) (map[uint16]Counters, error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, err
+	}
+	const chunk = 4096
+	keys := make([]uint32, chunk)
+	vals := make([]lbLb4Counters, chunk*ncpu)
+	out := map[uint16]Counters{}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			var c Counters
+			for _, v := range vals[i*ncpu : (i+1)*ncpu] {
+				c.Connects += v.Connects
+				c.Packets += v.Packets
+				c.Bytes += v.Bytes
+				c.Refused += v.Refused
+			}
+			if c != (Counters{}) {
+				out[uint16(keys[i])] = c
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read counters: %w", err)
+		}
+	}
 }
 
 // BackendInfo is one backend map entry.

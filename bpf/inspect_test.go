@@ -34,8 +34,13 @@ func TestPinnedView(t *testing.T) {
 	if w.Name != "default/web:http" || len(w.Slots) != 2 || w.Slots[1].Backend.State != datapath.BackendTerminating || w.AffinityTimeout != time.Minute {
 		t.Fatalf("web service: %+v", w)
 	}
-	if w.Counters.Packets != 3 || w.Counters.Bytes == 0 {
+	if w.Counters.Packets != 3 || w.Counters.Bytes == 0 || w.Counters.Connects != 1 {
 		t.Fatalf("web counters: %+v", w.Counters)
+	}
+	counts, err := lb.ServiceCounters()
+	must(t, err, "service counters")
+	if c := counts[web.Frontend]; c.Packets != 3 || c.Connections != 1 || c.Bytes != w.Counters.Bytes || len(counts) != 2 {
+		t.Fatalf("ServiceCounters: %+v", counts)
 	}
 	bes, err := p.Backends()
 	must(t, err, "backends")

@@ -581,6 +581,7 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 	fwd.last_seen = rev.last_seen;
 	bpf_map_update_elem(&lb4_ct, &ckey, &fwd, BPF_ANY);
 
+	count_service(rev_nat_id, 1, 0, 0, 0); /* a new flow */
 xlate:
 	count_service(rev_nat_id, 0, 1, skb->len, 0);
 	if (nat_addr(skb, p, 0, p->daddr, baddr) < 0 ||

@@ -126,7 +126,7 @@ struct lb4_affinity_val {
 
 /* Per-service counters, per CPU, indexed by rev_nat_id. */
 struct lb4_counters {
-	__u64 connects; /* socket-LB translations */
+	__u64 connects; /* new flows: socket-LB translations, new tc flows */
 	__u64 packets;  /* tc translations (both directions) */
 	__u64 bytes;
 	__u64 refused;  /* no Active backend */

@@ -12,7 +12,11 @@ import (
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
-var _ datapath.Datapath = (*LB)(nil)
+var (
+	_ datapath.Datapath      = (*LB)(nil)
+	_ datapath.BatchUpserter = (*LB)(nil)
+	_ datapath.Counters      = (*LB)(nil)
+)
 
 // backendKey identifies a backend map entry. Services that share an
 // endpoint (same address, port and protocol) share its backend id.

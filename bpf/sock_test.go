@@ -266,6 +266,15 @@ func TestSocketLB(t *testing.T) {
 		}
 	})
 
+	counts, err := lb.ServiceCounters()
+	must(t, err, "service counters")
+	if c := counts[web.Frontend]; c.Connections != 3000 || c.Refused != 0 {
+		t.Errorf("web counters %+v, want 3000 connections", c)
+	}
+	if c := counts[empty.Frontend]; c.Connections != 0 || c.Refused != 50 {
+		t.Errorf("empty counters %+v, want 50 refused", c)
+	}
+
 	if after := ruleSets(t, n); !bytes.Equal(rulesBefore, after) {
 		t.Errorf("iptables/nftables rules changed:\nbefore:\n%s\nafter:\n%s", rulesBefore, after)
 	}
