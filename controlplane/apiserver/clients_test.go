@@ -198,3 +198,50 @@ func TestKubectlApply(t *testing.T) {
 		})
 	}
 }
+
+// TestKubectlGetWatch: kubectl get -w (a Table watch) prints a change.
+func TestKubectlGetWatch(t *testing.T) {
+	bin := testutil.RequireBinary(t, "kubectl")
+	ts := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig", ts.KubeconfigPath(), "--cache-dir", t.TempDir(), "get", "configmaps", "-w")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	// Create until kubectl prints it: its watch may start after the first create.
+	for i := 0; ; i++ {
+		name := "seen-" + string(rune('a'+i%26))
+		_, _ = ts.cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		time.Sleep(300 * time.Millisecond)
+		if strings.Contains(out.String(), "seen-") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("kubectl get -w printed no change:\n%s", out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "NAME") || !strings.Contains(out.String(), "DATA") {
+		t.Errorf("no table header:\n%s", out.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -515,11 +515,12 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *resource, ns, name, 
 			return nil, err
 		}
 		m.SetResourceVersion(mustMeta(cur).GetResourceVersion())
-		if equalSemantic(obj, cur) {
-			return cur, nil // a no-op update writes nothing, as upstream
-		}
 		if err := s.allocate(res, obj, cur); err != nil {
 			return nil, err
+		}
+		if equalSemantic(obj, cur) {
+			s.release(res, obj, cur)
+			return cur, nil // a no-op update writes nothing, as upstream
 		}
 		if dryRun {
 			s.release(res, obj, cur)

@@ -600,7 +600,8 @@ func validateService(o, old runtime.Object) field.ErrorList {
 	}
 	if old != nil {
 		os := old.(*corev1.Service)
-		if os.Spec.ClusterIP != "" && s.Spec.ClusterIP != os.Spec.ClusterIP && s.Spec.Type != corev1.ServiceTypeExternalName && os.Spec.Type != corev1.ServiceTypeExternalName {
+		// An empty clusterIP keeps the allocated one (filled in after validation).
+		if os.Spec.ClusterIP != "" && s.Spec.ClusterIP != "" && s.Spec.ClusterIP != os.Spec.ClusterIP && s.Spec.Type != corev1.ServiceTypeExternalName && os.Spec.Type != corev1.ServiceTypeExternalName {
 			errs = append(errs, field.Invalid(sp.Child("clusterIPs").Index(0), s.Spec.ClusterIP, "may not change once set"))
 		}
 	}

@@ -652,6 +652,15 @@ func TestServiceAllocation(t *testing.T) {
 	if _, err := svcs.Create(ctx, dup, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("reuse after delete: %v", err)
 	}
+	// An update that leaves clusterIP and nodePort empty keeps them.
+	s0, _ := svcs.Get(ctx, "s0", metav1.GetOptions{})
+	put := s0.DeepCopy()
+	put.Spec.ClusterIP, put.Spec.ClusterIPs, put.Spec.Ports[0].NodePort = "", nil, 0
+	put.Labels = map[string]string{"touched": "yes"}
+	after, err := svcs.Update(ctx, put, metav1.UpdateOptions{})
+	if err != nil || after.Spec.ClusterIP != s0.Spec.ClusterIP || after.Spec.Ports[0].NodePort != s0.Spec.Ports[0].NodePort {
+		t.Fatalf("update kept allocations: %v %+v", err, after)
+	}
 	// Headless services get no address.
 	hl := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hl"}, Spec: corev1.ServiceSpec{ClusterIP: "None"}}
 	if out, err := svcs.Create(ctx, hl, metav1.CreateOptions{}); err != nil || out.Spec.ClusterIP != "None" {
