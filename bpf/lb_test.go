@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -169,5 +170,22 @@ func TestMappedAddresses(t *testing.T) {
 	must(t, lb.DeleteService(svc.Frontend), "delete")
 	if s, b, r := mapCounts(t, lb); s+b+r != 0 {
 		t.Fatalf("left %d %d %d entries", s, b, r)
+	}
+}
+
+// TestAttachCgroupGuards: the root cgroup needs an explicit opt-in, and a
+// path outside cgroup v2 is refused with a clear error.
+func TestAttachCgroupGuards(t *testing.T) {
+	lb := newTestLB(t, Options{})
+	root, err := cgroup2Mount()
+	must(t, err, "cgroup2 mount")
+	if err := lb.AttachCgroup(root); err == nil {
+		t.Fatal("attached to the root cgroup without AllowRootCgroup")
+	}
+	if err := lb.AttachCgroup(t.TempDir()); err == nil {
+		t.Fatal("attached to a directory outside cgroup v2")
+	}
+	if links, _ := filepath.Glob(filepath.Join(lb.PinDir(), "links", "*")); len(links) != 0 {
+		t.Fatalf("links left: %v", links)
 	}
 }

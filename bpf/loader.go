@@ -50,7 +50,11 @@ type Options struct {
 	// processes in the cgroup AttachCgroup attached to (NetnsInCgroup),
 	// and the caller's own.
 	PodNetns func() ([]string, error)
-	Logger   *slog.Logger
+	// AllowRootCgroup lets AttachCgroup attach to the root of the cgroup2
+	// hierarchy (all of the machine's processes): only a real install
+	// does that, never a test or a lab.
+	AllowRootCgroup bool
+	Logger          *slog.Logger
 }
 
 // LB is one node's loaded data path. It implements datapath.Datapath.
@@ -250,9 +254,20 @@ func (lb *LB) cgroupHooks() []hook {
 // Links already pinned for that cgroup get this process's programs swapped
 // in atomically; links pinned for another cgroup are replaced.
 func (lb *LB) AttachCgroup(cgroupPath string) error {
+	var fsst unix.Statfs_t
+	if err := unix.Statfs(cgroupPath, &fsst); err != nil {
+		return fmt.Errorf("attach cgroup: %w", err)
+	}
+	if fsst.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("attach cgroup: %s is not in a cgroup v2 hierarchy", cgroupPath)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(cgroupPath, &st); err != nil {
 		return fmt.Errorf("attach cgroup: %w", err)
+	}
+	// The root of the hierarchy has inode 1 on cgroup2.
+	if st.Ino == 1 && !lb.opts.AllowRootCgroup {
+		return fmt.Errorf("attach cgroup: %s is the root cgroup (every process on the machine); set AllowRootCgroup for a real install", cgroupPath)
 	}
 	for _, h := range lb.cgroupHooks() {
 		pin := filepath.Join(lb.pinDir, "links", "cgroup_"+h.name)
