@@ -267,6 +267,23 @@ func TestNodePortPackets(t *testing.T) {
 		}
 	})
 
+	t.Run("ClientIPAffinity", func(t *testing.T) {
+		sticky := datapath.Service{Frontend: extFrontend(30091, datapath.TCP), Backends: backends(datapath.BackendActive, 8080, local...), AffinityTimeout: time.Minute}
+		must(t, lb.UpsertService(sticky), "upsert")
+		fe := ap("172.31.77.10:30091")
+		for _, c := range []string{"172.31.77.5", "172.31.77.6", "172.31.77.7"} {
+			seen := map[netip.AddrPort]bool{}
+			for i := range 30 {
+				src := netip.AddrPortFrom(netip.MustParseAddr(c), uint16(10000+i))
+				_, d := tuple(t, second(run(t, in, packet(datapath.TCP, src, fe, ""))))
+				seen[d] = true
+			}
+			if len(seen) != 1 {
+				t.Fatalf("client %s: 30 flows went to %v, want one backend", c, seen)
+			}
+		}
+	})
+
 	t.Run("NoBackendsDropped", func(t *testing.T) {
 		ret, _ := run(t, in, packet(datapath.TCP, client, ap("172.31.77.10:30099"), ""))
 		if ret != tcActShot {
