@@ -142,13 +142,18 @@ func bodyJSON(r *http.Request, data []byte) (js []byte, strictErrs []error, err 
 // decodeInto decodes JSON into a typed object, applying the fieldValidation
 // directive: Strict fails on unknown or duplicate fields, Warn returns them as
 // warnings, Ignore drops them.
-func decodeInto(js []byte, obj runtime.Object, kind, version string, fv fieldValidation, prevStrict []error) (warnings []string, err error) {
+func decodeInto(js []byte, obj runtime.Object, kind, version string, fv fieldValidation, prevStrict []error, check ...func(runtime.Object) error) (warnings []string, err error) {
 	if len(bytes.TrimSpace(js)) == 0 {
 		return nil, apierrors.NewBadRequest("the request body is empty")
 	}
 	strictErrs, err := k8sjson.UnmarshalStrict(js, obj)
 	if err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: %v", kind, version, kind, cleanJSONError(err)))
+	}
+	for _, c := range check {
+		if err := c(obj); err != nil {
+			return nil, err
+		}
 	}
 	strictErrs = append(prevStrict, strictErrs...)
 	if len(strictErrs) == 0 || fv == validationIgnore {
@@ -170,15 +175,6 @@ func cleanJSONError(err error) string {
 		return fmt.Sprintf("invalid character in JSON at offset %d: %v", se.Offset, se)
 	}
 	return err.Error()
-}
-
-// typeMeta peeks at apiVersion and kind.
-func typeMeta(js []byte) (metav1.TypeMeta, error) {
-	var tm metav1.TypeMeta
-	if err := json.Unmarshal(js, &tm); err != nil {
-		return tm, apierrors.NewBadRequest(fmt.Sprintf("couldn't get version/kind; json parse error: %v", cleanJSONError(err)))
-	}
-	return tm, nil
 }
 
 // outputFormat is what the client asked the response to be.

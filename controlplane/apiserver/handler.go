@@ -288,18 +288,19 @@ func (s *Server) decodeBodyObject(r *http.Request, res *resource, gvk schema.Gro
 	if err != nil {
 		return nil, nil, err
 	}
-	tm, err := typeMeta(js)
-	if err != nil {
-		return nil, nil, err
-	}
-	if tm.Kind != "" && tm.Kind != gvk.Kind {
-		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the kind %q of the request body does not match the kind %q of the URL", tm.Kind, gvk.Kind))
-	}
-	if tm.APIVersion != "" && tm.APIVersion != gvk.GroupVersion().String() {
-		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the apiVersion %q of the request body does not match the apiVersion %q of the URL", tm.APIVersion, gvk.GroupVersion().String()))
+	// apiVersion and kind, when given, must match the URL.
+	checkType := func(o runtime.Object) error {
+		tm := o.GetObjectKind().GroupVersionKind()
+		if tm.Kind != "" && tm.Kind != gvk.Kind {
+			return apierrors.NewBadRequest(fmt.Sprintf("the kind %q of the request body does not match the kind %q of the URL", tm.Kind, gvk.Kind))
+		}
+		if av := tm.GroupVersion().String(); av != "" && av != gvk.GroupVersion().String() {
+			return apierrors.NewBadRequest(fmt.Sprintf("the apiVersion %q of the request body does not match the apiVersion %q of the URL", av, gvk.GroupVersion().String()))
+		}
+		return nil
 	}
 	obj := newObj()
-	warnings, err := decodeInto(js, obj, gvk.Kind, gvk.Version, fv, strictErrs)
+	warnings, err := decodeInto(js, obj, gvk.Kind, gvk.Version, fv, strictErrs, checkType)
 	if err != nil {
 		return nil, nil, err
 	}
