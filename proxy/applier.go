@@ -138,6 +138,52 @@ func (a *applier) apply(key string, want []datapath.Service) (writes int, err er
 	return writes, errors.Join(errs...)
 }
 
+// applyBatch writes, in one data path call, every upsert the services in
+// want (service key → desired services) need; deletes are left to the
+// per-key syncs that follow. A frontend wanted by two services goes to the
+// first: the per-key syncs settle the conflict as they always do.
+func (a *applier) applyBatch(b datapath.BatchUpserter, want map[string][]datapath.Service) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	defer a.updateGauges()
+	var (
+		batch []datapath.Service
+		keys  []string
+		seen  = map[datapath.Frontend]bool{}
+	)
+	for key, svcs := range want {
+		for _, s := range svcs {
+			if seen[s.Frontend] {
+				continue
+			}
+			seen[s.Frontend] = true
+			if cur, ok := a.applied[s.Frontend]; ok && sameService(cur, s) {
+				continue
+			}
+			batch = append(batch, s)
+			keys = append(keys, key)
+		}
+	}
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	a.metrics.writes.WithLabelValues("upsert").Add(float64(len(batch)))
+	if err := b.UpsertServices(batch); err != nil {
+		return 0, fmt.Errorf("batch upsert of %d services: %w", len(batch), err)
+	}
+	for i, s := range batch {
+		a.put(keys[i], s)
+	}
+	return len(batch), nil
+}
+
+// count returns how many frontends are applied.
+func (a *applier) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.applied)
+}
+
 // snapshot returns a copy of the applied state, for tests and tables.
 func (a *applier) snapshot() map[datapath.Frontend]datapath.Service {
 	a.mu.Lock()

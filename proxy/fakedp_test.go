@@ -107,3 +107,28 @@ func (c countingDatapath) ServiceCounters() (map[datapath.Frontend]datapath.Coun
 	defer c.mu.Unlock()
 	return c.counts, nil
 }
+
+// batchingDatapath adds UpsertServices to the fake, counting batches.
+type batchingDatapath struct {
+	*fakeDatapath
+	batches   int
+	failBatch bool
+}
+
+func (b *batchingDatapath) UpsertServices(svcs []datapath.Service) error {
+	b.mu.Lock()
+	b.batches++
+	fail := b.failBatch
+	b.mu.Unlock()
+	if fail {
+		return errors.New("injected batch failure")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range svcs {
+		s.Backends = slices.Clone(s.Backends)
+		b.services[s.Frontend] = s
+	}
+	b.signal()
+	return nil
+}

@@ -209,6 +209,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), p.synced...) {
 		return fmt.Errorf("wait for informer caches: %w", ctx.Err())
 	}
+	if b, ok := p.cfg.Datapath.(datapath.BatchUpserter); ok {
+		p.initialBatch(b)
+	}
 	// Services deleted while the proxy was away have no event to come: their
 	// adopted frontends are reconciled (deleted) by key.
 	for _, k := range adopted {
@@ -409,6 +412,55 @@ func (p *Proxy) processNext() bool {
 	return true
 }
 
+// initialBatch programs every service's upserts in one batched data path
+// call once the caches have synced; the per-key syncs that follow then find
+// (almost) nothing left to write. A failure only costs the speed-up.
+func (p *Proxy) initialBatch(b datapath.BatchUpserter) {
+	start := time.Now()
+	svcs, err := p.services.List(labels.Everything())
+	if err != nil {
+		p.log.Warn("initial batch: list services", "err", err)
+		return
+	}
+	want := make(map[string][]datapath.Service, len(svcs))
+	for _, svc := range svcs {
+		key := svc.Namespace + "/" + svc.Name
+		d, err := p.desiredFor(key, svc)
+		if err != nil {
+			p.log.Warn("initial batch", "service", key, "err", err)
+			continue
+		}
+		want[key] = d.services
+	}
+	n, err := p.applier.applyBatch(b, want)
+	if err != nil {
+		p.log.Warn("initial batch; falling back to one service at a time", "err", err)
+		return
+	}
+	p.log.Info("initial sync programmed", "services", len(want), "frontends written", n, "took", time.Since(start))
+}
+
+// desiredFor computes the desired state of service key; svc nil (gone) or
+// labelled for another proxy desires nothing.
+func (p *Proxy) desiredFor(key string, svc *corev1.Service) (desired, error) {
+	if svc == nil || svc.Labels[labelServiceProxyName] != "" {
+		return desired{}, nil
+	}
+	objs, err := p.slices.ByIndex(serviceIndex, key)
+	if err != nil {
+		return desired{}, fmt.Errorf("endpointslices of %s: %w", key, err)
+	}
+	eps := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		eps = append(eps, o.(*discoveryv1.EndpointSlice))
+	}
+	want := desiredState(svc, eps, p.currentNode())
+	if !p.cfg.IPv6 {
+		want.services = slices.DeleteFunc(want.services, func(s datapath.Service) bool { return !s.Frontend.IP.Is4() })
+	}
+	return want, nil
+}
+
 // sync applies one service's desired state. A service that is gone, or not
 // ours, desires nothing: its frontends are deleted.
 func (p *Proxy) sync(key string) error {
@@ -416,26 +468,16 @@ func (p *Proxy) sync(key string) error {
 	if err != nil {
 		return nil // a malformed key never becomes valid: drop it
 	}
-	var want desired
 	svc, err := p.services.Services(ns).Get(name)
-	switch {
-	case apierrors.IsNotFound(err):
-	case err != nil:
+	if apierrors.IsNotFound(err) {
+		svc, err = nil, nil
+	}
+	if err != nil {
 		return fmt.Errorf("get service: %w", err)
-	case svc.Labels[labelServiceProxyName] != "":
-	default:
-		objs, err := p.slices.ByIndex(serviceIndex, key)
-		if err != nil {
-			return fmt.Errorf("endpointslices of %s: %w", key, err)
-		}
-		eps := make([]*discoveryv1.EndpointSlice, 0, len(objs))
-		for _, o := range objs {
-			eps = append(eps, o.(*discoveryv1.EndpointSlice))
-		}
-		want = desiredState(svc, eps, p.currentNode())
-		if !p.cfg.IPv6 {
-			want.services = slices.DeleteFunc(want.services, func(s datapath.Service) bool { return !s.Frontend.IP.Is4() })
-		}
+	}
+	want, err := p.desiredFor(key, svc)
+	if err != nil {
+		return err
 	}
 	writes, err := p.applier.apply(key, want.services)
 	if err != nil {

@@ -441,3 +441,42 @@ func TestProxyLeavesOutIPv6FrontendsByDefault(t *testing.T) {
 		t.Fatalf("frontends %v, want the IPv4 one only", fs)
 	}
 }
+
+func TestInitialSyncIsOneBatch(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch-fails=%v", fail), func(t *testing.T) {
+			c := fake.NewClientset()
+			// web is adopted as it should be: not rewritten; api is new.
+			web := datapath.Service{
+				Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.20"), Port: 80, Proto: datapath.TCP},
+				Name:     "default/web:http",
+				Backends: []datapath.Backend{{IP: netip.MustParseAddr("10.244.1.1"), Port: 8080}},
+			}
+			dp := &batchingDatapath{fakeDatapath: newFakeDatapath(web), failBatch: fail}
+			create(t, c, webService(), slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}))
+			for i := range 50 {
+				name := fmt.Sprintf("api-%d", i)
+				create(t, c, clusterIPService("default", name, fmt.Sprintf("10.96.1.%d", i+1), svcPort("http", corev1.ProtocolTCP, 80, 0)),
+					slice("default", name, name+"-1", httpPort, ep{fmt.Sprintf("10.244.2.%d", i+1), "node-b", "ready"}))
+			}
+			p, _ := startProxy(t, c, dp, nil)
+			eventually(t, "all applied", func() (bool, string) {
+				n := p.applier.count()
+				return n == 51, fmt.Sprint(n)
+			})
+			waitBackends(t, dp.fakeDatapath, "10.96.1.50:80/TCP/int", "10.244.2.50:8080/A")
+			dp.mu.Lock()
+			defer dp.mu.Unlock()
+			if dp.batches != 1 {
+				t.Fatalf("%d batches, want 1", dp.batches)
+			}
+			want := 0 // everything went in the batch
+			if fail {
+				want = 50 // one at a time, as without batching
+			}
+			if len(dp.upserts) != want || len(dp.deletes) != 0 {
+				t.Fatalf("%d single upserts, %d deletes; want %d and 0", len(dp.upserts), len(dp.deletes), want)
+			}
+		})
+	}
+}
