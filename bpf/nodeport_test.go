@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"path/filepath"
@@ -157,6 +158,7 @@ func testNodePortTraffic(t *testing.T) {
 	serveBackends(t, pod, 5353, "10.244.1.11")
 	serveBackends(t, remote, 8080, "10.244.2.21")
 
+	rulesBefore := ruleSets(t, node)
 	lb := newTestLB(t, Options{NodeIP: nodeIP, PodCIDR: podCIDR})
 	must(t, node.Do(func(ns.NetNS) error { return lb.AttachTCX("n0") }), "attach tcx")
 	for _, s := range []datapath.Service{
@@ -227,5 +229,8 @@ func testNodePortTraffic(t *testing.T) {
 	}
 	if got, _, err := dialRead(wire, "tcp4", "172.31.77.10:30080"); err != nil || got != "10.244.1.11:8080" {
 		t.Fatalf("after re-attach: %q %v", got, err)
+	}
+	if after := ruleSets(t, node); !bytes.Equal(rulesBefore, after) {
+		t.Errorf("iptables/nftables rules changed:\nbefore:\n%s\nafter:\n%s", rulesBefore, after)
 	}
 }
