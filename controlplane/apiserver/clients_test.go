@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/skep-dev/skep/internal/testutil"
@@ -50,6 +51,46 @@ func TestNamespaceLifecycle(t *testing.T) {
 	}
 	if _, err := nss.Get(ctx, "team-a", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("after finalize: %v", err)
+	}
+	if err := nss.Delete(ctx, "kube-system", metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("deleting kube-system: %v", err)
+	}
+}
+
+// TestMetadataClient: the metadata-only client (garbage collector,
+// metadata informers) lists and watches PartialObjectMetadata.
+func TestMetadataClient(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mc, err := metadata.NewForConfig(ts.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvr := corev1.SchemeGroupVersion.WithResource("pods")
+	if _, err := ts.cs.CoreV1().Pods("default").Create(ctx, testPod("m1", map[string]string{"a": "b"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := mc.Resource(gvr).Namespace("default").List(ctx, metav1.ListOptions{})
+	if err != nil || len(l.Items) != 1 || l.Items[0].Name != "m1" || l.Items[0].Labels["a"] != "b" {
+		t.Fatalf("metadata list: %v %+v", err, l)
+	}
+	w, err := mc.Resource(gvr).Namespace("default").Watch(ctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := ts.cs.CoreV1().Pods("default").Create(ctx, testPod("m2", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev := <-w.ResultChan()
+	pm, ok := ev.Object.(*metav1.PartialObjectMetadata)
+	if ev.Type != "ADDED" || !ok || pm.Name != "m2" {
+		t.Fatalf("metadata watch: %v %#v", ev.Type, ev.Object)
+	}
+	got, err := mc.Resource(gvr).Namespace("default").Get(ctx, "m1", metav1.GetOptions{})
+	if err != nil || got.UID == "" {
+		t.Fatalf("metadata get: %v", err)
 	}
 }
 

@@ -787,6 +787,9 @@ func (s *Server) handleDelete(ctx context.Context, w http.ResponseWriter, r *htt
 	return s.respond(w, r, code, ri.res, obj)
 }
 
+// immortalNamespaces may not be deleted, as upstream.
+var immortalNamespaces = map[string]bool{"default": true, "kube-system": true, "kube-public": true}
+
 // deleteOne deletes an object or, when finalizers or a grace period hold it,
 // marks it with a deletionTimestamp.
 func (s *Server) deleteOne(ctx context.Context, res *resource, ns, name string, opts *metav1.DeleteOptions) (runtime.Object, int, error) {
@@ -798,6 +801,9 @@ func (s *Server) deleteOne(ctx context.Context, res *resource, ns, name string, 
 			return nil, 0, err
 		}
 		m := mustMeta(cur)
+		if _, ok := cur.(*corev1.Namespace); ok && immortalNamespaces[name] {
+			return nil, 0, apierrors.NewForbidden(res.groupResource(), name, errors.New("this namespace may not be deleted"))
+		}
 		if p := opts.Preconditions; p != nil {
 			if p.UID != nil && *p.UID != m.GetUID() {
 				return nil, 0, apierrors.NewConflict(res.groupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", *p.UID, m.GetUID()))

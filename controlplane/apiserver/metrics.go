@@ -106,6 +106,7 @@ func (s *Server) metricsMiddleware(next http.Handler) http.Handler {
 			}
 			m.requests.WithLabelValues(labels.verb, labels.resource, strconv.Itoa(code)).Inc()
 			m.latency.WithLabelValues(labels.verb, labels.resource).Observe(time.Since(start).Seconds())
+			s.log.Debug("request", "method", r.Method, "url", r.URL.RequestURI(), "verb", labels.verb, "code", code, "duration", time.Since(start))
 		}()
 		next.ServeHTTP(rec, r)
 	})
