@@ -133,6 +133,9 @@ func sans(names []string) ([]net.IP, []string) {
 			continue
 		}
 		if ip := net.ParseIP(n); ip != nil {
+			if ip.IsUnspecified() {
+				continue // a wildcard listen address names no host
+			}
 			if !slices.ContainsFunc(ips, func(x net.IP) bool { return x.Equal(ip) }) {
 				ips = append(ips, ip)
 			}

@@ -119,9 +119,6 @@ func New(cfg Config) (*Server, error) {
 	s.ln = ln
 	names := []string{"127.0.0.1", "localhost", hostOf(cfg.Listen), hostOf(ln.Addr().String()), cfg.AdvertiseAddress, kubernetesServiceIP,
 		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
-	if h := hostOf(cfg.Listen); h == "" || h == "0.0.0.0" || h == "::" {
-		names = names[:len(names)-0]
-	}
 	names = append(names, cfg.TLSSANs...)
 	serving, err := loadOrCreateServing(cfg.DataDir, ca, caKey, names)
 	if err != nil {
@@ -205,6 +202,9 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    1 << 20,
+		// client-go multiplexes every watch of a client over one HTTP/2
+		// connection; allow as many streams as kube-apiserver does.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000},
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{s.pki.serving},
 			MinVersion:   tls.VersionTLS12,
