@@ -14,7 +14,8 @@ import (
 )
 
 // purgeGone forgets flows to backends that no service names any more: their
-// conntrack entries go, and connected UDP sockets still aimed at them are
+// conntrack entries go (only the tc path, so only External frontends' backends
+// have any), and connected UDP sockets still aimed at them are
 // destroyed (the application sees ECONNABORTED and reconnects through the
 // frontend to a live backend), so no UDP flow stays stuck on a dead backend.
 func (lb *LB) purgeGone(gone []goneBackend) error {
@@ -24,14 +25,18 @@ func (lb *LB) purgeGone(gone []goneBackend) error {
 	ids := map[uint32]bool{}
 	var udp []netip.AddrPort
 	for _, g := range gone {
-		ids[g.id] = true
+		if g.external {
+			ids[g.id] = true
+		}
 		if g.key.proto == datapath.UDP {
 			udp = append(udp, g.key.addr)
 		}
 	}
 	var errs []error
-	if err := lb.purgeConntrack(ids); err != nil {
-		errs = append(errs, err)
+	if len(ids) > 0 {
+		if err := lb.purgeConntrack(ids); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(udp) > 0 {
 		if err := lb.destroyUDPSockets(udp); err != nil {

@@ -71,6 +71,15 @@ func TestTenThousandServices(t *testing.T) {
 	// bpftool prints the BTF field names of keys and values.
 	bpftoolHasFields(t, filepath.Join(lb.PinDir(), "lb4_services"),
 		"address", "dport", "proto", "scope", "slot", "backend_id", "count", "rev_nat_id", "affinity_timeout")
+
+	start = time.Now()
+	for _, s := range svcs {
+		must(t, lb.DeleteService(s.Frontend), "delete %s", s.Frontend)
+	}
+	t.Logf("deleted 10,000 services in %v", time.Since(start))
+	if s, b, r := mapCounts(t, lb); s+b+r != 0 {
+		t.Fatalf("after deleting all: services %d backends %d revnat %d", s, b, r)
+	}
 }
 
 func bpftoolHasFields(t *testing.T, pin string, fields ...string) {

@@ -30,6 +30,9 @@ type backendEntry struct {
 	state  datapath.BackendState // as written in the map
 	refs   int                   // how many service slots name it
 	active int                   // how many of those are Active slots
+	// external: an External frontend named it, so conntrack (used only
+	// by the tc path) may hold flows to it.
+	external bool
 }
 
 // service is what one frontend holds in the maps.
@@ -226,7 +229,7 @@ func (lb *LB) writeUpserts(plans []upsert) error {
 		p.old = st.services[p.f]
 		p.cur.slots = make([]uint32, 0, len(p.backends))
 		for _, b := range p.backends {
-			id := lb.refBackend(backendKey{b.AddrPort(), p.f.Proto}, b.State)
+			id := lb.refBackend(backendKey{b.AddrPort(), p.f.Proto}, b.State, p.f.Scope == datapath.ScopeExternal)
 			p.cur.slots = append(p.cur.slots, id)
 		}
 		all = append(all, p.cur.slots...)
@@ -372,11 +375,12 @@ func (lb *LB) DeleteService(f datapath.Frontend) error {
 	}
 	delete(st.services, f)
 	var errs []error
+	slots := make([]lbLb4Key, len(old.slots))
 	for i := range old.slots {
-		k := frontendKey(f, uint16(i+1))
-		if err := m.Lb4Services.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("delete slot %d: %w", i+1, err))
-		}
+		slots[i] = frontendKey(f, uint16(i+1))
+	}
+	if err := lb.deleteKeys(m.Lb4Services, slots); err != nil {
+		errs = append(errs, fmt.Errorf("delete slots: %w", err))
 	}
 	if err := m.Lb4Revnat.Delete(old.revNat); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		errs = append(errs, fmt.Errorf("delete rev-nat: %w", err))
@@ -466,7 +470,7 @@ func nameString(n *lbLb4SvcName) string {
 // making a new entry (written by writeBackends) if it has none. A backend
 // shared by several services is Active while any of them has it Active (in
 // Kubernetes its state is the pod's, so they agree anyway).
-func (lb *LB) refBackend(k backendKey, state datapath.BackendState) uint32 {
+func (lb *LB) refBackend(k backendKey, state datapath.BackendState, external bool) uint32 {
 	st := lb.st
 	e := st.backends[k]
 	if e == nil {
@@ -483,6 +487,7 @@ func (lb *LB) refBackend(k backendKey, state datapath.BackendState) uint32 {
 	if state == datapath.BackendActive {
 		e.active++
 	}
+	e.external = e.external || external
 	return e.id
 }
 
@@ -550,8 +555,9 @@ func (lb *LB) unref(e *backendEntry, state datapath.BackendState) {
 
 // goneBackend is a backend whose last reference went.
 type goneBackend struct {
-	key backendKey
-	id  uint32
+	key      backendKey
+	id       uint32
+	external bool
 }
 
 // releaseBackends drops the references of a service's slots (the first
@@ -560,7 +566,23 @@ type goneBackend struct {
 // reference.
 func (lb *LB) releaseBackends(ids []uint32, count int) []goneBackend {
 	st := lb.st
-	var gone []goneBackend
+	var (
+		gone []goneBackend
+		dead []uint32
+	)
+	defer func() {
+		if len(dead) == 0 {
+			return
+		}
+		if _, err := lb.objs.Lb4Backends.BatchDelete(dead, nil); err == nil {
+			return
+		}
+		for _, id := range dead {
+			if err := lb.objs.Lb4Backends.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				lb.log.Warn("delete backend", "id", id, "err", err)
+			}
+		}
+	}()
 	for i, id := range ids {
 		k, ok := st.byID[id]
 		if !ok {
@@ -578,12 +600,10 @@ func (lb *LB) releaseBackends(ids []uint32, count int) []goneBackend {
 			}
 			continue
 		}
-		if err := lb.objs.Lb4Backends.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			lb.log.Warn("delete backend", "id", id, "err", err)
-		}
+		dead = append(dead, id)
 		delete(st.backends, k)
 		delete(st.byID, id)
-		gone = append(gone, goneBackend{k, id})
+		gone = append(gone, goneBackend{k, id, e.external})
 	}
 	return gone
 }
@@ -682,6 +702,7 @@ func readState(m *lbMaps) (*state, error) {
 		for i, id := range s.slots {
 			e := st.backends[st.byID[id]]
 			e.refs++
+			e.external = e.external || f.Scope == datapath.ScopeExternal
 			if i < int(s.count) {
 				e.active++
 			}
