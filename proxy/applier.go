@@ -138,6 +138,34 @@ func (a *applier) apply(key string, want []datapath.Service) (writes int, err er
 	return writes, errors.Join(errs...)
 }
 
+// claim gives each applied frontend that a service in want (service key →
+// desired services) desires to that service, whatever name the data path
+// gave it back. Names are how adopted frontends find their owner, and a data
+// path may store them shortened; without this, the sync of a misread key
+// would delete a frontend that a live service still serves.
+func (a *applier) claim(want map[string][]datapath.Service) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for key, svcs := range want {
+		for _, s := range svcs {
+			cur, ok := a.applied[s.Frontend]
+			if !ok {
+				continue
+			}
+			if prev := keyOf(cur.Name); prev != key {
+				delete(a.owned[prev], s.Frontend)
+				if len(a.owned[prev]) == 0 {
+					delete(a.owned, prev)
+				}
+				if a.owned[key] == nil {
+					a.owned[key] = map[datapath.Frontend]struct{}{}
+				}
+				a.owned[key][s.Frontend] = struct{}{}
+			}
+		}
+	}
+}
+
 // applyBatch writes, in one data path call, every upsert the services in
 // want (service key → desired services) need; deletes are left to the
 // per-key syncs that follow. A frontend wanted by two services goes to the

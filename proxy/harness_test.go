@@ -208,9 +208,19 @@ func startClient(t *testing.T, cg string, n ns.NetNS, target string, d time.Dura
 	}
 	cgfd.Close()
 	timer := time.AfterFunc(d+30*time.Second, func() { _ = cmd.Process.Kill() })
+	waited := false
+	// A test that fails before waiting must not leave the child in the
+	// cgroup it is about to remove.
+	t.Cleanup(func() {
+		if !waited {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
 	return func() []attempt {
 		t.Helper()
 		defer timer.Stop()
+		waited = true
 		var log []attempt
 		decErr := json.NewDecoder(out).Decode(&log)
 		if err := cmd.Wait(); err != nil {

@@ -195,6 +195,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	p.log.Info("adopted programmed services", "services", len(adopted), "frontends", len(p.applier.snapshot()))
+	// Services deleted while the proxy was away have no event to come: their
+	// adopted frontends are reconciled (deleted) by key. Workers start only
+	// once the caches have synced.
+	for _, k := range adopted {
+		p.enqueue(k)
+	}
 
 	p.factory.Start(ctx.Done())
 	p.svcFactory.Start(ctx.Done())
@@ -209,13 +215,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), p.synced...) {
 		return fmt.Errorf("wait for informer caches: %w", ctx.Err())
 	}
+	want := p.desiredAll()
+	p.applier.claim(want)
 	if b, ok := p.cfg.Datapath.(datapath.BatchUpserter); ok {
-		p.initialBatch(b)
-	}
-	// Services deleted while the proxy was away have no event to come: their
-	// adopted frontends are reconciled (deleted) by key.
-	for _, k := range adopted {
-		p.enqueue(k)
+		p.initialBatch(b, want)
 	}
 	p.ready.Store(true)
 
@@ -412,26 +415,32 @@ func (p *Proxy) processNext() bool {
 	return true
 }
 
-// initialBatch programs every service's upserts in one batched data path
-// call once the caches have synced; the per-key syncs that follow then find
-// (almost) nothing left to write. A failure only costs the speed-up.
-func (p *Proxy) initialBatch(b datapath.BatchUpserter) {
-	start := time.Now()
+// desiredAll computes every service's desired frontends from the synced
+// caches, for the start-up steps.
+func (p *Proxy) desiredAll() map[string][]datapath.Service {
 	svcs, err := p.services.List(labels.Everything())
 	if err != nil {
-		p.log.Warn("initial batch: list services", "err", err)
-		return
+		p.log.Warn("list services", "err", err)
+		return nil
 	}
 	want := make(map[string][]datapath.Service, len(svcs))
 	for _, svc := range svcs {
 		key := svc.Namespace + "/" + svc.Name
 		d, err := p.desiredFor(key, svc)
 		if err != nil {
-			p.log.Warn("initial batch", "service", key, "err", err)
+			p.log.Warn("desired state", "service", key, "err", err)
 			continue
 		}
 		want[key] = d.services
 	}
+	return want
+}
+
+// initialBatch programs every service's upserts in one batched data path
+// call once the caches have synced; the per-key syncs that follow then find
+// (almost) nothing left to write. A failure only costs the speed-up.
+func (p *Proxy) initialBatch(b datapath.BatchUpserter, want map[string][]datapath.Service) {
+	start := time.Now()
 	n, err := p.applier.applyBatch(b, want)
 	if err != nil {
 		p.log.Warn("initial batch; falling back to one service at a time", "err", err)

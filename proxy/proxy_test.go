@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -478,5 +479,37 @@ func TestInitialSyncIsOneBatch(t *testing.T) {
 				t.Fatalf("%d single upserts, %d deletes; want %d and 0", len(dp.upserts), len(dp.deletes), want)
 			}
 		})
+	}
+}
+
+func TestRestartWithShortenedNameKeepsFrontend(t *testing.T) {
+	// The data path gave back a shortened name ("default/we"), which names
+	// no service: the frontend is still web's and must never be deleted.
+	fe := datapath.Frontend{IP: netip.MustParseAddr("10.96.0.20"), Port: 80, Proto: datapath.TCP}
+	dp := newFakeDatapath(datapath.Service{Frontend: fe, Name: "default/we",
+		Backends: []datapath.Backend{{IP: netip.MustParseAddr("10.244.1.1"), Port: 8080}}})
+	c := fake.NewClientset()
+	create(t, c, webService(), slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}))
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	// One worker: the adopted key, queued first, is synced before web's.
+	startProxy(t, c, dp, func(cfg *Config) {
+		cfg.Workers = 1
+		cfg.OnApplied = func(key string, _, _ time.Time) {
+			mu.Lock()
+			synced[key] = true
+			mu.Unlock()
+		}
+	})
+	eventually(t, "both keys synced", func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return synced["default/we"] && synced["default/web"], fmt.Sprint(synced)
+	})
+	if s, _ := dp.get(fe.String()); s.Name != "default/web:http" {
+		t.Fatalf("name %q not rewritten", s.Name)
+	}
+	if _, d := dp.writes(); d != 0 {
+		t.Fatalf("%d deletes of a frontend a live service serves", d)
 	}
 }
