@@ -28,6 +28,11 @@ import (
 // protobufSerializer decodes request bodies sent as Kubernetes protobuf.
 var protobufSerializer = protobuf.NewSerializer(scheme.Scheme, scheme.Scheme)
 
+func isProtobuf(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/vnd.kubernetes.protobuf"
+}
+
 // maxBodyBytes is the largest request body accepted, like the real API
 // server's 3 MiB limit.
 const maxBodyBytes = 3 << 20

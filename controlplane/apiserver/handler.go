@@ -284,6 +284,22 @@ func (s *Server) decodeBodyObject(r *http.Request, res *resource, gvk schema.Gro
 	if err != nil {
 		return nil, nil, err
 	}
+	if isProtobuf(r.Header.Get("Content-Type")) {
+		// Typed clientsets send protobuf: decoded straight into the type.
+		into := newObj()
+		obj, got, err := protobufSerializer.Decode(data, &gvk, into)
+		if err != nil {
+			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: %v", gvk.Kind, gvk.Version, gvk.Kind, err))
+		}
+		if got != nil && *got != gvk {
+			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the object of the request body (%s) does not match the %s of the URL", got, gvk))
+		}
+		if obj != into {
+			return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the request body is not a %s", gvk.Kind))
+		}
+		obj.GetObjectKind().SetGroupVersionKind(gvk)
+		return obj, nil, nil
+	}
 	js, strictErrs, err := bodyJSON(r, data)
 	if err != nil {
 		return nil, nil, err
@@ -335,11 +351,21 @@ func (s *Server) checkNamespace(ctx context.Context, res *resource, ns, name str
 		return nil
 	}
 	nsRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("namespaces")]
-	obj, _, err := s.getObject(ctx, nsRes, "", ns)
+	kv, err := s.store.Get(ctx, nsRes.key("", ns))
 	if err != nil {
-		return err
+		return storeErr(err, nsRes, ns)
 	}
-	if n := obj.(*corev1.Namespace); n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
+	// Only the lifecycle fields are decoded: this runs on every create.
+	var n struct {
+		Metadata struct {
+			DeletionTimestamp *metav1.Time `json:"deletionTimestamp"`
+		} `json:"metadata"`
+		Status corev1.NamespaceStatus `json:"status"`
+	}
+	if err := json.Unmarshal(kv.Value, &n); err != nil {
+		return apierrors.NewInternalError(fmt.Errorf("decode namespace %s: %w", ns, err))
+	}
+	if n.Metadata.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
 		return apierrors.NewForbidden(res.groupResource(), name, fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
 	}
 	return nil
