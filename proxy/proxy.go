@@ -131,7 +131,21 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service selector: %w", err)
 	}
-	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0)
+	// Only slices that name their service; a headless service's slices
+	// would program nothing.
+	sliceSel := labels.NewSelector()
+	for _, r := range []struct {
+		key string
+		op  selection.Operator
+	}{{discoveryv1.LabelServiceName, selection.Exists}, {corev1.IsHeadlessService, selection.DoesNotExist}} {
+		req, err := labels.NewRequirement(r.key, r.op, nil)
+		if err != nil {
+			return nil, fmt.Errorf("endpointslice selector: %w", err)
+		}
+		sliceSel = sliceSel.Add(*req)
+	}
+	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sliceSel.String() }))
 	svcInformer := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = labels.NewSelector().Add(*notOurs).String()
