@@ -29,6 +29,7 @@ type childOp struct {
 	Target string // frontend address:port
 	N      int
 	For    time.Duration // tcp-loop: how long to keep connecting
+	IPv6   bool          // use AF_INET6 sockets and the v4-mapped target
 }
 
 // attempt is one connect of a tcp-loop, with CLOCK_MONOTONIC times that the
@@ -125,13 +126,18 @@ func runChild(arg string) int {
 	}
 	res := childResult{Counts: map[string]int{}, Errnos: map[string]int{}, After: map[string]string{}}
 	target := netip.MustParseAddrPort(op.Target)
-	sa := &unix.SockaddrInet4{Addr: target.Addr().As4(), Port: int(target.Port())}
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: target.Addr().As4(), Port: int(target.Port())}
+	family := unix.AF_INET
+	if op.IPv6 {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Addr: target.Addr().As16(), Port: int(target.Port())}
+	}
 	fail := func(what string, err error) { res.Errnos[what+": "+errName(err)]++ }
 
 	switch op.Op {
 	case "tcp-connect": // connect, read the backend's id, close; N times
 		for range op.N {
-			s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			s, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				fail("socket", err)
 				continue
@@ -164,13 +170,13 @@ func runChild(arg string) int {
 		// exhausts the ephemeral ports.
 		for i := 0; i < 20000 && monoNow() < deadline; i++ {
 			a := attempt{Start: monoNow()}
-			a.Reply, a.Err = tcpOnce(sa)
+			a.Reply, a.Err = tcpOnce(family, sa)
 			a.End = monoNow()
 			res.Log = append(res.Log, a)
 			time.Sleep(250 * time.Microsecond)
 		}
 	case "udp-sendto": // unconnected: sendto the frontend, recvfrom; N times
-		s, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		s, _ := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		setRecvTimeout(s)
 		for range op.N {
 			if err := unix.Sendto(s, []byte("ping"), 0, sa); err != nil {
@@ -187,7 +193,7 @@ func runChild(arg string) int {
 			res.From = sockaddrString(from)
 		}
 	case "udp-term": // connected: one exchange, wait, then see what is left
-		s, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		s, _ := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		setRecvTimeout(s)
 		if err := unix.Connect(s, sa); err != nil {
 			fail("connect", err)
@@ -206,7 +212,7 @@ func runChild(arg string) int {
 		_, err = unix.Getpeername(s)
 		res.After["getpeername"] = errName(err)
 		// A new connect through the frontend reaches a live backend.
-		s2, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		s2, _ := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		setRecvTimeout(s2)
 		if err := unix.Connect(s2, sa); err != nil {
 			fail("reconnect", err)
@@ -253,6 +259,9 @@ func sockaddrString(sa unix.Sockaddr) string {
 	if s, ok := sa.(*unix.SockaddrInet4); ok {
 		return netip.AddrPortFrom(netip.AddrFrom4(s.Addr), uint16(s.Port)).String()
 	}
+	if s, ok := sa.(*unix.SockaddrInet6); ok {
+		return netip.AddrPortFrom(netip.AddrFrom16(s.Addr), uint16(s.Port)).String()
+	}
 	return fmt.Sprintf("%v", sa)
 }
 
@@ -263,8 +272,8 @@ func monoNow() int64 {
 }
 
 // tcpOnce connects, reads the backend's id and closes.
-func tcpOnce(sa *unix.SockaddrInet4) (string, string) {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+func tcpOnce(family int, sa unix.Sockaddr) (string, string) {
+	s, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return "", "socket: " + errName(err)
 	}

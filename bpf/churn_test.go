@@ -163,7 +163,7 @@ func TestRestartHitless(t *testing.T) {
 		t.Fatalf("pinned connect4 link still runs the old program %d", before)
 	}
 	links, _ := filepath.Glob(filepath.Join(pin, "links", "cgroup_*"))
-	if len(links) != 4 {
+	if len(links) != 8 {
 		t.Fatalf("pinned cgroup links: %v", links)
 	}
 }

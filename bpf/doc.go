@@ -11,6 +11,9 @@
 //	sock_sendmsg4   cgroup/sendmsg4: sendto() of an unconnected UDP socket
 //	sock_recvmsg4   cgroup/recvmsg4: the datagram's source shows the frontend
 //	sock_getpeer4   cgroup/getpeername4: the peer name shows the frontend
+//	sock_*6         the same four for IPv6 sockets that reach IPv4 frontends
+//	                through v4-mapped addresses (Java and other dual-stack
+//	                clients)
 //
 // A frontend with no Active backend fails the connect (or send) with
 // ECONNREFUSED through bpf_set_retval, at once. Backends are picked uniformly
@@ -92,8 +95,11 @@
 //
 // Linux 5.18+ (bpf_set_retval in connect4), tcx from 6.6 (older: cls_bpf),
 // bpf_sock_destroy from 6.5 (older: Load leaves sock_udp_term out and
-// connected UDP sockets to removed backends are not destroyed). IPv4 only
-// for now: connect6 with v4-mapped addresses, and v6 frontends, are to come.
+// connected UDP sockets to removed backends are not destroyed). IPv4
+// frontends and backends only for now (v6 sockets reach them v4-mapped).
+//
+// Known limits of the tc path: IP fragments and ICMP errors of NodePort
+// flows are not translated, and redirected (SNAT) packets keep their TTL.
 //
 // # Restarts
 //

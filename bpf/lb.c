@@ -7,6 +7,8 @@
  *                                  frontend into one to a backend (socket-LB).
  *  sock_recvmsg4 / sock_getpeer4   cgroup hooks: show the frontend again to the
  *                                  application (UDP reply source, peer name).
+ *  sock_*6                         the same for IPv6 sockets that reach IPv4
+ *                                  frontends through v4-mapped addresses.
  *  tc_nodeport_in / tc_nodeport_out tcx on the node's uplink: per-packet
  *                                  DNAT (+ SNAT for remote backends) of
  *                                  NodePort/externalIP traffic, conntrack,
@@ -28,6 +30,7 @@
 #include "lb.h"
 
 #define AF_INET 2
+#define AF_INET6 10
 #define ECONNREFUSED 111
 #define NSEC_PER_SEC 1000000000ULL
 #define IP_MF 0x2000
@@ -129,9 +132,12 @@ pick_backend(struct lb4_key *key, __u16 count, __u16 rev_nat_id,
 
 /* ---- socket-LB ---------------------------------------------------------- */
 
-/* sock4_xlate rewrites ctx's destination when it is a frontend. It returns 0
- * (translated or not a frontend) or a negative errno for the application. */
-static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
+/* sock4_xlate balances a connect or send to vip:vport (an IPv4 address,
+ * from a v4 socket or v4-mapped in a v6 one). On a frontend it stores the
+ * backend in *addr, *port and returns 1; it returns 0 for anything else and
+ * a negative errno for the application when the frontend has no backend. */
+static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx, __be32 vip,
+				       __be16 vport, __be32 *addr, __be16 *port)
 {
 	struct lb4_key key = {};
 	struct lb4_sock_key skey = {};
@@ -140,8 +146,6 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 	struct lb4_backend *be;
 	__u32 backend_id = 0, timeout;
 	__u16 count, rev_nat_id;
-	__be32 vip = ctx->user_ip4;
-	__be16 vport = (__be16)ctx->user_port;
 	__u8 proto = ctx->protocol;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
@@ -185,49 +189,64 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx)
 	sval.rev_nat_id = rev_nat_id;
 	bpf_map_update_elem(&lb4_sock_revnat, &skey, &sval, BPF_ANY);
 
-	ctx->user_ip4 = be->address;
-	ctx->user_port = (__u32)be->port;
+	*addr = be->address;
+	*port = be->port;
 	count_service(rev_nat_id, 1, 0, 0, 0);
-	return 0;
+	return 1;
+}
+
+static __always_inline int sock4_fwd(struct bpf_sock_addr *ctx)
+{
+	__be32 addr;
+	__be16 port;
+	int ret = sock4_xlate(ctx, ctx->user_ip4, (__be16)ctx->user_port,
+			      &addr, &port);
+
+	if (ret < 0) {
+		/* Fails the connect (or send) with this errno at once,
+		 * instead of letting a SYN to a VIP nobody answers hang. */
+		bpf_set_retval(ret);
+		return 0;
+	}
+	if (ret > 0) {
+		ctx->user_ip4 = addr;
+		ctx->user_port = (__u32)port;
+	}
+	return 1;
 }
 
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx)
 {
-	int err = sock4_xlate(ctx);
-
-	if (err) {
-		/* Fails the connect with this errno at once, instead of
-		 * letting a SYN to a VIP nobody answers hang. */
-		bpf_set_retval(err);
-		return 0;
-	}
-	return 1;
+	return sock4_fwd(ctx);
 }
 
 SEC("cgroup/sendmsg4")
 int sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	int err = sock4_xlate(ctx);
+	return sock4_fwd(ctx);
+}
 
-	if (err) {
-		bpf_set_retval(err);
-		return 0;
-	}
-	return 1;
+/* sock4_rev finds the frontend a socket rewritten to backend addr:port
+ * believes it talks to. */
+static __always_inline struct lb4_sock_val *
+sock4_rev(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
+{
+	struct lb4_sock_key skey = {};
+
+	skey.cookie = bpf_get_socket_cookie(ctx);
+	skey.address = addr;
+	skey.port = port;
+	return bpf_map_lookup_elem(&lb4_sock_revnat, &skey);
 }
 
 /* sock4_revxlate puts the frontend back where the application looks at the
  * peer: the source of a received datagram, the name of the peer. */
 static __always_inline void sock4_revxlate(struct bpf_sock_addr *ctx)
 {
-	struct lb4_sock_key skey = {};
 	struct lb4_sock_val *sval;
 
-	skey.cookie = bpf_get_socket_cookie(ctx);
-	skey.address = ctx->user_ip4;
-	skey.port = (__be16)ctx->user_port;
-	sval = bpf_map_lookup_elem(&lb4_sock_revnat, &skey);
+	sval = sock4_rev(ctx, ctx->user_ip4, (__be16)ctx->user_port);
 	if (!sval)
 		return;
 	ctx->user_ip4 = sval->address;
@@ -245,6 +264,75 @@ SEC("cgroup/getpeername4")
 int sock_getpeer4(struct bpf_sock_addr *ctx)
 {
 	sock4_revxlate(ctx);
+	return 1;
+}
+
+/* IPv6 sockets reach IPv4 frontends through v4-mapped addresses
+ * (::ffff:a.b.c.d): Java and other dual-stack clients do. Only those are
+ * translated; native IPv6 frontends are for later. */
+static __always_inline int v4_mapped(struct bpf_sock_addr *ctx)
+{
+	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
+	       ctx->user_ip6[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int sock6_fwd(struct bpf_sock_addr *ctx)
+{
+	__be32 addr;
+	__be16 port;
+	int ret;
+
+	if (!v4_mapped(ctx))
+		return 1;
+	ret = sock4_xlate(ctx, ctx->user_ip6[3], (__be16)ctx->user_port,
+			  &addr, &port);
+	if (ret < 0) {
+		bpf_set_retval(ret);
+		return 0;
+	}
+	if (ret > 0) {
+		ctx->user_ip6[3] = addr;
+		ctx->user_port = (__u32)port;
+	}
+	return 1;
+}
+
+static __always_inline void sock6_revxlate(struct bpf_sock_addr *ctx)
+{
+	struct lb4_sock_val *sval;
+
+	if (!v4_mapped(ctx))
+		return;
+	sval = sock4_rev(ctx, ctx->user_ip6[3], (__be16)ctx->user_port);
+	if (!sval)
+		return;
+	ctx->user_ip6[3] = sval->address;
+	ctx->user_port = (__u32)sval->port;
+}
+
+SEC("cgroup/connect6")
+int sock_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock6_fwd(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int sock_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_fwd(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	sock6_revxlate(ctx);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int sock_getpeer6(struct bpf_sock_addr *ctx)
+{
+	sock6_revxlate(ctx);
 	return 1;
 }
 
@@ -656,7 +744,10 @@ int sock_udp_term(struct bpf_iter__udp *ctx)
 
 	if (!sk)
 		return 0;
-	if (sk->skc_family != AF_INET)
+	/* A v6 socket connected to a v4-mapped address keeps the IPv4 peer
+	 * in skc_daddr too (native v6 peers leave a marker there that is no
+	 * backend). */
+	if (sk->skc_family != AF_INET && sk->skc_family != AF_INET6)
 		return 0;
 	key.address = sk->skc_daddr;
 	key.port = sk->skc_dport;

@@ -169,9 +169,13 @@ type lbSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbProgramSpecs struct {
 	SockConnect4  *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockConnect6  *ebpf.ProgramSpec `ebpf:"sock_connect6"`
 	SockGetpeer4  *ebpf.ProgramSpec `ebpf:"sock_getpeer4"`
+	SockGetpeer6  *ebpf.ProgramSpec `ebpf:"sock_getpeer6"`
 	SockRecvmsg4  *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6  *ebpf.ProgramSpec `ebpf:"sock_recvmsg6"`
 	SockSendmsg4  *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
+	SockSendmsg6  *ebpf.ProgramSpec `ebpf:"sock_sendmsg6"`
 	SockUdpTerm   *ebpf.ProgramSpec `ebpf:"sock_udp_term"`
 	TcNodeportIn  *ebpf.ProgramSpec `ebpf:"tc_nodeport_in"`
 	TcNodeportOut *ebpf.ProgramSpec `ebpf:"tc_nodeport_out"`
@@ -270,9 +274,13 @@ type lbVariables struct {
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbPrograms struct {
 	SockConnect4  *ebpf.Program `ebpf:"sock_connect4"`
+	SockConnect6  *ebpf.Program `ebpf:"sock_connect6"`
 	SockGetpeer4  *ebpf.Program `ebpf:"sock_getpeer4"`
+	SockGetpeer6  *ebpf.Program `ebpf:"sock_getpeer6"`
 	SockRecvmsg4  *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6  *ebpf.Program `ebpf:"sock_recvmsg6"`
 	SockSendmsg4  *ebpf.Program `ebpf:"sock_sendmsg4"`
+	SockSendmsg6  *ebpf.Program `ebpf:"sock_sendmsg6"`
 	SockUdpTerm   *ebpf.Program `ebpf:"sock_udp_term"`
 	TcNodeportIn  *ebpf.Program `ebpf:"tc_nodeport_in"`
 	TcNodeportOut *ebpf.Program `ebpf:"tc_nodeport_out"`
@@ -281,9 +289,13 @@ type lbPrograms struct {
 func (p *lbPrograms) Close() error {
 	return _LbClose(
 		p.SockConnect4,
+		p.SockConnect6,
 		p.SockGetpeer4,
+		p.SockGetpeer6,
 		p.SockRecvmsg4,
+		p.SockRecvmsg6,
 		p.SockSendmsg4,
+		p.SockSendmsg6,
 		p.SockUdpTerm,
 		p.TcNodeportIn,
 		p.TcNodeportOut,

@@ -142,17 +142,23 @@ func Load(opts Options) (*LB, error) {
 		var objs struct {
 			lbMaps
 			SockConnect4  *ebpf.Program `ebpf:"sock_connect4"`
+			SockConnect6  *ebpf.Program `ebpf:"sock_connect6"`
 			SockGetpeer4  *ebpf.Program `ebpf:"sock_getpeer4"`
+			SockGetpeer6  *ebpf.Program `ebpf:"sock_getpeer6"`
 			SockRecvmsg4  *ebpf.Program `ebpf:"sock_recvmsg4"`
+			SockRecvmsg6  *ebpf.Program `ebpf:"sock_recvmsg6"`
 			SockSendmsg4  *ebpf.Program `ebpf:"sock_sendmsg4"`
+			SockSendmsg6  *ebpf.Program `ebpf:"sock_sendmsg6"`
 			TcNodeportIn  *ebpf.Program `ebpf:"tc_nodeport_in"`
 			TcNodeportOut *ebpf.Program `ebpf:"tc_nodeport_out"`
 		}
 		err = spec.LoadAndAssign(&objs, collOpts)
 		lb.objs.lbMaps = objs.lbMaps
 		lb.objs.lbPrograms = lbPrograms{
-			SockConnect4: objs.SockConnect4, SockGetpeer4: objs.SockGetpeer4,
-			SockRecvmsg4: objs.SockRecvmsg4, SockSendmsg4: objs.SockSendmsg4,
+			SockConnect4: objs.SockConnect4, SockConnect6: objs.SockConnect6,
+			SockGetpeer4: objs.SockGetpeer4, SockGetpeer6: objs.SockGetpeer6,
+			SockRecvmsg4: objs.SockRecvmsg4, SockRecvmsg6: objs.SockRecvmsg6,
+			SockSendmsg4: objs.SockSendmsg4, SockSendmsg6: objs.SockSendmsg6,
 			TcNodeportIn: objs.TcNodeportIn, TcNodeportOut: objs.TcNodeportOut,
 		}
 	}
@@ -246,6 +252,10 @@ func (lb *LB) cgroupHooks() []hook {
 		{"sock_sendmsg4", p.SockSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
 		{"sock_recvmsg4", p.SockRecvmsg4, ebpf.AttachCGroupUDP4Recvmsg},
 		{"sock_getpeer4", p.SockGetpeer4, ebpf.AttachCgroupInet4GetPeername},
+		{"sock_connect6", p.SockConnect6, ebpf.AttachCGroupInet6Connect},
+		{"sock_sendmsg6", p.SockSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+		{"sock_recvmsg6", p.SockRecvmsg6, ebpf.AttachCGroupUDP6Recvmsg},
+		{"sock_getpeer6", p.SockGetpeer6, ebpf.AttachCgroupInet6GetPeername},
 	}
 }
 

@@ -231,6 +231,25 @@ func TestSocketLB(t *testing.T) {
 		}
 	})
 
+	t.Run("DualStackSockets", func(t *testing.T) {
+		// AF_INET6 sockets reach the IPv4 frontend as ::ffff:10.96.0.10.
+		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.10:80", N: 300, IPv6: true}, nil)
+		if len(res.Errnos) > 0 || len(res.Counts) != 3 {
+			t.Fatalf("v6 socket to v4-mapped ClusterIP: %v %v", res.Counts, res.Errnos)
+		}
+		if res.Peer != "[::ffff:10.96.0.10]:80" {
+			t.Fatalf("getpeername = %q, want [::ffff:10.96.0.10]:80", res.Peer)
+		}
+		res = runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-sendto", Target: "10.96.0.53:53", N: 30, IPv6: true}, nil)
+		if len(res.Errnos) > 0 || res.From != "[::ffff:10.96.0.53]:53" {
+			t.Fatalf("v6 UDP to v4-mapped ClusterIP: from %q, %v", res.From, res.Errnos)
+		}
+		res = runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.12:80", N: 5, IPv6: true}, nil)
+		if res.Errnos["connect: ECONNREFUSED"] != 5 {
+			t.Fatalf("v6 socket to a frontend without backends: %v", res.Errnos)
+		}
+	})
+
 	t.Run("UDPNoEndpointsRefused", func(t *testing.T) {
 		none := datapath.Service{Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.55"), Port: 53, Proto: datapath.UDP}, Name: "default/none:dns"}
 		must(t, lb.UpsertService(none), "upsert")
@@ -243,37 +262,47 @@ func TestSocketLB(t *testing.T) {
 	t.Run("UDPStaleSocketDestroyed", func(t *testing.T) {
 		// One backend; the client connects, then the backend is
 		// replaced: its connected socket must not stay on the dead one.
-		one := datapath.Service{Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.54"), Port: 53, Proto: datapath.UDP}, Name: "default/one:dns", Backends: backends(datapath.BackendActive, 5353, bes[0])}
-		must(t, lb.UpsertService(one), "upsert")
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-term", Target: "10.96.0.54:53"}, func() {
-			// 10.244.1.11:5353/udp is also a dns backend: replace it
-			// there too, so no service names it any more.
-			one.Backends = backends(datapath.BackendActive, 5353, bes[1])
-			dns.Backends = backends(datapath.BackendActive, 5353, bes[1:]...)
-			must(t, lb.UpsertService(dns), "shrink dns")
-			must(t, lb.UpsertService(one), "replace backend")
-		})
-		if res.Peer != "10.96.0.54:53" {
-			t.Errorf("getpeername of connected UDP = %q, want 10.96.0.54:53", res.Peer)
-		}
-		if res.After["first"] != "10.244.1.11:5353" {
-			t.Fatalf("first exchange: %q", res.After["first"])
-		}
-		if res.After["getpeername"] != "ENOTCONN" || res.After["recv"] != "ECONNABORTED" {
-			t.Fatalf("socket to the removed backend was not destroyed: %v", res.After)
-		}
-		if res.After["second"] != "10.244.1.12:5353" {
-			t.Fatalf("reconnect reached %q, want the new backend", res.After["second"])
+		// Once with a v4 socket, once with a v6 one (v4-mapped).
+		for _, c := range []struct {
+			vip, peer string
+			ipv6      bool
+			old, new  string
+			dns       []string // dns keeps only these: old is no one's backend
+		}{
+			{"10.96.0.54:53", "10.96.0.54:53", false, bes[0], bes[1], bes[1:]},
+			{"10.96.0.56:53", "[::ffff:10.96.0.56]:53", true, bes[2], bes[1], bes[1:2]},
+		} {
+			vip := netip.MustParseAddrPort(c.vip)
+			one := datapath.Service{Frontend: datapath.Frontend{IP: vip.Addr(), Port: vip.Port(), Proto: datapath.UDP}, Name: "default/one:dns", Backends: backends(datapath.BackendActive, 5353, c.old)}
+			must(t, lb.UpsertService(one), "upsert")
+			res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-term", Target: c.vip, IPv6: c.ipv6}, func() {
+				one.Backends = backends(datapath.BackendActive, 5353, c.new)
+				dns.Backends = backends(datapath.BackendActive, 5353, c.dns...)
+				must(t, lb.UpsertService(dns), "shrink dns")
+				must(t, lb.UpsertService(one), "replace backend")
+			})
+			if res.Peer != c.peer {
+				t.Errorf("getpeername of connected UDP = %q, want %s", res.Peer, c.peer)
+			}
+			if res.After["first"] != c.old+":5353" {
+				t.Fatalf("first exchange: %q", res.After["first"])
+			}
+			if res.After["getpeername"] != "ENOTCONN" || res.After["recv"] != "ECONNABORTED" {
+				t.Fatalf("socket (v6 %v) to the removed backend was not destroyed: %v", c.ipv6, res.After)
+			}
+			if res.After["second"] != c.new+":5353" {
+				t.Fatalf("reconnect reached %q, want the new backend", res.After["second"])
+			}
 		}
 	})
 
 	counts, err := lb.ServiceCounters()
 	must(t, err, "service counters")
-	if c := counts[web.Frontend]; c.Connections != 3000 || c.Refused != 0 {
-		t.Errorf("web counters %+v, want 3000 connections", c)
+	if c := counts[web.Frontend]; c.Connections != 3000+300 || c.Refused != 0 {
+		t.Errorf("web counters %+v, want 3300 connections", c)
 	}
-	if c := counts[empty.Frontend]; c.Connections != 0 || c.Refused != 50 {
-		t.Errorf("empty counters %+v, want 50 refused", c)
+	if c := counts[empty.Frontend]; c.Connections != 0 || c.Refused != 50+5 {
+		t.Errorf("empty counters %+v, want 55 refused", c)
 	}
 
 	if after := ruleSets(t, n); !bytes.Equal(rulesBefore, after) {
