@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/skep-dev/skep/internal/testutil"
@@ -113,7 +115,9 @@ func TestKubectlWalkthrough(t *testing.T) {
 			t.Parallel()
 			bin := testutil.RequireBinary(t, kc.path)
 			srv := startServer(t)
-			walkthrough(t, newKubectl(t, bin, srv))
+			k := newKubectl(t, bin, srv)
+			walkthrough(t, k)
+			chunkedGet(t, k, srv)
 		})
 	}
 }
@@ -385,4 +389,37 @@ func watchSeesCreate(t *testing.T, k *kubectl) {
 	}
 	k.ok("create", "configmap", "watched", "--from-literal=seen=yes")
 	waitLine("watched ")
+}
+
+// chunkedGet lists more objects than kubectl's default page (500) with a
+// label selector, so kubectl follows continue tokens, with the default and an
+// odd chunk size (kept to a dozen pages: kubectl throttles itself to 5
+// requests/s): every object once, none of the unlabelled ones.
+func chunkedGet(t *testing.T, k *kubectl, srv *harness.Server) {
+	const n = 1100
+	cs := clientset(t, restConfig(t, srv))
+	err := harness.Parallel(context.Background(), n+50, 16, func(ctx context.Context, _, i int) error {
+		cm := harness.ConfigMap("default", fmt.Sprintf("chunk-%04d", i))
+		if i < n {
+			cm.Labels["chunk"] = "yes"
+		}
+		_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("create configmaps: %v", err)
+	}
+	for _, chunk := range []string{"500", "99"} {
+		out := k.ok("get", "configmaps", "-l", "chunk=yes", "-o", "name", "--chunk-size="+chunk)
+		seen := map[string]bool{}
+		for _, l := range strings.Fields(out) {
+			if seen[l] {
+				t.Errorf("get --chunk-size=%s: %s listed twice", chunk, l)
+			}
+			seen[l] = true
+		}
+		if len(seen) != n || !seen["configmap/chunk-0000"] || !seen[fmt.Sprintf("configmap/chunk-%04d", n-1)] {
+			t.Errorf("get -l chunk=yes --chunk-size=%s: %d configmaps, want %d", chunk, len(seen), n)
+		}
+	}
 }
