@@ -56,6 +56,7 @@ flags:`)
 	rounds := fs.Int("rounds", 0, "repeat every measurement and report the median (default 3; quick 1)")
 	nftMax := fs.Int("nft-max", 0, "skip iptables-nft above this many services (0: no limit; programming 10,000 services takes minutes)")
 	skipNFT10k := fs.Bool("skip-nft-10k", false, "shorthand for --nft-max 9999")
+	progTimeout := fs.Duration("program-timeout", 0, "time box of one iptables-restore (default 8m; quick 2m): a restore still running is killed and reported")
 	modes := fs.String("modes", "", "comma-separated modes (skep,iptables-nft,iptables-legacy); direct is always measured")
 	out := fs.String("out", "", "write the report as JSON to this file")
 	cleanup := fs.Bool("cleanup", false, "remove the cgroups and bpffs pins left by killed runs (namespaces die with the process), then exit")
@@ -95,6 +96,9 @@ flags:`)
 		cfg.Duration = *dur
 	}
 	cfg.Workers, cfg.NFTMaxServices = *workers, *nftMax
+	if *progTimeout > 0 {
+		cfg.ProgramTimeout = *progTimeout
+	}
 	if *rounds > 0 {
 		cfg.Rounds = *rounds
 	}
