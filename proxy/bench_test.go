@@ -20,12 +20,13 @@ import (
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
-// BenchmarkEndpointSliceToDatapath times an EndpointSlice change through the
+// BenchmarkEndpointSliceToDatapath times EndpointSlice changes through the
 // control loop into the data path: "event" is from the informer handler
-// seeing the change to the data path write returning (the target is 10 ms),
-// "write" adds the fake API's watch delivery. Run it with
+// seeing a change to the data path write returning (the target is 10 ms),
+// "write" adds the fake API's watch delivery. One op is 200 changes, so
+// even -benchtime 1x (make bench) gives percentiles. Run it with
 //
-//	go test -run '^$' -bench EndpointSliceToDatapath ./proxy
+//	go test -run '^$' -bench EndpointSliceToDatapath -benchtime 1x ./proxy
 //
 // The bpf variant writes the real pinned maps (root needed).
 func BenchmarkEndpointSliceToDatapath(b *testing.B) {
@@ -79,7 +80,8 @@ func benchSliceChange(b *testing.B, dp datapath.Datapath) {
 
 	var fromEvent, fromWrite []time.Duration
 	b.ResetTimer()
-	for i := range b.N {
+	const changesPerOp = 200
+	for i := range b.N * changesPerOp {
 		// Flip one endpoint between ready and terminating: every change
 		// alters the desired state, so every one is written.
 		e := &s.Endpoints[i%len(s.Endpoints)]
