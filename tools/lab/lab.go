@@ -1,7 +1,3 @@
-// Package lab brings a skep cluster up on one machine. Today the lab is the
-// control plane alone: a `skep server` process started in the background with
-// its own data directory, so a user can point kubectl at it. Node namespaces,
-// agents and proxies join it as those components land.
 package lab
 
 import (
@@ -9,64 +5,134 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/skep-dev/skep/bpf"
 )
 
-// Config says where the lab lives.
-type Config struct {
-	// Dir holds the server's data, its log and the pid file.
-	Dir string
-	// Listen is the API server's address.
-	Listen string
-	// Binary is the skep executable to start (normally os.Executable()).
-	Binary string
-}
-
-func (c Config) pidFile() string    { return filepath.Join(c.Dir, "server.pid") }
-func (c Config) logFile() string    { return filepath.Join(c.Dir, "server.log") }
-func (c Config) dataDir() string    { return filepath.Join(c.Dir, "server") }
-func (c Config) Kubeconfig() string { return filepath.Join(c.dataDir(), "admin.kubeconfig") }
-
-// Up starts the control plane unless it already runs, and waits until it is
-// ready to serve.
-func Up(ctx context.Context, c Config) error {
-	if pid, ok := c.running(); ok {
-		return fmt.Errorf("lab already up (server pid %d); run `skep lab down` first", pid)
+// Up makes the lab: guard routes, cgroups, API server, underlay and nodes,
+// the API relay, Node objects, one proxy per node. A half-made lab (one a
+// crash left behind) is removed first; a running one is refused. When a
+// step fails, everything made so far is removed again.
+func Up(ctx context.Context, c Config) (err error) {
+	c = c.Defaults()
+	if err := c.Validate(); err != nil {
+		return err
 	}
+	if pid, ok := c.running(); ok {
+		return fmt.Errorf("lab %q already up (server pid %d); run `skep lab down` first", c.Prefix, pid)
+	}
+	if t := c.Traces(); len(t) > 0 {
+		c.Logger.Info("removing what an earlier lab left behind", "traces", t)
+		if err := Down(c, false); err != nil {
+			return fmt.Errorf("clean up the earlier lab: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			c.Logger.Error("lab up failed; removing what it made", "err", err, "logs", c.logDir())
+			if derr := Down(c, false); derr != nil {
+				err = errors.Join(err, fmt.Errorf("roll back: %w", derr))
+			}
+		}
+	}()
 	if err := os.MkdirAll(c.dataDir(), 0o700); err != nil {
 		return fmt.Errorf("lab dir: %w", err)
 	}
-	logf, err := os.OpenFile(c.logFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err := c.save(); err != nil {
+		return fmt.Errorf("lab state: %w", err)
+	}
+
+	// Safety first: nothing for a lab address leaves the machine.
+	if err := c.addGuardRoutes(); err != nil {
+		return err
+	}
+	root, err := c.labCgroup()
 	if err != nil {
-		return fmt.Errorf("server log: %w", err)
+		return err
 	}
-	defer logf.Close()
-	cmd := exec.Command(c.Binary, "server", "--data-dir", c.dataDir(), "--listen", c.Listen)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own session: the server outlives `skep lab up` and a Ctrl-C in the
-	// user's terminal does not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start server: %w", err)
+	system := filepath.Join(root, "system")
+	if err := mkCgroup(system); err != nil {
+		return err
 	}
-	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := os.WriteFile(c.pidFile(), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
-		_ = cmd.Process.Kill()
+	for _, n := range c.AllNodes() {
+		if err := mkCgroup(filepath.Join(root, n.Short)); err != nil {
+			return err
+		}
+	}
+
+	// Another server on the address would answer our readiness probe.
+	if ln, err := net.Listen("tcp", c.Listen); err != nil {
+		return fmt.Errorf("API server address %s: %w (pick another with --listen)", c.Listen, err)
+	} else {
+		ln.Close()
+	}
+	c.Logger.Info("starting the API server", "listen", c.Listen)
+	cmd, exited, err := c.start(daemon{name: "server", cgroup: system,
+		argv: []string{c.Binary, "server", "--data-dir", c.dataDir(), "--listen", c.Listen}})
+	if err != nil {
+		return err
+	}
+	if err := writePid(c.pidFile(), cmd.Process.Pid); err != nil {
 		return fmt.Errorf("pid file: %w", err)
 	}
 	if err := waitReady(ctx, c.Listen, exited); err != nil {
-		_ = cmd.Process.Kill()
-		_ = os.Remove(c.pidFile())
 		return fmt.Errorf("server not ready (see %s): %w", c.logFile(), err)
+	}
+
+	c.Logger.Info("making the underlay and nodes", "underlay", c.Underlay, "nodes", c.Nodes)
+	if err := c.makeUnderlay(); err != nil {
+		return err
+	}
+	var nsPaths []string
+	for _, n := range c.AllNodes() {
+		nsPaths = append(nsPaths, c.netnsPath(n.Name))
+	}
+	relay := []string{c.Binary, "lab", "relay", "--listen", c.Listen, "--target", c.Listen}
+	for _, p := range nsPaths {
+		relay = append(relay, "--netns", p)
+	}
+	if _, _, err := c.start(daemon{name: "relay", cgroup: system, argv: relay}); err != nil {
+		return err
+	}
+
+	cs, err := c.Client()
+	if err != nil {
+		return err
+	}
+	if err := deleteDemoObjects(ctx, cs); err != nil {
+		return err
+	}
+	if err := c.registerNodes(ctx, cs); err != nil {
+		return err
+	}
+
+	for _, n := range c.AllNodes() {
+		c.Logger.Info("starting the proxy", "node", n.Name, "ip", n.IP, "podCIDR", n.PodCIDR)
+		_, exited, err := c.start(daemon{name: "proxy-" + n.Short, cgroup: system, netns: c.netnsPath(n.Name),
+			argv: []string{c.Binary, "proxy",
+				"--kubeconfig", c.Kubeconfig(),
+				"--node-name", n.Name,
+				"--node-ip", n.IP.String(),
+				"--pod-cidr", n.PodCIDR.String(),
+				"--cgroup", filepath.Join(root, n.Short),
+				"--uplink", uplinkName,
+				"--pin-dir", bpf.PinDirFor(n.Name),
+			}})
+		if err != nil {
+			return err
+		}
+		if err := waitProxy(ctx, c.netnsPath(n.Name), exited); err != nil {
+			return fmt.Errorf("proxy of %s not healthy (see %s): %w", n.Name, filepath.Join(c.logDir(), "proxy-"+n.Short+".log"), err)
+		}
 	}
 	return nil
 }
@@ -78,49 +144,147 @@ func waitReady(ctx context.Context, listen string, exited <-chan error) error {
 		Timeout:   time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	return poll(ctx, 30*time.Second, exited, func() bool {
+		resp, err := client.Get("https://" + listen + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// waitProxy polls the proxy's /healthz (inside its node's netns) until it
+// says the proxy has synced.
+func waitProxy(ctx context.Context, netns string, exited <-chan error) error {
+	client := &http.Client{
+		Timeout:   time.Second,
+		Transport: &http.Transport{Dial: dialerIn(netns), DisableKeepAlives: true},
+	}
+	return poll(ctx, 30*time.Second, exited, func() bool {
+		resp, err := client.Get("http://127.0.0.1:10256/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func poll(ctx context.Context, limit time.Duration, exited <-chan error, ok func() bool) error {
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("server exited: %v", err)
+			return fmt.Errorf("exited: %v", err)
+		default:
+		}
+		if ok() {
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("exited: %v", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-		resp, err := client.Get("https://" + listen + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+	}
+	return fmt.Errorf("timed out after %s", limit)
+}
+
+// Down removes every trace of the lab, whatever state it is in: processes
+// (all of them live in the lab's cgroup subtree), bpffs pins (links first,
+// so no program stays attached), namespaces (their links go with them),
+// cgroups, the unreachable routes, CNI state and pod records; purge also
+// removes the server's data. Running it again is harmless.
+func Down(c Config, purge bool) error {
+	c = c.Defaults()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	var errs []error
+	// The server first, gently, so bbolt closes cleanly.
+	if pid, ok := c.running(); ok {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		for i := 0; i < 50 && alive(pid); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	root, err := c.labCgroup()
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, killCgroup(root))
+	}
+	for _, dir := range c.pinDirs() {
+		if err := bpf.Uninstall(dir); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", dir, err))
+		}
+	}
+	for _, name := range labNetns(c.Prefix) {
+		errs = append(errs, delNetns(name))
+	}
+	if root != "" {
+		errs = append(errs, rmCgroupTree(root))
+	}
+	errs = append(errs, c.delGuardRoutes())
+	for _, p := range []string{c.cniDir(), c.podsDir(), c.pidFile()} {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if purge {
+		if err := os.RemoveAll(c.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("purge %s: %w", c.Dir, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pinDirs lists the bpffs pin directories of this lab's nodes.
+func (c Config) pinDirs() []string {
+	dirs, _ := filepath.Glob(filepath.Join(bpf.PinRoot, c.Prefix+"-*"))
+	return dirs
+}
+
+// Traces lists what of this lab exists on the machine: processes,
+// namespaces, pins, cgroups, routes. Empty after Down.
+func (c Config) Traces() []string {
+	c = c.Defaults()
+	var out []string
+	if pid, ok := c.running(); ok {
+		out = append(out, "server pid "+strconv.Itoa(pid))
+	}
+	if root, err := c.labCgroup(); err == nil {
+		if _, err := os.Stat(root); err == nil {
+			out = append(out, "cgroup "+root)
+			for _, pid := range cgroupPids(root) {
+				out = append(out, "process "+strconv.Itoa(pid))
 			}
 		}
 	}
-	return errors.New("timed out after 30s")
-}
-
-// Down stops the control plane; purge also removes the lab's data.
-func Down(c Config, purge bool) error {
-	if pid, ok := c.running(); ok {
-		p, _ := os.FindProcess(pid)
-		_ = p.Signal(syscall.SIGTERM)
-		for i := 0; i < 100 && alive(pid); i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if alive(pid) {
-			_ = p.Signal(syscall.SIGKILL)
+	for _, n := range labNetns(c.Prefix) {
+		out = append(out, "netns "+n)
+	}
+	for _, d := range c.pinDirs() {
+		out = append(out, "bpf pins "+d)
+	}
+	if rs, err := c.guardRoutes(); err == nil {
+		for _, r := range rs {
+			out = append(out, "route unreachable "+r.Dst.String())
 		}
 	}
-	_ = os.Remove(c.pidFile())
-	if purge {
-		if err := os.RemoveAll(c.Dir); err != nil {
-			return fmt.Errorf("purge %s: %w", c.Dir, err)
+	for _, p := range []string{c.cniDir(), c.podsDir()} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			out = append(out, "state "+p)
 		}
 	}
-	return nil
+	return out
 }
 
 // Status reports the server's pid when the lab is up.
-func Status(c Config) (int, bool) { return c.running() }
+func Status(c Config) (int, bool) { return c.Defaults().running() }
 
 func (c Config) running() (int, bool) {
 	b, err := os.ReadFile(c.pidFile())
@@ -133,7 +297,7 @@ func (c Config) running() (int, bool) {
 	}
 	// A recycled pid would belong to another program: check it is ours.
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if !strings.Contains(string(cmdline), "server") {
+	if !strings.Contains(string(cmdline), c.dataDir()) {
 		return 0, false
 	}
 	return pid, true
