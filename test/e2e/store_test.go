@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-dev/skep/test/e2e/harness"
 )
 
 // TestSecretsEncryptedAtRest writes a secret and a configmap through the API,
@@ -209,4 +212,33 @@ func TestWatchFromBeforeRestartIsGone(t *testing.T) {
 		}
 	}
 	t.Fatal("watch from the current revision did not deliver new-2 within 10s")
+}
+
+// TestSecondServerOnSameDataDirRefuses: a second `skep server` on a data dir
+// in use must exit with an error quickly (not hang on the store's file lock,
+// not share it), and the first must go on serving.
+func TestSecondServerOnSameDataDirRefuses(t *testing.T) {
+	srv := startServer(t)
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, skepBin, "server", "--data-dir", srv.DataDir, "--listen", addr).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("a second server on the same data dir was still running after 20s:\n%s", out)
+	}
+	if err == nil {
+		t.Fatalf("a second server on the same data dir exited 0:\n%s", out)
+	}
+	t.Logf("second server refused after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
+	if _, err := srv.WaitReady(5 * time.Second); err != nil {
+		t.Errorf("first server after the second one's attempt: %v", err)
+	}
+	cs := clientset(t, restConfig(t, srv))
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(context.Background(), harness.ConfigMap("default", "still-here"), metav1.CreateOptions{}); err != nil {
+		t.Errorf("create on the first server: %v", err)
+	}
 }
