@@ -205,6 +205,49 @@ func (a *applier) applyBatch(b datapath.BatchUpserter, want map[string][]datapat
 	return len(batch), nil
 }
 
+// drift re-reads the data path and makes the applied state what it finds:
+// frontends that vanished or changed behind the proxy's back, and strays it
+// never wrote. It returns the service keys to sync again, which then write
+// the difference as always. Done under the lock, so no apply interleaves
+// with the read.
+func (a *applier) drift() ([]string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	defer a.updateGauges()
+	got, err := a.dp.Services()
+	if err != nil {
+		return nil, fmt.Errorf("read programmed services: %w", err)
+	}
+	keys := map[string]bool{}
+	seen := make(map[datapath.Frontend]bool, len(got))
+	for _, g := range got {
+		seen[g.Frontend] = true
+		cur, ok := a.applied[g.Frontend]
+		switch {
+		case !ok:
+			keys[keyOf(g.Name)] = true
+			a.put(keyOf(g.Name), g)
+		case !sameService(cur, g):
+			key := keyOf(cur.Name)
+			keys[key] = true
+			g.Name = cur.Name // keep the owner; the name is rewritten if it differs
+			a.put(key, g)
+		}
+	}
+	for f, cur := range a.applied {
+		if !seen[f] {
+			keys[keyOf(cur.Name)] = true
+			a.remove(keyOf(cur.Name), f)
+		}
+	}
+	out := make([]string, 0, len(keys))
+	for k := range keys {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // count returns how many frontends are applied.
 func (a *applier) count() int {
 	a.mu.Lock()

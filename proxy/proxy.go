@@ -62,6 +62,10 @@ type Config struct {
 	// IPv6 programs IPv6 frontends too; off, they are left out (the eBPF
 	// data path is IPv4-only for now and would refuse them).
 	IPv6 bool
+	// ResyncPeriod, when > 0, is how often the proxy re-reads what the data
+	// path holds and re-syncs the services whose frontends differ from what
+	// it applied: a safety net against writes it did not make.
+	ResyncPeriod time.Duration
 	// Workers sync distinct services in parallel (default 2). Data path
 	// writes are serialised either way.
 	Workers int
@@ -247,11 +251,42 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}, time.Second)
 		}()
 	}
+	if p.cfg.ResyncPeriod > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(p.cfg.ResyncPeriod)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					p.resync()
+				}
+			}
+		}()
+	}
 	p.log.Info("proxy running", "node", p.cfg.Node.Name, "workers", p.cfg.Workers)
 	<-ctx.Done()
 	p.queue.ShutDown()
 	wg.Wait()
 	return nil
+}
+
+// resync queues the services whose programmed state drifted.
+func (p *Proxy) resync() {
+	keys, err := p.applier.drift()
+	if err != nil {
+		p.log.Warn("resync", "err", err)
+		return
+	}
+	if len(keys) > 0 {
+		p.log.Warn("data path drifted from the applied state; re-syncing", "services", keys)
+	}
+	for _, k := range keys {
+		p.enqueue(k)
+	}
 }
 
 // Healthy reports whether the proxy has synced its caches and no service has

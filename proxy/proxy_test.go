@@ -513,3 +513,36 @@ func TestRestartWithShortenedNameKeepsFrontend(t *testing.T) {
 		t.Fatalf("%d deletes of a frontend a live service serves", d)
 	}
 }
+
+func TestResyncRepairsDrift(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	create(t, c, webService(), slice("default", "web", "web-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}),
+		clusterIPService("default", "api", "10.96.0.50", svcPort("http", corev1.ProtocolTCP, 80, 0)))
+	startProxy(t, c, dp, func(cfg *Config) { cfg.ResyncPeriod = 20 * time.Millisecond })
+	waitBackends(t, dp, "10.96.0.20:80/TCP/int", "10.244.1.1:8080/A")
+	waitBackends(t, dp, "10.96.0.50:80/TCP/int", "")
+
+	// Behind the proxy's back: web loses its backend, api vanishes, a
+	// stray frontend of a service that does not exist appears.
+	stray := datapath.Frontend{IP: netip.MustParseAddr("10.96.0.99"), Port: 80, Proto: datapath.TCP}
+	dp.mu.Lock()
+	for f, s := range dp.services {
+		switch f.IP.String() {
+		case "10.96.0.20":
+			s.Backends = nil
+			dp.services[f] = s
+		case "10.96.0.50":
+			delete(dp.services, f)
+		}
+	}
+	dp.services[stray] = datapath.Service{Frontend: stray, Name: "default/gone:http"}
+	dp.mu.Unlock()
+
+	waitBackends(t, dp, "10.96.0.20:80/TCP/int", "10.244.1.1:8080/A")
+	waitBackends(t, dp, "10.96.0.50:80/TCP/int", "")
+	eventually(t, "stray deleted", func() (bool, string) {
+		_, ok := dp.get(stray.String())
+		return !ok, fmt.Sprint(dp.frontends())
+	})
+}

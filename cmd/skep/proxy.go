@@ -48,6 +48,7 @@ func runProxy(args []string) error {
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:10249", "host:port of /metrics (empty: off)")
 	healthzAddr := fs.String("healthz-addr", "0.0.0.0:10256", "host:port of /healthz (empty: off)")
 	workers := fs.Int("workers", 2, "services synced in parallel")
+	resync := fs.Duration("resync-period", 5*time.Minute, "how often to compare the data path with the applied state and repair drift (0: never)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -140,12 +141,13 @@ func runProxy(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p, err := proxy.New(proxy.Config{
-		Client:     client,
-		Datapath:   lbWithCounters{lb},
-		Node:       node,
-		Workers:    *workers,
-		Registerer: reg,
-		Logger:     log,
+		Client:       client,
+		Datapath:     lbWithCounters{lb},
+		Node:         node,
+		Workers:      *workers,
+		ResyncPeriod: *resync,
+		Registerer:   reg,
+		Logger:       log,
 	})
 	if err != nil {
 		return err
