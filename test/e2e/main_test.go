@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,29 +43,38 @@ func TestMain(m *testing.M) {
 // tail is printed.
 func startServer(t *testing.T) *harness.Server {
 	t.Helper()
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dataDir := filepath.Join(t.TempDir(), "data")
-	srv := harness.NewServer(skepBin, dataDir, addr)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("skep server log (tail):\n%s", srv.LogTail(40))
+	// The port is free when picked but another process may take it before
+	// the server binds it: then retry on a new port and data dir.
+	for attempt := 1; ; attempt++ {
+		addr, err := harness.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if srv.Running() {
-			if err := srv.Stop(15 * time.Second); err != nil {
-				t.Errorf("stop server: %v", err)
+		dataDir := filepath.Join(t.TempDir(), "data")
+		srv := harness.NewServer(skepBin, dataDir, addr)
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		_, err = srv.WaitReady(30 * time.Second)
+		if err != nil && attempt < 3 && !srv.Running() && strings.Contains(srv.LogTail(20), "address already in use") {
+			t.Logf("port %s was taken meanwhile; retrying", addr)
+			continue
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("skep server log (tail):\n%s", srv.LogTail(40))
 			}
+			if srv.Running() {
+				if err := srv.Stop(15 * time.Second); err != nil {
+					t.Errorf("stop server: %v", err)
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	if _, err := srv.WaitReady(30 * time.Second); err != nil {
-		t.Fatal(err)
+		return srv
 	}
-	return srv
 }
 
 // restart starts srv again on its data dir and address and waits for ready.
