@@ -1,0 +1,67 @@
+// Package lab brings a small skep cluster up on one Linux machine, in
+// network namespaces, and runs a demo on it. There is no node agent yet,
+// so the lab itself does the agent's and the runtime's part for its pods.
+//
+// # What `skep lab up` makes
+//
+//	root netns                 switch netns <p>-sw            node netns <p>-n1, <p>-n2 …
+//	──────────                 ───────────────────            ─────────────────────────
+//	skep server 127.0.0.1:6443 bridge sw0 172.31.77.1/24      lab0 172.31.77.(10+i)/24, veth to sw0
+//	unreachable routes for     port n1 ─────────────────────▶ ip_forward, routes to the other
+//	  10.244/16, 10.96/12,     port n2 ─────────────────────▶   nodes' pod /24 via their lab0
+//	  172.31.77/24                                            skep proxy (tcx on lab0, socket-LB
+//	skep lab relay ─ listens on 127.0.0.1:6443 in each node ─▶   on cgroup <cgroup2>/<p>/n<i>)
+//	                                                          bridge skep0 10.244.i.1 (skep-cni)
+//
+// Nodes are named <p>-n<i> (p is the prefix, "skeplab" by default): the
+// netns, the Node object and the bpffs pin directory /sys/fs/bpf/skep/<p>-n<i>
+// share that name. Node i has underlay address .10+i and pod CIDR the i-th
+// /24 of the pod range. Node objects are written through the API with
+// podCIDR, InternalIP and a Ready condition.
+//
+// # Reaching the API server from the nodes
+//
+// The server listens on the root netns's loopback, which no node netns
+// can reach. The lab runs a relay (`skep lab relay`, one process) that
+// opens a listening socket inside each node netns on the server's own
+// address (127.0.0.1:6443) and copies each connection to the server in the
+// root netns — the k3s agent's local API load balancer, in effect. Why this
+// and not a veth from the root netns into the switch with the server on
+// 172.31.77.1: `skep server` listens on one address only, and listening on
+// 0.0.0.0 would expose the API on the machine's real interface; the relay
+// also keeps the root netns without any link into the lab, so a lab packet
+// has no way out but the (unreachable-routed) void. TLS passes through, so
+// the admin kubeconfig, its CA and the certificate's 127.0.0.1 SAN work
+// unchanged on every node. The cost: the server sees node clients as
+// 127.0.0.1, and pods cannot reach it through 10.96.0.1 (the kubernetes
+// service has no EndpointSlice yet anyway).
+//
+// # Processes, cgroups and pods
+//
+// Every process the lab starts lives in the cgroup subtree <cgroup2>/<p>
+// (the cgroup2 mount is found in /proc/self/mountinfo): server, relay and
+// proxies in <p>/system, pods in <p>/n<i>/<pod>. They enter their cgroup
+// with CLONE_INTO_CGROUP and their netns with nsenter (`ip netns exec`
+// would remount /sys and hide bpffs from the proxy). A node's proxy
+// attaches its socket-LB to <p>/n<i>, so it sees exactly that node's pods.
+//
+// `skep lab demo` runs pods as a runtime would: a netns, skep-cni ADD
+// through libcni from inside the node's netns, a `skep lab serve` process
+// in the pod's netns and cgroup; then it publishes them through the API
+// (create, pods/binding, status Running/Ready with the pod IP). It writes a
+// ClusterIP and a NodePort service and, standing in for the missing
+// EndpointSlice controller, their slices; then it fetches the ClusterIP
+// from a client pod on node 1 and the NodePort from the switch netns, and
+// prints which backends answered and node 1's BPF service table.
+//
+// # Going down
+//
+// `skep lab down` needs nothing but the prefix (from Dir/lab.json) to find
+// everything, so it works after a crash half-way through up: cgroup.kill
+// on the subtree ends every process, bpf.Uninstall detaches and unpins the
+// nodes' pins, `ip netns del` removes the namespaces (their links go with
+// them), the cgroups are removed deepest first, the unreachable routes are
+// found by their protocol (77) and the lab's own metric (so a test's lab
+// and a user's can both hold a route for 10.96.0.0/12), CNI state and pod
+// records go; --purge also removes the server's data.
+package lab
