@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -183,14 +185,19 @@ type attempt struct {
 type clientArgs struct {
 	Netns  string
 	Target string
-	For    time.Duration
 }
 
+// Bounds of one client loop, whatever the test does.
+const (
+	clientMaxTime     = 60 * time.Second
+	clientMaxAttempts = 300000
+)
+
 // startClient starts a connect loop to target in cgroup cg and netns n; the
-// returned function waits for it and returns its log.
-func startClient(t *testing.T, cg string, n ns.NetNS, target string, d time.Duration) func() []attempt {
+// returned function stops it and returns its log.
+func startClient(t *testing.T, cg string, n ns.NetNS, target string) (stop func() []attempt) {
 	t.Helper()
-	b, _ := json.Marshal(clientArgs{Netns: n.Path(), Target: target, For: d})
+	b, _ := json.Marshal(clientArgs{Netns: n.Path(), Target: target})
 	cgfd, err := os.Open(cg)
 	if err != nil {
 		t.Fatal(err)
@@ -203,11 +210,15 @@ func startClient(t *testing.T, cg string, n ns.NetNS, target string, d time.Dura
 	if err != nil {
 		t.Fatal(err)
 	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start client: %v", err)
 	}
 	cgfd.Close()
-	timer := time.AfterFunc(d+30*time.Second, func() { _ = cmd.Process.Kill() })
+	timer := time.AfterFunc(clientMaxTime+30*time.Second, func() { _ = cmd.Process.Kill() })
 	waited := false
 	// A test that fails before waiting must not leave the child in the
 	// cgroup it is about to remove.
@@ -221,6 +232,7 @@ func startClient(t *testing.T, cg string, n ns.NetNS, target string, d time.Dura
 		t.Helper()
 		defer timer.Stop()
 		waited = true
+		in.Close() // the child stops at EOF on its stdin
 		var log []attempt
 		decErr := json.NewDecoder(out).Decode(&log)
 		if err := cmd.Wait(); err != nil {
@@ -234,7 +246,8 @@ func startClient(t *testing.T, cg string, n ns.NetNS, target string, d time.Dura
 }
 
 // clientChild connects, reads the backend's address and closes, in a loop
-// bounded in time and count, and prints the log as JSON.
+// that ends when its stdin closes (or at its bounds in time and count), and
+// prints the log as JSON.
 func clientChild(payload string) int {
 	var a clientArgs
 	if err := json.Unmarshal([]byte(payload), &a); err != nil {
@@ -252,9 +265,14 @@ func clientChild(payload string) int {
 	}
 	target := netip.MustParseAddrPort(a.Target)
 	sa := &unix.SockaddrInet4{Addr: target.Addr().As4(), Port: int(target.Port())}
+	var stop atomic.Bool
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		stop.Store(true)
+	}()
 	var log []attempt
-	deadline := monoNow() + a.For.Nanoseconds()
-	for i := 0; i < 200000 && monoNow() < deadline; i++ {
+	deadline := monoNow() + clientMaxTime.Nanoseconds()
+	for i := 0; i < clientMaxAttempts && monoNow() < deadline && !stop.Load(); i++ {
 		at := attempt{Start: monoNow()}
 		at.Reply, at.Err = connectOnce(sa)
 		at.End = monoNow()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,7 +42,7 @@ var (
 )
 
 // maxGen bounds the updates of one churn test: each has its marker address.
-const maxGen = 50
+const maxGen = 200
 
 // churnAddrs are the backends and every update's marker, all served, so a
 // connect handed to a marker (a Terminating backend, never Active) succeeds
@@ -187,35 +188,31 @@ func TestChurnThroughControlLoop(t *testing.T) {
 		t.Fatal("initial state did not land")
 	}
 
-	wait := startClient(t, cg, n, "10.96.0.10:80", 2300*time.Millisecond)
+	stop := startClient(t, cg, n, "10.96.0.10:80")
 	time.Sleep(100 * time.Millisecond)
 	var updates []update
 	var lat []time.Duration
-	for i := range 20 { // 2 s at 10 Hz
+	for i := range 20 { // 2 s at 10 Hz, slower if the machine is
 		set := churnSets[i%len(churnSets)]
 		u := update{start: monoNow(), ready: set}
 		s = churnSlice(set, i%2 == 1, i+1)
 		if _, err := c.DiscoveryV1().EndpointSlices("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		u.landed = landed(set, i+1, 95*time.Millisecond)
-		if u.landed == 0 {
-			t.Errorf("update %d (%v) did not land within 95 ms", i, set)
-		} else {
-			lat = append(lat, time.Duration(u.landed-u.start))
+		// A sanity bound, not a timing target (that is the benchmark's).
+		if u.landed = landed(set, i+1, 10*time.Second); u.landed == 0 {
+			t.Fatalf("update %d (%v) did not land", i, set)
 		}
+		lat = append(lat, time.Duration(u.landed-u.start))
 		updates = append(updates, u)
-		time.Sleep(time.Until(time.Now().Add(time.Duration(u.start + 100e6 - monoNow()))))
+		time.Sleep(time.Duration(u.start + 100e6 - monoNow()))
 	}
-	log := wait()
-	checked := checkChurn(t, log, updates)
-	if checked < len(log)/2 {
-		t.Fatalf("only %d of %d connects checked", checked, len(log))
+	log := stop()
+	if checked := checkChurn(t, log, updates); checked == 0 {
+		t.Fatal("no connect fell entirely after an update landed")
 	}
 	slices.Sort(lat)
-	if len(lat) > 0 {
-		t.Logf("API write → data path: p50 %v, max %v (%d updates)", lat[len(lat)/2], lat[len(lat)-1], len(lat))
-	}
+	t.Logf("API write → data path: p50 %v, max %v (%d updates)", lat[len(lat)/2], lat[len(lat)-1], len(lat))
 	// The data path holds what the loop last applied, terminating ones too.
 	got, err := lb.Services()
 	if err != nil {
@@ -322,19 +319,19 @@ func proxyChild(payload string) int {
 }
 
 // startProxyChild starts a proxy child and returns once it reported ready
-// (caches synced, programmed state adopted and reconciling).
-func startProxyChild(t *testing.T, a proxyArgs) *exec.Cmd {
-	t.Helper()
+// (caches synced, programmed state adopted and reconciling). It may run on
+// any goroutine: it reports failure as an error, not through t.
+func startProxyChild(t *testing.T, a proxyArgs) (*exec.Cmd, error) {
 	b, _ := json.Marshal(a)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=proxy:"+string(b))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start proxy child: %v", err)
+		return nil, fmt.Errorf("start proxy child: %w", err)
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -349,12 +346,12 @@ func startProxyChild(t *testing.T, a proxyArgs) *exec.Cmd {
 	select {
 	case ok := <-ready:
 		if !ok {
-			t.Fatal("proxy child exited before it was ready")
+			return nil, errors.New("proxy child exited before it was ready")
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("proxy child not ready in 30 s")
+		return nil, errors.New("proxy child not ready in 30 s")
 	}
-	return cmd
+	return cmd, nil
 }
 
 // TestProxyRestartUnderChurn runs the proxy in a child process and SIGKILLs
@@ -370,7 +367,10 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 	args := proxyArgs{PinDir: newPinDir(t), Cgroup: cg, State: filepath.Join(t.TempDir(), "state.json")}
 	writeState(t, args.State, proxyState{Service: churnService(), Slice: churnSlice(churnBackends, false, 0)})
 
-	first := startProxyChild(t, args)
+	first, err := startProxyChild(t, args)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pinned, err := bpf.OpenPinned(args.PinDir)
 	if err != nil {
 		t.Fatal(err)
@@ -391,48 +391,62 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 		t.Fatal("initial state did not land")
 	}
 
-	wait := startClient(t, cg, n, "10.96.0.10:80", 4300*time.Millisecond)
+	stop := startClient(t, cg, n, "10.96.0.10:80")
 	time.Sleep(100 * time.Millisecond)
-	const updates, killAt = 40, 8
+	// 10 Hz updates; the proxy is SIGKILLed before update killAt and a new
+	// one started at once; the churn goes on until the new proxy has landed
+	// wantAfter updates (or a generous bound passes).
+	const killAt, wantAfter = 8, 10
 	var ups []update
 	var killed int64
-	second := make(chan *exec.Cmd, 1)
-	for i := range updates {
+	landedAfter := 0
+	second := make(chan error, 1)
+	for i := 0; i < maxGen && (i <= killAt || landedAfter < wantAfter); i++ {
 		if i == killAt {
 			if err := first.Process.Kill(); err != nil { // SIGKILL: no cleanup of any kind
 				t.Fatal(err)
 			}
 			_ = first.Wait()
 			killed = monoNow()
-			go func() { second <- startProxyChild(t, args) }()
+			go func() {
+				_, err := startProxyChild(t, args)
+				second <- err
+			}()
 		}
 		set := churnSets[i%len(churnSets)]
 		u := update{start: monoNow(), ready: set}
 		writeState(t, args.State, proxyState{Service: churnService(), Slice: churnSlice(set, i%2 == 1, i+1)})
+		// An update that does not land in its slot (no proxy, or a slow
+		// one) is simply not checked against.
 		u.landed = landed(set, i+1, 95*time.Millisecond)
+		if i >= killAt && u.landed != 0 {
+			landedAfter++
+		}
 		ups = append(ups, u)
 		time.Sleep(time.Duration(u.start + 100e6 - monoNow()))
 	}
-	log := wait()
+	log := stop()
 	checked := checkChurn(t, log, ups)
 
 	// The second proxy took over: updates landed again after the kill, and
 	// connects were checked against them.
 	select {
-	case <-second:
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("second proxy: %v", err)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("second proxy never became ready")
 	}
-	landedAfter, checkedAfter := 0, 0
-	var gap time.Duration
+	checkedAfter := 0
+	var firstAfter int64
 	for i, u := range ups {
 		if i < killAt || u.landed == 0 {
 			continue
 		}
-		if landedAfter == 0 {
-			gap = time.Duration(u.landed - killed)
+		if firstAfter == 0 {
+			firstAfter = u.landed
 		}
-		landedAfter++
 		for _, a := range log {
 			if a.Start >= u.landed && (i+1 == len(ups) || a.End <= ups[i+1].start) {
 				checkedAfter++
@@ -441,16 +455,16 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 	}
 	var duringGap int
 	for _, a := range log {
-		if a.Start >= killed && a.Start < killed+int64(200*time.Millisecond) {
+		if a.Start >= killed && (firstAfter == 0 || a.Start < firstAfter) {
 			duringGap++
 		}
 	}
-	t.Logf("after the kill: first update landed after %v, %d of %d updates landed, %d connects checked; %d connects in the 200 ms after the kill; %d checked in all",
-		gap, landedAfter, updates-killAt, checkedAfter, duringGap, checked)
-	if landedAfter < 3 || checkedAfter == 0 {
+	t.Logf("after the kill: first update landed after %v, %d updates landed, %d connects checked against them; %d connects while no proxy served; %d checked in all",
+		time.Duration(firstAfter-killed), landedAfter, checkedAfter, duringGap, checked)
+	if landedAfter < wantAfter || checkedAfter == 0 {
 		t.Fatalf("the restarted proxy did not take over the churn (%d updates landed, %d connects checked)", landedAfter, checkedAfter)
 	}
 	if duringGap == 0 {
-		t.Fatal("no connect was attempted while no proxy ran")
+		t.Fatal("no connect was attempted between the kill and the new proxy's first update")
 	}
 }
