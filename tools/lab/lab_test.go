@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,16 +58,38 @@ func TestConfigAddressing(t *testing.T) {
 	}
 }
 
-// buildBinaries builds skep and skep-cni into one directory, as `make
-// build` does into bin/: the lab finds the plugin next to skep.
+// Binaries built once for the package's tests: skep and skep-cni in one
+// directory, as `make build` puts them into bin/ (the lab finds the plugin
+// next to skep).
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/skep-dev/skep/cmd/skep", "github.com/skep-dev/skep/cmd/skep-cni")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "skep-lab-bin-"); buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "github.com/skep-dev/skep/cmd/skep", "github.com/skep-dev/skep/cmd/skep-cni")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
 	}
-	return dir
+	return binDir
 }
 
 func freePort(t *testing.T) string {
@@ -225,6 +249,49 @@ func TestLabUpDemoDown(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.Kubeconfig()); err != nil {
 		t.Errorf("down without purge removed the data: %v", err)
+	}
+}
+
+// TestLabUpFailureRollsBack makes the proxies fail to start: up must
+// report it and leave nothing behind (netns, cgroups, pins, routes,
+// processes) without a down.
+func TestLabUpFailureRollsBack(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, b := range []string{"ip", "nsenter", "sh"} {
+		testutil.RequireBinary(t, b)
+	}
+	bin := buildBinaries(t)
+	// skep, except that `skep proxy` dies at once.
+	wrapper := filepath.Join(bin, "skep-broken")
+	script := "#!/bin/sh\n[ \"$1\" = proxy ] && { echo broken proxy >&2; exit 3; }\nexec " + filepath.Join(bin, "skep") + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	cfg := Config{
+		Dir:      t.TempDir(),
+		Listen:   freePort(t),
+		Binary:   wrapper,
+		Prefix:   "lf" + hex.EncodeToString(suffix),
+		Underlay: netip.MustParsePrefix("172.31.79.0/24"),
+		PodCIDR:  netip.MustParsePrefix("10.244.128.0/18"),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}.Defaults()
+	t.Cleanup(func() { _ = Down(cfg, true) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := Up(ctx, cfg)
+	t.Logf("up failed in %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if err == nil || !strings.Contains(err.Error(), "proxy of "+cfg.Node(1).Name) {
+		t.Fatalf("up with a broken proxy: %v, want a proxy error", err)
+	}
+	if tr := cfg.Traces(); len(tr) > 0 {
+		t.Errorf("failed up left traces: %v", tr)
+	}
+	if _, ok := cfg.running(); ok {
+		t.Error("failed up left the server running")
 	}
 }
 
