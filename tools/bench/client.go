@@ -3,9 +3,9 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -41,6 +41,9 @@ type JobResult struct {
 	// readers of the JSON.
 	PerSec   float64 `json:"perSec"`
 	MBPerSec float64 `json:"MBPerSec,omitempty"`
+	// Hist is the latency histogram (bucket → count, see Hist), so the
+	// slices of one measurement combine into exact percentiles.
+	Hist map[int]int64 `json:"hist,omitempty"`
 	// FirstError is the first failure seen, to tell "slow" from "broken".
 	FirstError string `json:"firstError,omitempty"`
 }
@@ -60,10 +63,6 @@ func (r JobResult) MBps() float64 {
 	}
 	return float64(r.Bytes) / 1e6 / r.Elapsed.Seconds()
 }
-
-// maxSamples bounds the latency samples a worker keeps (memory stays small
-// at any rate; past it, latencies are sampled 1 in 2, 1 in 4, …).
-const maxSamples = 1 << 18
 
 // ioTimeout bounds every blocking socket call: a connect or read that a
 // broken data path drops is counted as an error instead of hanging.
@@ -108,7 +107,7 @@ func RunJob(j Job) (JobResult, error) {
 	}
 	wg.Wait()
 	res := JobResult{Elapsed: time.Since(start)}
-	var lat []time.Duration
+	var h Hist
 	for i := range stats {
 		s := &stats[i]
 		res.Ops += s.ops
@@ -117,16 +116,16 @@ func RunJob(j Job) (JobResult, error) {
 		if res.FirstError == "" && s.firstErr != nil {
 			res.FirstError = s.firstErr.Error()
 		}
-		lat = append(lat, s.lat...)
+		h.add(&s.hist)
 	}
-	res.P50, res.P99 = percentile(lat, 0.50), percentile(lat, 0.99)
+	res.Hist = h.sparse()
+	res.P50, res.P99 = h.quantile(0.50), h.quantile(0.99)
 	return res, nil
 }
 
 type workerStats struct {
 	ops, errs, bytes int64
-	lat              []time.Duration
-	every, skip      int // keep 1 sample in every
+	hist             Hist
 	firstErr         error
 }
 
@@ -137,36 +136,81 @@ func (s *workerStats) fail(err error) {
 	}
 }
 
-func (s *workerStats) sample(d time.Duration) {
-	if s.every == 0 {
-		s.every = 1
-	}
-	if s.skip++; s.skip < s.every {
-		return
-	}
-	s.skip = 0
-	if len(s.lat) >= maxSamples { // halve the kept set and the rate
-		kept := s.lat[:0]
-		for i := 0; i < len(s.lat); i += 2 {
-			kept = append(kept, s.lat[i])
-		}
-		s.lat = kept
-		s.every *= 2
-	}
-	s.lat = append(s.lat, d)
-}
+func (s *workerStats) sample(d time.Duration) { s.hist.record(d) }
 
-// percentile of ds (nearest rank); ds is sorted in place.
-func percentile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
+// Hist counts latencies in log-scale buckets 2.5% wide from 1 µs up, so a
+// worker records any number of operations in fixed memory, and the
+// histograms of several client processes (the slices of one measurement)
+// add up to exact-to-2.5% percentiles of the whole.
+type Hist [histBuckets]int64
+
+const (
+	histBuckets = 800 // 1 µs × 1.025^800 ≈ 370 s
+	histGrowth  = 1.025
+)
+
+func histBucket(d time.Duration) int {
+	if d < time.Microsecond {
 		return 0
 	}
-	if !slices.IsSorted(ds) {
-		slices.Sort(ds)
+	b := 1 + int(math.Log(float64(d)/float64(time.Microsecond))/math.Log(histGrowth))
+	return min(b, histBuckets-1)
+}
+
+// histValue is the geometric middle of bucket b.
+func histValue(b int) time.Duration {
+	if b == 0 {
+		return time.Microsecond / 2
 	}
-	i := int(q*float64(len(ds))+0.5) - 1
-	i = max(0, min(i, len(ds)-1))
-	return ds[i]
+	return time.Duration(float64(time.Microsecond) * math.Pow(histGrowth, float64(b)-0.5))
+}
+
+func (h *Hist) record(d time.Duration) { h[histBucket(d)]++ }
+
+func (h *Hist) add(o *Hist) {
+	for i, n := range o {
+		h[i] += n
+	}
+}
+
+// quantile is the nearest-rank q-quantile (0 for an empty histogram).
+func (h *Hist) quantile(q float64) time.Duration {
+	var total int64
+	for _, n := range h {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := max(int64(math.Ceil(q*float64(total))), 1)
+	var seen int64
+	for b, n := range h {
+		if seen += n; seen >= rank {
+			return histValue(b)
+		}
+	}
+	return histValue(histBuckets - 1)
+}
+
+// sparse is the histogram as bucket → count, the non-empty buckets only.
+func (h *Hist) sparse() map[int]int64 {
+	m := map[int]int64{}
+	for b, n := range h {
+		if n > 0 {
+			m[b] = n
+		}
+	}
+	return m
+}
+
+func histFromSparse(m map[int]int64) *Hist {
+	var h Hist
+	for b, n := range m {
+		if b >= 0 && b < histBuckets {
+			h[b] += n
+		}
+	}
+	return &h
 }
 
 func sockaddr(ap netip.AddrPort) *unix.SockaddrInet4 {

@@ -43,7 +43,11 @@ type Config struct {
 	ConnDuration time.Duration // per new-connection measurement
 	Duration     time.Duration // per keepalive, stream and UDP measurement
 	Workers      int           // parallel clients
-	Rounds       int           // repeat every measurement; the median round is reported
+	// Rounds splits each measurement's duration into this many slices run
+	// interleaved with the other modes' (the order rotated every round) and
+	// summed, so the load other tenants put on the machine hits every mode
+	// alike.
+	Rounds int
 	// NFTMaxServices skips the nft backend above this many services
 	// (0: no limit). Programming 10,000 services with iptables-nft takes
 	// minutes on a small machine.
@@ -64,7 +68,7 @@ func QuickConfig() Config {
 	return Config{
 		Services: []int{1, 1000}, Endpoints: 3,
 		ConnDuration: time.Second, Duration: time.Second / 2,
-		Workers: 4, Rounds: 1, ProgramTimeout: 2 * time.Minute,
+		Workers: 4, Rounds: 2, ProgramTimeout: 2 * time.Minute,
 	}
 }
 
@@ -72,8 +76,8 @@ func QuickConfig() Config {
 func FullConfig() Config {
 	return Config{
 		Services: []int{1, 1000, 10000}, Endpoints: 3,
-		ConnDuration: 2 * time.Second, Duration: time.Second,
-		Workers: 4, Rounds: 3, ProgramTimeout: 8 * time.Minute,
+		ConnDuration: 3 * time.Second, Duration: 3 * time.Second / 2,
+		Workers: 4, Rounds: 6, ProgramTimeout: 8 * time.Minute,
 	}
 }
 
@@ -230,10 +234,10 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		Endpoints: cfg.Endpoints, Workers: cfg.Workers, Rounds: cfg.Rounds,
 		Order: "the service under test is the LAST of the N services in KUBE-SERVICES " +
 			"(iptables walks it linearly; kube-proxy orders by Go map iteration, so this is the worst case)",
-		Method: fmt.Sprintf("new connections: %d clients for %v each doing connect, %d B request/response, close (RST, no TIME_WAIT); "+
-			"rr: %d kept-alive connections; stream: 1 TCP connection writing 128 KiB chunks; udp: %d connected sockets, request/response; "+
-			"each measurement is its own client process; direct dials the 3 pod IPs in turn",
-			cfg.Workers, cfg.ConnDuration, 64, cfg.Workers, cfg.Workers),
+		Method: fmt.Sprintf("new connections: %d clients for %v per mode, each doing connect, %d B request/response, close (RST, no TIME_WAIT); "+
+			"rr: %d kept-alive connections, stream: 1 TCP connection writing 128 KiB chunks, udp: %d connected sockets doing request/response, %v per mode each; "+
+			"every measurement runs as %d slices interleaved with the other modes', each slice a fresh client process; direct dials the 3 pod IPs in turn",
+			cfg.Workers, cfg.ConnDuration, 64, cfg.Workers, cfg.Workers, cfg.Duration, cfg.Rounds),
 		Cleanup: CleanupLog{IptablesEmpty: map[string]bool{}},
 	}
 	prefix := fmt.Sprintf("%s%dx%04x", namePrefix, os.Getpid(), rand.IntN(1<<16))
@@ -501,13 +505,12 @@ func (h *harness) atN(ctx context.Context, n int) (res NResult, err error) {
 		kind string
 		dur  time.Duration
 		put  func(m *ModeResult, r JobResult)
-		key  func(r JobResult) float64
 	}
 	kinds := []kindSpec{
-		{KindConnect, h.cfg.ConnDuration, func(m *ModeResult, r JobResult) { m.Connect = &r }, JobResult.Rate},
-		{KindRR, h.cfg.Duration, func(m *ModeResult, r JobResult) { m.RR = &r }, JobResult.Rate},
-		{KindStream, h.cfg.Duration, func(m *ModeResult, r JobResult) { m.Stream = &r }, JobResult.MBps},
-		{KindUDP, h.cfg.Duration, func(m *ModeResult, r JobResult) { m.UDP = &r }, JobResult.Rate},
+		{KindConnect, h.cfg.ConnDuration, func(m *ModeResult, r JobResult) { m.Connect = &r }},
+		{KindRR, h.cfg.Duration, func(m *ModeResult, r JobResult) { m.RR = &r }},
+		{KindStream, h.cfg.Duration, func(m *ModeResult, r JobResult) { m.Stream = &r }},
+		{KindUDP, h.cfg.Duration, func(m *ModeResult, r JobResult) { m.UDP = &r }},
 	}
 	for _, k := range kinds {
 		runs := map[string][]JobResult{}
@@ -523,13 +526,12 @@ func (h *harness) atN(ctx context.Context, n int) (res NResult, err error) {
 				if err := ctx.Err(); err != nil {
 					return res, err
 				}
-				job, pod, cg := h.job(mode, k.kind, k.dur)
+				job, pod, cg := h.job(mode, k.kind, max(k.dur/time.Duration(h.cfg.Rounds), 100*time.Millisecond))
 				before := h.counts()
 				r, err := h.runner.run(ctx, pod, cg, job)
 				if err != nil {
 					return res, fmt.Errorf("%s %s: %w", mode, k.kind, err)
 				}
-				r.PerSec, r.MBPerSec = r.Rate(), r.MBps()
 				after := h.counts()
 				if m.Backends == nil {
 					m.Backends = make([]BackendCounts, len(after))
@@ -547,7 +549,7 @@ func (h *harness) atN(ctx context.Context, n int) (res NResult, err error) {
 			}
 		}
 		for mode, rs := range runs {
-			k.put(modes[mode], median(rs, k.key))
+			k.put(modes[mode], combine(rs))
 		}
 	}
 	return res, h.endpointUpdates(ctx, svcs, modes)
@@ -703,20 +705,24 @@ func threadCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// median returns the run whose key is the median (the lower one of two).
-func median(rs []JobResult, key func(JobResult) float64) JobResult {
-	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b JobResult) int {
-		ka, kb := key(a), key(b)
-		switch {
-		case ka < kb:
-			return -1
-		case ka > kb:
-			return 1
+// combine adds up the slices of one measurement: operations, errors, bytes
+// and time are summed, latency histograms merged.
+func combine(rs []JobResult) JobResult {
+	var out JobResult
+	var h Hist
+	for _, r := range rs {
+		out.Ops += r.Ops
+		out.Errors += r.Errors
+		out.Bytes += r.Bytes
+		out.Elapsed += r.Elapsed
+		if out.FirstError == "" {
+			out.FirstError = r.FirstError
 		}
-		return 0
-	})
-	return s[(len(s)-1)/2]
+		h.add(histFromSparse(r.Hist))
+	}
+	out.P50, out.P99 = h.quantile(0.50), h.quantile(0.99)
+	out.PerSec, out.MBPerSec = out.Rate(), out.MBps()
+	return out // the histogram stays out of the report: p50/p99 say it
 }
 
 func ratios(m, base ModeResult) *Ratios {

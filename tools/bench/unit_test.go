@@ -1,47 +1,68 @@
 package bench
 
 import (
+	"math"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestPercentile(t *testing.T) {
-	var ds []time.Duration
-	for i := 100; i >= 1; i-- {
-		ds = append(ds, time.Duration(i)*time.Millisecond)
+func TestHistQuantiles(t *testing.T) {
+	var h Hist
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
 	}
-	if got := percentile(ds, 0.5); got != 50*time.Millisecond {
-		t.Errorf("p50 = %v", got)
+	near := func(got, want time.Duration) bool {
+		return math.Abs(float64(got-want)) <= 0.03*float64(want)
 	}
-	if got := percentile(ds, 0.99); got != 99*time.Millisecond {
-		t.Errorf("p99 = %v", got)
+	if got := h.quantile(0.5); !near(got, 500*time.Microsecond) {
+		t.Errorf("p50 = %v, want ~500µs", got)
 	}
-	if got := percentile(nil, 0.5); got != 0 {
+	if got := h.quantile(0.99); !near(got, 990*time.Microsecond) {
+		t.Errorf("p99 = %v, want ~990µs", got)
+	}
+	var empty Hist
+	if got := empty.quantile(0.5); got != 0 {
 		t.Errorf("p50 of nothing = %v", got)
 	}
-}
-
-// The sample set stays bounded however many operations a worker does, and
-// still spans the whole run.
-func TestSamplesBounded(t *testing.T) {
-	var s workerStats
-	for i := range 3 * maxSamples {
-		s.sample(time.Duration(i))
+	// Histograms of separate processes add up through their JSON form.
+	var a, b Hist
+	for range 99 {
+		a.record(100 * time.Microsecond)
 	}
-	if len(s.lat) > maxSamples {
-		t.Fatalf("%d samples kept, bound %d", len(s.lat), maxSamples)
-	}
-	if last := s.lat[len(s.lat)-1]; last < time.Duration(2*maxSamples) {
-		t.Errorf("latest sample %v: the tail of the run is missing", last)
+	b.record(10 * time.Millisecond)
+	b.record(10 * time.Millisecond)
+	sum := histFromSparse(a.sparse())
+	sum.add(histFromSparse(b.sparse()))
+	if got := sum.quantile(0.99); !near(got, 10*time.Millisecond) {
+		t.Errorf("combined p99 = %v, want ~10ms", got)
 	}
 }
 
-func TestMedian(t *testing.T) {
-	rs := []JobResult{{Ops: 30, Elapsed: time.Second}, {Ops: 10, Elapsed: time.Second}, {Ops: 20, Elapsed: time.Second}}
-	if got := median(rs, JobResult.Rate); got.Ops != 20 {
-		t.Errorf("median = %d ops", got.Ops)
+func TestCombine(t *testing.T) {
+	var fast, slow Hist
+	for range 90 {
+		fast.record(100 * time.Microsecond)
+	}
+	for range 10 {
+		slow.record(10 * time.Millisecond)
+	}
+	got := combine([]JobResult{
+		{Ops: 90, Elapsed: time.Second, Hist: fast.sparse()},
+		{Ops: 10, Errors: 1, Elapsed: time.Second, Hist: slow.sparse(), FirstError: "x"},
+	})
+	if got.Ops != 100 || got.Errors != 1 || got.Elapsed != 2*time.Second || got.FirstError != "x" {
+		t.Errorf("combined %+v", got)
+	}
+	if got.PerSec != 50 {
+		t.Errorf("rate %v, want 50/s", got.PerSec)
+	}
+	if got.P50 > 110*time.Microsecond || got.P99 < 9*time.Millisecond {
+		t.Errorf("p50 %v p99 %v", got.P50, got.P99)
+	}
+	if got.Hist != nil {
+		t.Error("histogram kept in the report")
 	}
 }
 
