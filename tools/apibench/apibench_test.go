@@ -331,6 +331,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 			}
 		}()
 	}
+	cpu0, self0 := cpuOf(b, s.Pid()), selfCPU()
 	b.ResetTimer()
 	start := time.Now()
 	for it := 0; it < b.N; it++ {
@@ -352,6 +353,8 @@ func BenchmarkWatchLatency(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	serverPer := float64((cpuOf(b, s.Pid()) - cpu0).Microseconds()) / float64(b.N*batch)
+	clientPer := float64((selfCPU() - self0).Microseconds()) / float64(b.N*batch)
 	cancel()
 	// Wait for the watcher goroutines to hand over their samples.
 	deadline := time.Now().Add(5 * time.Second)
@@ -373,6 +376,10 @@ func BenchmarkWatchLatency(b *testing.B) {
 	b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(received.Load())/elapsed.Seconds(), "events/s")
+	b.ReportMetric(serverPer, "server-cpu-us/create")
+	b.ReportMetric(clientPer, "client-cpu-us/create")
+	summary.Set("watch: server CPU us per create, 100 watchers", serverPer, "us", "")
+	summary.Set("watch: client CPU us per create (100 decodes)", clientPer, "us", "")
 	summary.Set("watch p50 ms, 100 watchers", float64(p50.Microseconds())/1000, "ms", "")
 	summary.Set("watch p99 ms, 100 watchers", float64(p99.Microseconds())/1000, "ms", "< 50")
 }
