@@ -263,6 +263,7 @@ func proxyChild(payload string) int {
 		fmt.Fprintf(os.Stderr, "proxy child: %s: %v\n", what, err)
 		return 2
 	}
+	t0 := time.Now()
 	lb, err := bpf.Load(bpf.Options{PinDir: a.PinDir, Logger: log})
 	if err != nil {
 		return fail("load", err)
@@ -270,6 +271,7 @@ func proxyChild(payload string) int {
 	if err := lb.AttachCgroup(a.Cgroup); err != nil {
 		return fail("attach", err)
 	}
+	loaded := time.Since(t0)
 	c := fake.NewClientset()
 	ctx := context.Background()
 	var last []byte
@@ -310,6 +312,7 @@ func proxyChild(payload string) int {
 		time.Sleep(time.Millisecond)
 	}
 	fmt.Println("ready")
+	fmt.Fprintf(os.Stderr, "proxy child: data path loaded and attached in %v, loop synced %v later\n", loaded, time.Since(t0)-loaded)
 	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(2 * time.Millisecond) {
 		if err := sync(); err != nil {
 			return fail("sync state", err)

@@ -230,8 +230,18 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.nodeFactory != nil {
 		defer p.nodeFactory.Shutdown()
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), p.synced...) {
-		return fmt.Errorf("wait for informer caches: %w", ctx.Err())
+	// Polled faster than cache.WaitForCacheSync's 100 ms: a restarted proxy
+	// applies the changes it missed that much sooner.
+	err = wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(context.Context) (bool, error) {
+		for _, synced := range p.synced {
+			if !synced() {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for informer caches: %w", err)
 	}
 	want := p.desiredAll()
 	p.applier.claim(want)
