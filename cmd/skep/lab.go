@@ -20,10 +20,12 @@ func init() {
 	register("lab", "a cluster on this machine in network namespaces (up|demo|down|status)", runLab)
 }
 
-const labUsage = `usage: skep lab up|demo|down|status [flags]
+const labUsage = `usage: skep lab up|demo|exec|down|status [flags]
 
   up      API server, underlay switch, node netns, one eBPF proxy per node
   demo    pods, a ClusterIP and a NodePort service, traffic through both
+  exec    skep lab exec POD|NODE|switch -- COMMAND…: run a command there
+          (in a pod: its netns and cgroup, so ClusterIPs work)
   down    remove every trace of the lab (--purge: its data too)
   status  say whether the lab is up
 
@@ -96,6 +98,28 @@ func runLab(args []string) error {
 			cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", cfg.Kubeconfig(), "get", "nodes,pods,svc", "-o", "wide")
 			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 			_ = cmd.Run()
+		}
+	case "exec":
+		rest := fs.Args()
+		if len(rest) > 1 && rest[1] == "--" {
+			rest = append(rest[:1], rest[2:]...)
+		}
+		if len(rest) < 2 {
+			return errors.New("usage: skep lab exec POD|NODE|switch -- COMMAND [ARGS…]")
+		}
+		cmd, cleanup, err := cfg.Command(ctx, rest[0], rest[1:])
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				cleanup()
+				os.Exit(ee.ExitCode())
+			}
+			return err
 		}
 	case "down":
 		if err := lab.Down(cfg, *purge); err != nil {

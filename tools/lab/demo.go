@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -124,12 +123,7 @@ func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 	}
 
 	fmt.Fprintf(w, "\n== %d requests to http://%s/ from pod client on %s (socket-LB rewrites each connect)\n", demoRequests, res.ClusterIP, n1.Name)
-	root, err := c.labCgroup()
-	if err != nil {
-		return nil, err
-	}
-	lines, err := c.get(ctx, c.netnsPath(client.Netns), root+"/"+n1.Short+"/client",
-		"http://"+res.ClusterIP+"/", demoRequests)
+	lines, err := c.get(ctx, client.Name, "http://"+res.ClusterIP+"/", demoRequests)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +132,7 @@ func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 
 	target := netip.AddrPortFrom(n1.IP, uint16(res.NodePort))
 	fmt.Fprintf(w, "\n== %d requests to http://%s/ from the switch netns (outside the cluster; tc on %s's %s)\n", demoNodePortRequest, target, n1.Name, uplinkName)
-	lines, err = c.get(ctx, c.netnsPath(c.switchNetns()), "", "http://"+target.String()+"/", demoNodePortRequest)
+	lines, err = c.get(ctx, "switch", "http://"+target.String()+"/", demoNodePortRequest)
 	if err != nil {
 		return nil, err
 	}
@@ -194,24 +188,18 @@ func waitProgrammed(ctx context.Context, n Node, clusterIP string, nodePort int3
 	return nil
 }
 
-// get runs `skep lab get` in a netns (and cgroup, for a pod: so the
-// node's socket-LB applies) and returns its lines. It is bounded by count
-// requests of at most 2 s each.
-func (c Config) get(ctx context.Context, netns, cgroup, url string, count int) ([]string, error) {
+// get runs `skep lab get` where target lives (see Command) and returns
+// its lines. It is bounded by count requests of at most 2 s each.
+func (c Config) get(ctx context.Context, target, url string, count int) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(count)*2*time.Second+10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+netns, "--", c.Binary, "lab", "get", "--count", strconv.Itoa(count), "--timeout", "2s", url)
+	cmd, cleanup, err := c.Command(ctx, target, []string{c.Binary, "lab", "get", "--count", strconv.Itoa(count), "--timeout", "2s", url})
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if cgroup != "" {
-		fd, err := syscall.Open(cgroup, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open cgroup: %w", err)
-		}
-		defer syscall.Close(fd)
-		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
-	}
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("skep lab get %s: %w: %s", url, err, strings.TrimSpace(errb.String()))
 	}
