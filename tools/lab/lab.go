@@ -28,7 +28,20 @@ func Up(ctx context.Context, c Config) (err error) {
 		return err
 	}
 	if pid, ok := c.running(); ok {
-		return fmt.Errorf("lab %q already up (server pid %d); run `skep lab down` first", c.Prefix, pid)
+		return fmt.Errorf("a lab is already up in %s (server pid %d); run `skep lab down` first", c.Dir, pid)
+	}
+	// A lab made in this dir under another prefix would be forgotten once
+	// lab.json is overwritten: remove it first.
+	if old, err := Load(c.Dir, c.Binary, c.Logger); err == nil && old.Prefix != c.Prefix {
+		if _, ok := old.running(); ok {
+			return fmt.Errorf("lab %q is up in %s; run `skep lab down` first", old.Prefix, c.Dir)
+		}
+		if t := old.Traces(); len(t) > 0 {
+			c.Logger.Info("removing what an earlier lab left behind", "prefix", old.Prefix, "traces", t)
+			if err := Down(old, false); err != nil {
+				return fmt.Errorf("clean up the earlier lab %q: %w", old.Prefix, err)
+			}
+		}
 	}
 	if t := c.Traces(); len(t) > 0 {
 		c.Logger.Info("removing what an earlier lab left behind", "traces", t)

@@ -148,7 +148,7 @@ func TestLabUpDemoDown(t *testing.T) {
 		t.Fatalf("up: %v", err)
 	}
 	t.Logf("up in %s", time.Since(start).Round(time.Millisecond))
-	if err := Up(ctx, cfg); err == nil || !strings.Contains(err.Error(), "already up") {
+	if err := Up(ctx, cfg); err == nil || !strings.Contains(err.Error(), "already up in") {
 		t.Errorf("second up on a running lab: %v, want 'already up'", err)
 	}
 
