@@ -45,6 +45,8 @@ func TestMain(m *testing.M) {
 			os.Exit(clientChild(payload))
 		case "proxy":
 			os.Exit(proxyChild(payload))
+		case "udp":
+			os.Exit(udpChild(payload))
 		}
 		fmt.Fprintln(os.Stderr, "unknown child role", role)
 		os.Exit(2)
@@ -111,6 +113,35 @@ func serveTCP(t *testing.T, n ns.NetNS, port int, addrs ...string) {
 				}
 				c.Write([]byte(id))
 				c.Close()
+			}
+		}()
+	}
+}
+
+// serveUDP runs in netns n a UDP echo on each addr:port that answers with
+// its own address, until the test ends.
+func serveUDP(t *testing.T, n ns.NetNS, port int, addrs ...string) {
+	t.Helper()
+	for _, a := range addrs {
+		id := net.JoinHostPort(a, strconv.Itoa(port))
+		var pc net.PacketConn
+		err := n.Do(func(ns.NetNS) error {
+			var err error
+			pc, err = net.ListenPacket("udp4", id)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("listen %s: %v", id, err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo([]byte(id), from)
 			}
 		}()
 	}
@@ -346,4 +377,114 @@ func monoNow() int64 {
 func requireIntegration(t *testing.T) {
 	t.Helper()
 	testutil.RequireRoot(t)
+}
+
+// startChild starts this test binary as a child in role with payload, in
+// cgroup cg, with pipes to its stdin and stdout.
+func startChild(t *testing.T, role, cg string, payload any) (*exec.Cmd, io.WriteCloser, *bufio.Scanner) {
+	t.Helper()
+	b, _ := json.Marshal(payload)
+	cgfd, err := os.Open(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgfd.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+role+":"+string(b))
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgfd.Fd())}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s child: %v", role, err)
+	}
+	timer := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
+	t.Cleanup(func() {
+		timer.Stop()
+		in.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd, in, bufio.NewScanner(out)
+}
+
+// udpChild exchanges a datagram over a UDP socket connected to a frontend,
+// prints the reply, waits for a line on stdin (the parent removes that
+// backend meanwhile), then prints what is left of the socket and what a new
+// one reaches.
+func udpChild(payload string) int {
+	var a clientArgs
+	if err := json.Unmarshal([]byte(payload), &a); err != nil {
+		fmt.Fprintln(os.Stderr, "udp:", err)
+		return 2
+	}
+	runtime.LockOSThread()
+	fd, err := unix.Open(a.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Setns(fd, unix.CLONE_NEWNET)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "udp: enter netns:", err)
+		return 2
+	}
+	target := netip.MustParseAddrPort(a.Target)
+	sa := &unix.SockaddrInet4{Addr: target.Addr().As4(), Port: int(target.Port())}
+	dial := func() (int, string) {
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, "socket: " + errName(err)
+		}
+		tv := unix.NsecToTimeval((2 * time.Second).Nanoseconds())
+		_ = unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		if err := unix.Connect(s, sa); err != nil {
+			return -1, "connect: " + errName(err)
+		}
+		return s, udpExchange(s)
+	}
+	res := map[string]string{}
+	s, first := dial()
+	res["first"] = first
+	json.NewEncoder(os.Stdout).Encode(res)
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	buf := make([]byte, 64)
+	_, _, err = unix.Recvfrom(s, buf, unix.MSG_DONTWAIT)
+	res["recv"] = errName(err)
+	_, err = unix.Getpeername(s)
+	res["getpeername"] = errName(err)
+	_, res["second"] = dial()
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+func udpExchange(s int) string {
+	if _, err := unix.Write(s, []byte("ping")); err != nil {
+		return "write: " + errName(err)
+	}
+	buf := make([]byte, 64)
+	for {
+		n, err := unix.Read(s, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return "read: " + errName(err)
+		}
+		return string(buf[:n])
+	}
+}
+
+func errName(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	if e, ok := err.(unix.Errno); ok {
+		return unix.ErrnoName(e)
+	}
+	return err.Error()
 }

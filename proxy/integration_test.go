@@ -471,3 +471,72 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 		t.Fatal("no connect was attempted between the kill and the new proxy's first update")
 	}
 }
+
+// TestRemovedUDPBackendLeavesNoConnectedSocket removes a UDP backend through
+// the API while a client holds a socket connected to it through the
+// ClusterIP: the data path destroys that socket (kube-proxy users know the
+// alternative: a stale conntrack entry black-holing the client), and a new
+// socket reaches the remaining backend.
+func TestRemovedUDPBackendLeavesNoConnectedSocket(t *testing.T) {
+	requireIntegration(t)
+	bes := []string{"10.244.1.21", "10.244.1.22"}
+	n := newNetns(t, bes...)
+	serveUDP(t, n, 5353, bes...)
+	cg := newCgroup(t)
+	lb, err := bpf.Load(bpf.Options{PinDir: newPinDir(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("load data path: %v", err)
+	}
+	t.Cleanup(func() { lb.Close() })
+	if err := lb.AttachCgroup(cg); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientset()
+	dnsPort := []discoveryv1.EndpointPort{epPort("dns", corev1.ProtocolUDP, 5353)}
+	create(t, c, clusterIPService("kube-system", "dns", "10.96.0.10", svcPort("dns", corev1.ProtocolUDP, 53, 0)),
+		slice("kube-system", "dns", "dns-1", dnsPort, ep{bes[0], "node-b", "ready"}, ep{bes[1], "node-b", "ready"}))
+	p, _ := startProxy(t, c, lb, nil)
+	fe := datapath.Frontend{IP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: datapath.UDP}
+	eventually(t, "both backends", func() (bool, string) {
+		n := len(p.Applied()[fe].Backends)
+		return n == 2, fmt.Sprint(n)
+	})
+
+	_, in, out := startChild(t, "udp", cg, clientArgs{Netns: n.Path(), Target: "10.96.0.10:53"})
+	read := func() map[string]string {
+		t.Helper()
+		if !out.Scan() {
+			t.Fatal("udp child exited early")
+		}
+		var r map[string]string
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	first := read()["first"]
+	host, _, _ := strings.Cut(first, ":")
+	if !slices.Contains(bes, host) {
+		t.Fatalf("first exchange: %q", first)
+	}
+	other := bes[0]
+	if host == bes[0] {
+		other = bes[1]
+	}
+	if _, err := c.DiscoveryV1().EndpointSlices("kube-system").Update(context.Background(),
+		slice("kube-system", "dns", "dns-1", dnsPort, ep{other, "node-b", "ready"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "backend removed", func() (bool, string) {
+		bs := p.Applied()[fe].Backends
+		return len(bs) == 1 && bs[0].IP.String() == other, fmt.Sprint(bs)
+	})
+	fmt.Fprintln(in, "go")
+	after := read()
+	if after["recv"] != "ECONNABORTED" || after["getpeername"] != "ENOTCONN" {
+		t.Fatalf("socket connected to the removed backend %s was not destroyed: %v", first, after)
+	}
+	if after["second"] != other+":5353" {
+		t.Fatalf("a new socket reached %q, want %s:5353", after["second"], other)
+	}
+}
