@@ -16,8 +16,18 @@
 // at N services of 3 endpoints each (the service under test is the last one
 // in KUBE-SERVICES), for: new connections per second with p50/p99 latency
 // (connect, 64 B request/response, close), requests per second on kept-alive
-// connections, one TCP stream's MB/s, UDP request/response rate, and the
-// time to program the N services.
+// connections, one TCP stream's MB/s, UDP request/response rate, the time
+// (wall and CPU) to program the N services, and the time to apply one
+// endpoint change with N services in place (skep: Datapath.UpsertService;
+// iptables: kube-proxy's partial-sync restore). Each measurement is split
+// into slices interleaved across the modes and summed, so the load of other
+// tenants of the machine hits every mode alike.
+//
+// Before measuring, a negative control dials the ClusterIP from outside the
+// bench cgroup with no rules loaded and must fail: whatever a mode then
+// reaches through the VIP, it reaches through the data path under test. The
+// backends count what they serve, so every row also shows that the traffic
+// arrived, and how it spread over the three.
 //
 // Topology (all in namespaces the harness creates and holds only by file
 // descriptor, so they vanish with the process on any exit):
