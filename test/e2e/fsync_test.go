@@ -24,7 +24,8 @@ import (
 // would pass it. Here strace counts the server's fsync/fdatasync calls while
 // one client makes N creates one after another: no two writes can share a
 // commit, so a store that makes each write durable before acknowledging it
-// syncs at least N times.
+// syncs at least N times. Then 16 clients write at once, and group commit
+// must make fewer syncs than writes.
 func TestEveryAcknowledgedWriteIsSynced(t *testing.T) {
 	testutil.RequireRoot(t) // ptrace of a process that is not our child
 	straceBin := testutil.RequireBinary(t, "strace")
@@ -90,10 +91,27 @@ func TestEveryAcknowledgedWriteIsSynced(t *testing.T) {
 			t.Fatalf("create %d under strace: %v", i, err)
 		}
 	}
-	stop()
 	syncs := countSyncs() - before
 	t.Logf("%d sequential creates: %d sync calls traced", n, syncs)
 	if syncs < n {
 		t.Errorf("%d sequential acknowledged creates made only %d fsync/fdatasync calls: some writes were acknowledged before they were durable", n, syncs)
+	}
+
+	// 16 concurrent clients: writes that arrive together share a commit,
+	// so there are fewer syncs than writes (the group commit).
+	const m = 800
+	before = countSyncs()
+	err := harness.Parallel(ctx, m, 16, func(ctx context.Context, _, i int) error {
+		_, err := cs.CoreV1().ConfigMaps("default").Create(ctx, harness.ConfigMap("default", fmt.Sprintf("grouped-%03d", i)), metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("concurrent creates under strace: %v", err)
+	}
+	stop()
+	grouped := countSyncs() - before
+	t.Logf("%d creates from 16 clients: %d sync calls traced (%.2f per write)", m, grouped, float64(grouped)/m)
+	if grouped >= m {
+		t.Errorf("%d creates from 16 concurrent clients made %d sync calls: writes are not grouped into shared commits", m, grouped)
 	}
 }
