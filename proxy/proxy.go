@@ -87,12 +87,12 @@ type Proxy struct {
 	health  *healthServer
 	queue   workqueue.TypedRateLimitingInterface[string]
 
-	factory     informers.SharedInformerFactory
-	svcFactory  informers.SharedInformerFactory
-	nodeFactory informers.SharedInformerFactory
-	services    corelisters.ServiceLister
-	slices      cache.Indexer
-	synced      []cache.InformerSynced
+	sliceFactory informers.SharedInformerFactory
+	svcFactory   informers.SharedInformerFactory
+	nodeFactory  informers.SharedInformerFactory
+	services     corelisters.ServiceLister
+	slices       cache.Indexer
+	synced       []cache.InformerSynced
 
 	mu      sync.Mutex
 	pending map[string]time.Time // key → first unhandled event
@@ -148,14 +148,14 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		sliceSel = sliceSel.Add(*req)
 	}
-	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+	p.sliceFactory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sliceSel.String() }))
-	svcInformer := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+	// One factory per resource: each has its own selector.
+	p.svcFactory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = labels.NewSelector().Add(*notOurs).String()
 		}))
-	// The service factory is separate only for its selector; start both.
-	services := svcInformer.Core().V1().Services()
+	services := p.svcFactory.Core().V1().Services()
 	p.services = services.Lister()
 	if _, err := services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { p.enqueueObject(obj) },
@@ -165,7 +165,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("service handler: %w", err)
 	}
 
-	sliceInformer := p.factory.Discovery().V1().EndpointSlices().Informer()
+	sliceInformer := p.sliceFactory.Discovery().V1().EndpointSlices().Informer()
 	if err := sliceInformer.AddIndexers(cache.Indexers{serviceIndex: sliceServiceKeys}); err != nil {
 		return nil, fmt.Errorf("endpointslice index: %w", err)
 	}
@@ -182,7 +182,6 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("endpointslice handler: %w", err)
 	}
 	p.synced = append(p.synced, services.Informer().HasSynced, sliceInformer.HasSynced)
-	p.svcFactory = svcInformer
 
 	if cfg.Node.Name != "" && (len(cfg.Node.IPs) == 0 || len(cfg.Node.PodCIDRs) == 0) {
 		p.nodeFactory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
@@ -220,12 +219,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.enqueue(k)
 	}
 
-	p.factory.Start(ctx.Done())
+	p.sliceFactory.Start(ctx.Done())
 	p.svcFactory.Start(ctx.Done())
 	if p.nodeFactory != nil {
 		p.nodeFactory.Start(ctx.Done())
 	}
-	defer p.factory.Shutdown()
+	defer p.sliceFactory.Shutdown()
 	defer p.svcFactory.Shutdown()
 	if p.nodeFactory != nil {
 		defer p.nodeFactory.Shutdown()
