@@ -29,6 +29,9 @@ import (
 	"github.com/skep-dev/skep/controlplane/store"
 )
 
+// requestTimeout bounds every request but watches.
+const requestTimeout = 60 * time.Second
+
 // requestInfo is what the URL of a resource request names.
 type requestInfo struct {
 	res       *resource
@@ -135,6 +138,13 @@ func verbFor(r *http.Request, ri *requestInfo) (string, error) {
 // serveResource is the one generic REST handler.
 func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, ri *requestInfo) {
 	ctx := r.Context()
+	if ri.verb != "watch" {
+		// Like kube-apiserver's request timeout: no request but a watch
+		// holds its connection for more than a minute.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+	}
 	var err error
 	switch ri.verb {
 	case "get":
