@@ -43,6 +43,7 @@ func runProxy(args []string) error {
 	nodeIPs := fs.String("node-ip", "", "comma-separated node IPs NodePorts answer on (empty: the Node's InternalIPs)")
 	podCIDR := fs.String("pod-cidr", "", "this node's pod CIDR: backends in it need no SNAT (empty: the Node's spec.podCIDR)")
 	cgroup := fs.String("cgroup", "", "cgroup v2 directory the socket-LB attaches to (relative: under the cgroup2 mount); the node's pod cgroup parent")
+	allowRoot := fs.Bool("allow-root-cgroup", false, "allow --cgroup to be the root of the cgroup2 hierarchy (every process on the machine): a real install only, never a lab")
 	uplink := fs.String("uplink", "", "interface the NodePort programs attach to (tcx); empty: no NodePort data path")
 	pinDir := fs.String("pin-dir", "", "bpffs directory of this node's maps and links (default "+bpf.PinRoot+"/<node-name>)")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:10249", "host:port of /metrics (empty: off)")
@@ -102,7 +103,7 @@ func runProxy(args []string) error {
 			return err
 		}
 	}
-	opts := bpf.Options{Node: *nodeName, PinDir: *pinDir, Logger: log}
+	opts := bpf.Options{Node: *nodeName, PinDir: *pinDir, AllowRootCgroup: *allowRoot, Logger: log}
 	for _, ip := range node.IPs {
 		if ip.Is4() {
 			opts.NodeIP = ip
