@@ -138,10 +138,13 @@ func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 	}
 	res.NodePortFailures = tally(lines, res.NodePortAnswers)
 	printTally(w, res.NodePortAnswers, res.NodePortFailures, res.Backends)
+	// One answer per backend: a pod on node 1 sees the real client, the
+	// others see node 1's address (SNAT, so their replies come back).
+	seen := map[string]bool{}
 	for _, l := range lines {
-		if !strings.HasPrefix(l, "error") {
-			fmt.Fprintf(w, "  e.g. %q\n", l)
-			break
+		if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(l, "error") && !seen[f[0]] {
+			seen[f[0]] = true
+			fmt.Fprintf(w, "  %s\n", l)
 		}
 	}
 

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/invoke"
+
 	"github.com/skep-dev/skep/bpf"
 )
 
@@ -26,6 +28,10 @@ func Up(ctx context.Context, c Config) (err error) {
 	c = c.Defaults()
 	if err := c.Validate(); err != nil {
 		return err
+	}
+	// The demo's pods need the plugin: say so now rather than half-way.
+	if _, err := invoke.FindInPath("skep-cni", c.CNIPath); err != nil {
+		return fmt.Errorf("skep-cni plugin not found in %v (build it next to skep: make build): %w", c.CNIPath, err)
 	}
 	if pid, ok := c.running(); ok {
 		return fmt.Errorf("a lab is already up in %s (server pid %d); run `skep lab down` first", c.Dir, pid)

@@ -143,6 +143,7 @@ func TestLabUpDemoDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
+	rootLinks := labLikeLinks(t)
 	start := time.Now()
 	if err := Up(ctx, cfg); err != nil {
 		t.Fatalf("up: %v", err)
@@ -247,6 +248,12 @@ func TestLabUpDemoDown(t *testing.T) {
 	if err := Down(cfg, false); err != nil {
 		t.Errorf("second down: %v", err)
 	}
+	// The lab never makes a link in the root netns; check none appeared.
+	for name := range labLikeLinks(t) {
+		if !rootLinks[name] {
+			t.Errorf("link %s in the root netns after down", name)
+		}
+	}
 	if _, err := os.Stat(cfg.Kubeconfig()); err != nil {
 		t.Errorf("down without purge removed the data: %v", err)
 	}
@@ -293,6 +300,25 @@ func TestLabUpFailureRollsBack(t *testing.T) {
 	if _, ok := cfg.running(); ok {
 		t.Error("failed up left the server running")
 	}
+}
+
+// labLikeLinks lists the root netns's links named like the lab's
+// (switch bridge, node uplinks and switch ports, pod bridge and veths).
+func labLikeLinks(t *testing.T) map[string]bool {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, l := range links {
+		n := l.Attrs().Name
+		if n == switchBridge || n == uplinkName || n == "skep0" || strings.HasPrefix(n, "skv") ||
+			(len(n) == 2 && n[0] == 'n' && n[1] >= '1' && n[1] <= '9') {
+			out[n] = true
+		}
+	}
+	return out
 }
 
 func mustLabCgroup(t *testing.T, c Config) string {
