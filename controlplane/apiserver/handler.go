@@ -138,7 +138,11 @@ func verbFor(r *http.Request, ri *requestInfo) (string, error) {
 // serveResource is the one generic REST handler.
 func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, ri *requestInfo) {
 	ctx := r.Context()
-	if ri.verb != "watch" {
+	if ri.verb == "watch" {
+		// A watch reads no body: lift the read deadline, or an HTTP/1.1
+		// connection's background read would time out and end the stream.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	} else {
 		// Like kube-apiserver's request timeout: no request but a watch
 		// holds its connection for more than a minute.
 		var cancel context.CancelFunc
