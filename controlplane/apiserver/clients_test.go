@@ -1,10 +1,17 @@
 package apiserver
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 
@@ -285,4 +293,42 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestWatchHTTP1OutlivesReadTimeout: a watch over HTTP/1.1 keeps streaming
+// past the request read timeout.
+func TestWatchHTTP1OutlivesReadTimeout(t *testing.T) {
+	srv, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", BodyReadTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(srv.CAPEM())
+	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.RESTConfig().Host+"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion="+strconv.FormatInt(srv.store.Revision(), 10), nil)
+	req.Header.Set("Authorization", "Bearer "+srv.AdminToken())
+	resp, err := h1.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 1 {
+		t.Fatalf("proto %s", resp.Proto)
+	}
+	time.Sleep(time.Second)
+	cs := kubernetes.NewForConfigOrDie(srv.RESTConfig())
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"type":"ADDED"`) || !strings.Contains(line, `"name":"late"`) {
+		t.Fatalf("watch line %q: %v", line, err)
+	}
 }

@@ -56,6 +56,8 @@ type Config struct {
 	// BookmarkInterval is how often idle watches asking for bookmarks get
 	// one (default 30s).
 	BookmarkInterval time.Duration
+	// BodyReadTimeout bounds reading a request (default 60s).
+	BodyReadTimeout time.Duration
 	// MaxWatchTimeout ends watches that set no timeoutSeconds (default 30m).
 	MaxWatchTimeout time.Duration
 }
@@ -97,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BookmarkInterval == 0 {
 		cfg.BookmarkInterval = 30 * time.Second
+	}
+	if cfg.BodyReadTimeout == 0 {
+		cfg.BodyReadTimeout = 60 * time.Second
 	}
 	if cfg.MaxWatchTimeout == 0 {
 		cfg.MaxWatchTimeout = 30 * time.Minute
@@ -261,7 +266,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache, private")
 	// Bound the time to read a request body; watches then stream freely.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(60 * time.Second))
+	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout))
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes+1)
 
 	path := r.URL.Path
