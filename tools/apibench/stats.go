@@ -64,9 +64,9 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	sort.Strings(names)
 	fmt.Fprintln(w, "\napibench summary (2-core shared machine: figures are provisional)")
-	fmt.Fprintf(w, "%-44s %14s  %-10s %s\n", "figure", "value", "unit", "target")
+	fmt.Fprintf(w, "%-50s %12s  %-6s %s\n", "figure", "value", "unit", "target")
 	for _, n := range names {
 		r := s.rows[n]
-		fmt.Fprintf(w, "%-44s %14.2f  %-10s %s\n", n, r.value, r.unit, r.target)
+		fmt.Fprintf(w, "%-50s %12.2f  %-6s %s\n", n, r.value, r.unit, r.target)
 	}
 }
