@@ -193,6 +193,13 @@ func TestLabUpDemoDown(t *testing.T) {
 		t.Errorf("NodePort %d: %d answers, %d failures, want %d answers", res.NodePort, np, res.NodePortFailures, demoNodePortRequest)
 	}
 
+	// Nothing leaves the lab: a pod's packet to an address outside it
+	// (TEST-NET-2) is refused by its node, which has no default route.
+	lines, err := cfg.get(ctx, "client", "http://198.51.100.7/", 1)
+	if err != nil || len(lines) != 1 || !strings.Contains(lines[0], "unreachable") {
+		t.Errorf("pod to an outside address: %q, %v; want unreachable", lines, err)
+	}
+
 	kc := exec.CommandContext(ctx, kubectl, "--kubeconfig", cfg.Kubeconfig(), "get", "nodes,pods,svc", "-o", "wide")
 	kout, err := kc.CombinedOutput()
 	if err != nil {
