@@ -128,11 +128,14 @@ func runLab(args []string) error {
 		fmt.Println("skep lab is down")
 	case "status":
 		if pid, ok := lab.Status(cfg); ok {
-			fmt.Printf("up: server pid %d, KUBECONFIG=%s\n", pid, cfg.Kubeconfig())
+			fmt.Printf("lab %q is up: server pid %d, KUBECONFIG=%s\n", cfg.Prefix, pid, cfg.Kubeconfig())
+			for _, n := range cfg.AllNodes() {
+				fmt.Printf("  node %s  %s  pods %s\n", n.Name, n.IP, n.PodCIDR)
+			}
 		} else if t := cfg.Traces(); len(t) > 0 {
-			fmt.Printf("down, but traces remain (skep lab down removes them): %v\n", t)
+			fmt.Printf("lab %q is down, but traces remain (skep lab down removes them): %v\n", cfg.Prefix, t)
 		} else {
-			fmt.Println("down")
+			fmt.Printf("lab %q is down\n", cfg.Prefix)
 		}
 	default:
 		fmt.Fprintln(os.Stderr, labUsage)
