@@ -20,17 +20,25 @@ type applier struct {
 	applied map[datapath.Frontend]datapath.Service
 	// owned lists the frontends each service key (namespace/name) wrote, so
 	// the frontends a service no longer wants can be deleted.
-	owned    map[string]map[datapath.Frontend]struct{}
+	owned map[string]map[datapath.Frontend]struct{}
+	// wantedBy lists, per frontend, the service keys whose last sync desired
+	// it. Two services may claim one frontend (externalIPs are not checked
+	// for overlap): the last to write it owns it, and when the owner lets
+	// go the frontend is handed over to another claimant, not deleted.
+	wantedBy map[datapath.Frontend]map[string]struct{}
+	wants    map[string][]datapath.Frontend
 	backends int // sum of len(Backends) over applied, for the gauge
 	metrics  *metrics
 }
 
 func newApplier(dp datapath.Datapath, m *metrics) *applier {
 	return &applier{
-		dp:      dp,
-		applied: map[datapath.Frontend]datapath.Service{},
-		owned:   map[string]map[datapath.Frontend]struct{}{},
-		metrics: m,
+		dp:       dp,
+		applied:  map[datapath.Frontend]datapath.Service{},
+		owned:    map[string]map[datapath.Frontend]struct{}{},
+		wantedBy: map[datapath.Frontend]map[string]struct{}{},
+		wants:    map[string][]datapath.Frontend{},
+		metrics:  m,
 	}
 }
 
@@ -98,21 +106,21 @@ func (a *applier) remove(key string, f datapath.Frontend) {
 
 // apply makes the data path hold exactly want for service key: upserts for
 // new or changed frontends first, then deletes for the ones no longer wanted
-// (so a frontend that moves between ports of one service never flaps). It
-// returns how many data path writes it made; on error the applied state
+// (so a frontend that moves between ports of one service never flaps). A
+// frontend key lets go of that another service still wants is not deleted:
+// those services are returned in handOver, to be synced again so one of them
+// writes it. writes counts data path writes; on error the applied state
 // reflects what did succeed and a retry writes the rest.
-func (a *applier) apply(key string, want []datapath.Service) (writes int, err error) {
+func (a *applier) apply(key string, want []datapath.Service) (writes int, handOver []string, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.updateGauges()
+	a.setWants(key, want)
 	var errs []error
 	wanted := make(map[datapath.Frontend]struct{}, len(want))
 	for _, s := range want {
 		wanted[s.Frontend] = struct{}{}
 		if cur, ok := a.applied[s.Frontend]; ok && sameService(cur, s) {
-			if keyOf(cur.Name) != key {
-				a.put(key, s)
-			}
 			continue
 		}
 		writes++
@@ -127,6 +135,13 @@ func (a *applier) apply(key string, want []datapath.Service) (writes int, err er
 		if _, ok := wanted[f]; ok {
 			continue
 		}
+		if others := a.wantedBy[f]; len(others) > 0 {
+			delete(a.owned[key], f)
+			for k := range others {
+				handOver = append(handOver, k)
+			}
+			continue
+		}
 		writes++
 		a.metrics.writes.WithLabelValues("delete").Inc()
 		if err := a.dp.DeleteService(f); err != nil {
@@ -135,7 +150,34 @@ func (a *applier) apply(key string, want []datapath.Service) (writes int, err er
 		}
 		a.remove(key, f)
 	}
-	return writes, errors.Join(errs...)
+	if len(a.owned[key]) == 0 {
+		delete(a.owned, key)
+	}
+	slices.Sort(handOver)
+	return writes, slices.Compact(handOver), errors.Join(errs...)
+}
+
+// setWants records that key now desires exactly the frontends of want.
+func (a *applier) setWants(key string, want []datapath.Service) {
+	for _, f := range a.wants[key] {
+		delete(a.wantedBy[f], key)
+		if len(a.wantedBy[f]) == 0 {
+			delete(a.wantedBy, f)
+		}
+	}
+	fs := make([]datapath.Frontend, 0, len(want))
+	for _, s := range want {
+		fs = append(fs, s.Frontend)
+		if a.wantedBy[s.Frontend] == nil {
+			a.wantedBy[s.Frontend] = map[string]struct{}{}
+		}
+		a.wantedBy[s.Frontend][key] = struct{}{}
+	}
+	if len(fs) == 0 {
+		delete(a.wants, key)
+	} else {
+		a.wants[key] = fs
+	}
 }
 
 // claim gives each applied frontend that a service in want (service key →

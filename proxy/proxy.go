@@ -546,7 +546,10 @@ func (p *Proxy) sync(key string) error {
 	if err != nil {
 		return err
 	}
-	writes, err := p.applier.apply(key, want.services)
+	writes, handOver, err := p.applier.apply(key, want.services)
+	for _, k := range handOver {
+		p.enqueue(k)
+	}
 	if err != nil {
 		return err
 	}

@@ -546,3 +546,37 @@ func TestResyncRepairsDrift(t *testing.T) {
 		return !ok, fmt.Sprint(dp.frontends())
 	})
 }
+
+func TestSharedFrontendIsHandedOverNotDeleted(t *testing.T) {
+	c := fake.NewClientset()
+	dp := newFakeDatapath()
+	a := clusterIPService("default", "a", "10.96.0.31", svcPort("http", corev1.ProtocolTCP, 80, 0))
+	a.Spec.ExternalIPs = []string{"172.31.77.100"}
+	create(t, c, a, slice("default", "a", "a-1", httpPort, ep{"10.244.1.1", "node-b", "ready"}))
+	startProxy(t, c, dp, nil)
+	const ext = "172.31.77.100:80/TCP/ext"
+	waitBackends(t, dp, ext, "10.244.1.1:8080/A")
+
+	// b claims the same externalIP:port and, writing last, takes it over.
+	b := clusterIPService("default", "b", "10.96.0.32", svcPort("http", corev1.ProtocolTCP, 80, 0))
+	b.Spec.ExternalIPs = []string{"172.31.77.100"}
+	create(t, c, b, slice("default", "b", "b-1", httpPort, ep{"10.244.2.1", "node-b", "ready"}))
+	waitBackends(t, dp, ext, "10.244.2.1:8080/A")
+
+	// b goes: the frontend returns to a instead of vanishing.
+	if err := c.CoreV1().Services("default").Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitBackends(t, dp, ext, "10.244.1.1:8080/A")
+	if s, _ := dp.get(ext); s.Name != "default/a:http" {
+		t.Fatalf("frontend named %q, want a's", s.Name)
+	}
+	// a goes too: now it is deleted.
+	if err := c.CoreV1().Services("default").Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "all deleted", func() (bool, string) {
+		fs := dp.frontends()
+		return len(fs) == 0, fmt.Sprint(fs)
+	})
+}
