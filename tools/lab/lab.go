@@ -55,6 +55,12 @@ func Up(ctx context.Context, c Config) (err error) {
 			return fmt.Errorf("clean up the earlier lab: %w", err)
 		}
 	}
+	// Another server on the address would answer our readiness probe.
+	if ln, err := net.Listen("tcp", c.Listen); err != nil {
+		return fmt.Errorf("API server address %s: %w (pick another with --listen)", c.Listen, err)
+	} else {
+		ln.Close()
+	}
 	defer func() {
 		if err != nil {
 			c.Logger.Error("lab up failed; removing what it made", "err", err, "logs", c.logDir())
@@ -88,12 +94,6 @@ func Up(ctx context.Context, c Config) (err error) {
 		}
 	}
 
-	// Another server on the address would answer our readiness probe.
-	if ln, err := net.Listen("tcp", c.Listen); err != nil {
-		return fmt.Errorf("API server address %s: %w (pick another with --listen)", c.Listen, err)
-	} else {
-		ln.Close()
-	}
 	c.Logger.Info("starting the API server", "listen", c.Listen)
 	cmd, exited, err := c.start(daemon{name: "server", cgroup: system,
 		argv: []string{c.Binary, "server", "--data-dir", c.dataDir(), "--listen", c.Listen}})
@@ -119,8 +119,22 @@ func Up(ctx context.Context, c Config) (err error) {
 	for _, p := range nsPaths {
 		relay = append(relay, "--netns", p)
 	}
-	if _, _, err := c.start(daemon{name: "relay", cgroup: system, argv: relay}); err != nil {
+	_, exited, err = c.start(daemon{name: "relay", cgroup: system, argv: relay})
+	if err != nil {
 		return err
+	}
+	for _, p := range nsPaths {
+		dial := dialerIn(p)
+		err := poll(ctx, 10*time.Second, exited, func() bool {
+			conn, err := dial("tcp", c.Listen)
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil
+		})
+		if err != nil {
+			return fmt.Errorf("API relay not listening in %s (see %s): %w", p, filepath.Join(c.logDir(), "relay.log"), err)
+		}
 	}
 
 	cs, err := c.Client()
