@@ -359,12 +359,6 @@ func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputF
 	return nil
 }
 
-// watchEvent is one line of a watch stream.
-type watchEvent struct {
-	Type   string          `json:"type"`
-	Object json.RawMessage `json:"object"`
-}
-
 func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	res := ri.res
 	lo, err := parseListOptions(r, res)
@@ -569,11 +563,13 @@ type watchWriter struct {
 
 func (tw *watchWriter) send(typ string, obj []byte) error {
 	_ = tw.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	line, err := json.Marshal(watchEvent{Type: typ, Object: obj})
-	if err != nil {
-		return err
-	}
-	line = append(line, '\n')
+	// Assembled by hand: json.Marshal would re-validate the object bytes.
+	line := make([]byte, 0, len(obj)+32)
+	line = append(line, `{"type":"`...)
+	line = append(line, typ...)
+	line = append(line, `","object":`...)
+	line = append(line, obj...)
+	line = append(line, "}\n"...)
 	if _, err := tw.w.Write(line); err != nil {
 		return err
 	}
