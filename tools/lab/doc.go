@@ -54,6 +54,10 @@
 // from a client pod on node 1 and the NodePort from the switch netns, and
 // prints which backends answered and node 1's BPF service table.
 //
+// When the node agent lands it takes over registerNodes (registration and
+// heartbeats) and runPod (sandboxes through containerd); the lab will then
+// start one agent per node netns next to its proxy.
+//
 // # Going down
 //
 // `skep lab down` needs nothing but the prefix (from Dir/lab.json) to find
