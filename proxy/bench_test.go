@@ -13,9 +13,11 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/controlplane/apiserver"
 	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
@@ -28,34 +30,70 @@ import (
 //
 //	go test -run '^$' -bench EndpointSliceToDatapath -benchtime 1x ./proxy
 //
-// The bpf variant writes the real pinned maps (root needed).
+// The bpf variants write the real pinned maps (root needed); "apiserver"
+// writes through skep's own API server (in process, over HTTPS), the rest
+// through client-go's fake clientset.
 func BenchmarkEndpointSliceToDatapath(b *testing.B) {
-	b.Run("fake", func(b *testing.B) { benchSliceChange(b, newFakeDatapath()) })
-	b.Run("bpf", func(b *testing.B) {
-		testutil.RequireRoot(b)
-		lb, err := bpf.Load(bpf.Options{PinDir: filepath.Join(bpf.PinRoot, "test-proxy-bench-"+randSuffix())})
-		if err != nil {
-			b.Fatalf("load data path: %v", err)
-		}
-		b.Cleanup(func() {
-			if err := lb.Remove(); err != nil {
-				b.Errorf("remove data path: %v", err)
-			}
-		})
-		benchSliceChange(b, lb)
-	})
+	b.Run("fake", func(b *testing.B) { benchSliceChange(b, fake.NewClientset(), newFakeDatapath()) })
+	b.Run("bpf", func(b *testing.B) { benchSliceChange(b, fake.NewClientset(), benchLB(b)) })
+	b.Run("apiserver+bpf", func(b *testing.B) { benchSliceChange(b, benchAPIServer(b), benchLB(b)) })
 }
 
-func benchSliceChange(b *testing.B, dp datapath.Datapath) {
+// benchLB loads a data path pinned in a directory of its own.
+func benchLB(b *testing.B) *bpf.LB {
+	testutil.RequireRoot(b)
+	lb, err := bpf.Load(bpf.Options{PinDir: filepath.Join(bpf.PinRoot, "test-proxy-bench-"+randSuffix())})
+	if err != nil {
+		b.Fatalf("load data path: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := lb.Remove(); err != nil {
+			b.Errorf("remove data path: %v", err)
+		}
+	})
+	return lb
+}
+
+// benchAPIServer runs skep's API server on a free loopback port until the
+// benchmark ends and returns an admin client of it.
+func benchAPIServer(b *testing.B) kubernetes.Interface {
+	srv, err := apiserver.New(apiserver.Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatalf("api server: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = srv.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-stopped })
+	c, err := kubernetes.NewForConfig(srv.RESTConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The server creates the default namespace as it starts.
+	for i := 0; ; i++ {
+		if _, err := c.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err == nil {
+			return c
+		} else if i == 100 {
+			b.Fatalf("api server not serving: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func benchSliceChange(b *testing.B, c kubernetes.Interface, dp datapath.Datapath) {
 	type applied struct{ event, at time.Time }
 	done := make(chan applied, 16)
-	c := fake.NewClientset()
 	var eps []ep
 	for i := range 10 {
 		eps = append(eps, ep{fmt.Sprintf("10.244.1.%d", i+1), "node-b", "ready"})
 	}
-	s := slice("default", "web", "web-1", httpPort, eps...)
-	create(b, c, webService(), s)
+	create(b, c, webService())
+	s, err := c.DiscoveryV1().EndpointSlices("default").Create(context.Background(),
+		slice("default", "web", "web-1", httpPort, eps...), metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	p, err := New(Config{
 		Client: c, Datapath: dp, Node: node("127.0.0.1"),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -88,9 +126,12 @@ func benchSliceChange(b *testing.B, dp datapath.Datapath) {
 		ready := !*e.Conditions.Ready
 		e.Conditions.Ready, e.Conditions.Serving, e.Conditions.Terminating = &ready, &ready, ptrBool(!ready)
 		wrote := time.Now()
-		if _, err := c.DiscoveryV1().EndpointSlices("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		// The returned slice carries the resourceVersion the next update needs.
+		got, err := c.DiscoveryV1().EndpointSlices("default").Update(context.Background(), s, metav1.UpdateOptions{})
+		if err != nil {
 			b.Fatal(err)
 		}
+		s = got
 		select {
 		case a := <-done:
 			fromEvent = append(fromEvent, a.at.Sub(a.event))

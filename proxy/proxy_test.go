@@ -21,6 +21,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/skep-dev/skep/proxy/datapath"
@@ -85,7 +86,7 @@ func waitBackends(t *testing.T, dp *fakeDatapath, frontend, want string) {
 	})
 }
 
-func create(t testing.TB, c *fake.Clientset, objs ...runtime.Object) {
+func create(t testing.TB, c kubernetes.Interface, objs ...runtime.Object) {
 	t.Helper()
 	ctx := context.Background()
 	for _, o := range objs {
