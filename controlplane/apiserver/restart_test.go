@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +94,21 @@ func TestRestartKeepsState(t *testing.T) {
 	s, err := cs2.CoreV1().Secrets("default").Get(ctx, "s", metav1.GetOptions{})
 	if err != nil || string(s.Data["password"]) != "hunter2-plaintext-marker" {
 		t.Fatalf("secret after restart: %v", err)
+	}
+	// The kubernetes service follows the server to its new port.
+	_, portStr, _ := net.SplitHostPort(srv2.Addr())
+	port, _ := strconv.Atoi(portStr)
+	ep, err := cs2.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil || ep.Subsets[0].Ports[0].Port != int32(port) {
+		t.Fatalf("kubernetes endpoints after restart: %v %+v (port %d)", err, ep.Subsets, port)
+	}
+	sl, err := cs2.DiscoveryV1().EndpointSlices("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil || *sl.Ports[0].Port != int32(port) || sl.Endpoints[0].Addresses[0] != "127.0.0.1" {
+		t.Fatalf("kubernetes endpointslice after restart: %v", err)
+	}
+	ks, err := cs2.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil || ks.Spec.Ports[0].TargetPort.IntVal != int32(port) || ks.Spec.ClusterIP != kubernetesServiceIP {
+		t.Fatalf("kubernetes service after restart: %v %+v", err, ks.Spec)
 	}
 	// The allocator was rebuilt: the address is still taken.
 	_, err = cs2.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "dup"},

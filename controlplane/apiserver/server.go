@@ -18,16 +18,19 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 
 	"github.com/skep-dev/skep/controlplane/store"
@@ -365,14 +368,15 @@ func (s *Server) recoverMiddleware(next http.Handler) http.Handler {
 	})
 }
 
-// bootstrap creates the default namespaces and the kubernetes service, and
+// bootstrap creates the default namespaces and the kubernetes service
+// (with its Endpoints and EndpointSlice pointing at this server), and
 // rebuilds the service allocator from the store.
 func (s *Server) bootstrap(ctx context.Context) error {
 	nsRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("namespaces")]
 	for _, name := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {
 		ns := &corev1.Namespace{}
 		ns.Name = name
-		if err := s.createInternal(ctx, nsRes, ns); err != nil {
+		if err := s.ensure(ctx, nsRes, ns, nil); err != nil {
 			return fmt.Errorf("namespace %s: %w", name, err)
 		}
 	}
@@ -381,59 +385,85 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	_, port, _ := net.SplitHostPort(s.ln.Addr().String())
-	var portNum int32
-	fmt.Sscanf(port, "%d", &portNum)
+	portNum, _ := strconv.ParseInt(port, 10, 32)
 	svc := &corev1.Service{}
 	svc.Name, svc.Namespace = "kubernetes", "default"
 	svc.Labels = map[string]string{"component": "apiserver", "provider": "kubernetes"}
 	svc.Spec = corev1.ServiceSpec{ClusterIP: kubernetesServiceIP, Type: corev1.ServiceTypeClusterIP,
-		Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}}
-	svc.Spec.Ports[0].TargetPort.IntVal = portNum
-	if err := s.createInternal(ctx, svcRes, svc); err != nil {
+		Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(int32(portNum))}}}
+	if err := s.ensure(ctx, svcRes, svc, func(cur runtime.Object) runtime.Object {
+		c := cur.(*corev1.Service)
+		c.Spec.Ports = svc.Spec.Ports
+		return c
+	}); err != nil {
 		return fmt.Errorf("kubernetes service: %w", err)
 	}
 	host := s.cfg.AdvertiseAddress
 	if host == "" {
 		host = hostOf(s.clientAddr())
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		epRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("endpoints")]
-		ep := &corev1.Endpoints{Subsets: []corev1.EndpointSubset{{
-			Addresses: []corev1.EndpointAddress{{IP: host}},
-			Ports:     []corev1.EndpointPort{{Name: "https", Port: portNum, Protocol: corev1.ProtocolTCP}},
-		}}}
-		ep.Name, ep.Namespace = "kubernetes", "default"
-		ep.Labels = map[string]string{"endpointslice.kubernetes.io/skip-mirror": "true"}
-		if err := s.createInternal(ctx, epRes, ep); err != nil {
-			return fmt.Errorf("kubernetes endpoints: %w", err)
-		}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() == nil {
+		return nil
+	}
+	epRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("endpoints")]
+	ep := &corev1.Endpoints{Subsets: []corev1.EndpointSubset{{
+		Addresses: []corev1.EndpointAddress{{IP: host}},
+		Ports:     []corev1.EndpointPort{{Name: "https", Port: int32(portNum), Protocol: corev1.ProtocolTCP}},
+	}}}
+	ep.Name, ep.Namespace = "kubernetes", "default"
+	// The server writes the slice itself: the mirroring controller skips it.
+	ep.Labels = map[string]string{discoveryv1.LabelSkipMirror: "true"}
+	if err := s.ensure(ctx, epRes, ep, func(cur runtime.Object) runtime.Object {
+		c := cur.(*corev1.Endpoints)
+		c.Subsets = ep.Subsets
+		return c
+	}); err != nil {
+		return fmt.Errorf("kubernetes endpoints: %w", err)
+	}
+	sliceRes := s.reg.byGVR[discoveryv1.SchemeGroupVersion.WithResource("endpointslices")]
+	slice := &discoveryv1.EndpointSlice{
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("https"), Port: ptr(int32(portNum)), Protocol: ptr(corev1.ProtocolTCP)}},
+	}
+	slice.Name, slice.Namespace = "kubernetes", "default"
+	slice.Labels = map[string]string{discoveryv1.LabelServiceName: "kubernetes", discoveryv1.LabelManagedBy: "skep-apiserver"}
+	if err := s.ensure(ctx, sliceRes, slice, func(cur runtime.Object) runtime.Object {
+		c := cur.(*discoveryv1.EndpointSlice)
+		c.Endpoints, c.Ports = slice.Endpoints, slice.Ports
+		return c
+	}); err != nil {
+		return fmt.Errorf("kubernetes endpointslice: %w", err)
 	}
 	return nil
 }
 
-// createInternal creates an object the server itself owns unless it exists.
-func (s *Server) createInternal(ctx context.Context, res *resource, obj interface{ GetName() string }) error {
-	o := obj.(interface {
-		GetName() string
-		GetNamespace() string
-	})
-	if _, err := s.store.Get(ctx, res.key(o.GetNamespace(), o.GetName())); err == nil {
-		return nil
+// ensure creates an object the server itself owns; when it exists and
+// reconcile is set, reconcile brings the stored object up to date (a
+// restart on another address or port).
+func (s *Server) ensure(ctx context.Context, res *resource, obj runtime.Object, reconcile func(cur runtime.Object) runtime.Object) error {
+	m := mustMeta(obj)
+	if _, err := s.store.Get(ctx, res.key(m.GetNamespace(), m.GetName())); err == nil {
+		if reconcile == nil {
+			return nil
+		}
+		_, err := s.guaranteedUpdate(ctx, res, m.GetNamespace(), m.GetName(), "", false, func(cur runtime.Object) (runtime.Object, int64, error) {
+			return reconcile(cur), 0, nil
+		})
+		return err
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	body := res.newObj()
+	obj.GetObjectKind().SetGroupVersionKind(res.gvk)
 	data, err := encodeJSON(obj)
 	if err != nil {
 		return err
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", strings.NewReader(string(data)))
-	req.URL = &url.URL{Path: "/"}
 	req.Header.Set("Content-Type", "application/json")
-	rw := &captureWriter{header: http.Header{}}
-	_ = body
-	ri := &requestInfo{res: res, namespace: o.GetNamespace(), verb: "create"}
-	if err := s.handleCreate(ctx, rw, req, ri); err != nil && !apierrors.IsAlreadyExists(err) {
+	ri := &requestInfo{res: res, namespace: m.GetNamespace(), verb: "create"}
+	if err := s.handleCreate(ctx, &captureWriter{header: http.Header{}}, req, ri); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	return nil
