@@ -1,0 +1,64 @@
+//go:build knowndefects
+
+package e2e
+
+// Checks for defects found by this suite and reported, kept out of the
+// default build so main stays green until they are fixed. Reproduce with
+//
+//	go test -tags knowndefects -run Defect -v ./test/e2e
+//
+// When one passes, move it into the regular suite (drop it from this file).
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/skep-dev/skep/test/e2e/harness"
+)
+
+// A second `skep server` on a data dir in use fails (store locked) but first
+// rewrites admin.kubeconfig with its own --listen address, so kubectl no
+// longer reaches the server that is running.
+func TestDefectFailedSecondServerRewritesKubeconfig(t *testing.T) {
+	srv := startServer(t)
+	before, err := os.ReadFile(srv.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := exec.CommandContext(ctx, skepBin, "server", "--data-dir", srv.DataDir, "--listen", addr).Run(); err == nil {
+		t.Fatal("second server exited 0")
+	}
+	after, err := os.ReadFile(srv.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Errorf("a second server that failed to start rewrote admin.kubeconfig of the running one:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// PUT with a body whose name differs from the URL's is 400 BadRequest in
+// Kubernetes whatever exists (the name is checked before storage); skep
+// answers 404 when the URL's name does not exist.
+func TestDefectUpdateNameMismatchOnMissingObject(t *testing.T) {
+	srv := startServer(t)
+	c, token, err := srv.HTTPClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, resp, err := harness.Do(context.Background(), c, token, "PUT",
+		"https://"+srv.Addr+"/api/v1/namespaces/default/configmaps/other", "application/json", []byte(validConfigMap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkStatus(t, code, resp, 400)
+}
