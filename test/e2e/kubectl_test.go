@@ -325,6 +325,16 @@ func walkthrough(t *testing.T, k *kubectl) {
 	}
 	errOut = k.fails("apply", "-f", nsFile)
 	wantContains(t, "apply into a missing namespace", errOut, "NotFound", `namespaces "nope" not found`)
+	// A typo in a manifest is refused by the server's strict field validation.
+	typo := filepath.Join(k.home, "typo.yaml")
+	if err := os.WriteFile(typo, bytes.Replace(raw, []byte("name: nginx-deployment"), []byte("name: typo-deployment"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(typo, bytes.Replace(mustRead(t, typo), []byte("replicas: 3"), []byte("replica: 3"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	errOut = k.fails("apply", "-f", typo)
+	wantContains(t, "apply with a typo", errOut, `unknown field "spec.replica"`)
 	errOut = k.fails("get", "deployment", "no-such-deployment")
 	wantContains(t, "get missing", errOut, "NotFound", `"no-such-deployment" not found`)
 
@@ -422,4 +432,13 @@ func chunkedGet(t *testing.T, k *kubectl, srv *harness.Server) {
 			t.Errorf("get -l chunk=yes --chunk-size=%s: %d configmaps, want %d", chunk, len(seen), n)
 		}
 	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
