@@ -910,9 +910,10 @@ func (s *Server) deleteOne(ctx context.Context, res *resource, ns, name string, 
 			}
 		}
 		if om.GetDeletionTimestamp() != nil && !(len(om.GetFinalizers()) == 0 && deletable(res, obj)) {
-			// Only marked: the object stays until its finalizers and grace period end.
+			// Only marked: the object stays until its finalizers and grace
+			// period end; 202 like upstream.
 			if !changed || dryRun {
-				return obj, http.StatusOK, nil
+				return obj, http.StatusAccepted, nil
 			}
 			data, err := encodeForStore(res, obj)
 			if err != nil {
@@ -926,7 +927,7 @@ func (s *Server) deleteOne(ctx context.Context, res *resource, ns, name string, 
 				return nil, 0, storeErr(err, res, name)
 			}
 			om.SetResourceVersion(strconv.FormatInt(rev, 10))
-			return obj, http.StatusOK, nil
+			return obj, http.StatusAccepted, nil
 		}
 		if dryRun {
 			return obj, http.StatusOK, nil
