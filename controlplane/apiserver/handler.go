@@ -458,7 +458,19 @@ func (s *Server) handleCreate(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	m.SetResourceVersion(strconv.FormatInt(rev, 10))
 	addWarnings(w, warnings)
-	return s.respond(w, r, http.StatusCreated, res, obj)
+	return s.respondStored(w, r, http.StatusCreated, res, obj, data, rev)
+}
+
+// respondStored answers a write with the object just stored: for plain
+// JSON the stored bytes with the resourceVersion spliced in, saving an encode.
+func (s *Server) respondStored(w http.ResponseWriter, r *http.Request, code int, res *resource, obj runtime.Object, data []byte, rev int64) error {
+	if of, ok := negotiate(r.Header.Get("Accept")); ok && of == (outputFormat{}) {
+		if js := withResourceVersion(data, rev); js != nil {
+			writeRaw(w, code, js, false)
+			return nil
+		}
+	}
+	return s.respond(w, r, code, res, obj)
 }
 
 // validate runs metadata and resource validation; old is nil on create.
