@@ -470,7 +470,13 @@ func (c *Controller) syncOwner(ctx context.Context, it item) error {
 	}
 	switch {
 	case slices.Contains(owner.Finalizers, metav1.FinalizerOrphanDependents):
-		for _, d := range c.dependents(owner.UID) {
+		// The cache may not have seen a dependent created just before the
+		// delete: unlinking must see every one, so it reads live.
+		deps, err := c.liveDependents(ctx, it.namespace, owner.UID)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
 			refs := slices.DeleteFunc(slices.Clone(d.meta.OwnerReferences), func(r metav1.OwnerReference) bool { return r.UID != owner.UID })
 			if err := c.removeOwnerRefs(ctx, d.gvr, d.meta, refs); err != nil {
 				return err
@@ -485,19 +491,64 @@ func (c *Controller) syncOwner(ctx context.Context, it item) error {
 				// another owner keeps it).
 				c.queue.Add(item{kind: checkDependent, gvr: d.gvr, namespace: d.meta.Namespace, name: d.meta.Name})
 			}
-			for _, r := range d.meta.OwnerReferences {
-				if r.UID == owner.UID && r.BlockOwnerDeletion != nil && *r.BlockOwnerDeletion {
-					blocking++
-				}
+			if blocks(d.meta, owner.UID) {
+				blocking++
 			}
 		}
 		if blocking > 0 {
 			// The dependents' delete/update events requeue the owner.
 			return nil
 		}
+		// The cache says nothing blocks; confirm live before letting the
+		// owner go, so a dependent the cache has not seen yet still blocks.
+		deps, err := c.liveDependents(ctx, it.namespace, owner.UID)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
+			if blocks(d.meta, owner.UID) {
+				return fmt.Errorf("dependent %s %s/%s not yet in the cache", d.gvr.Resource, d.meta.Namespace, d.meta.Name)
+			}
+		}
 		return c.removeFinalizer(ctx, it.gvr, owner, metav1.FinalizerDeleteDependents)
 	}
 	return nil
+}
+
+// blocks says whether obj's reference to owner has blockOwnerDeletion.
+func blocks(obj *metav1.PartialObjectMetadata, owner types.UID) bool {
+	for _, r := range obj.OwnerReferences {
+		if r.UID == owner && r.BlockOwnerDeletion != nil && *r.BlockOwnerDeletion {
+			return true
+		}
+	}
+	return false
+}
+
+// liveDependents lists, from the API rather than the cache, the objects
+// naming uid as an owner. A namespaced owner's dependents live in its
+// namespace (a cluster-scoped object cannot have a namespaced owner); a
+// cluster-scoped owner's may be anywhere.
+func (c *Controller) liveDependents(ctx context.Context, ownerNS string, uid types.UID) ([]dependent, error) {
+	var out []dependent
+	for _, w := range c.resources {
+		if ownerNS != "" && !w.namespaced {
+			continue
+		}
+		list, err := c.meta.Resource(w.gvr).Namespace(ownerNS).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", w.gvr.Resource, err)
+		}
+		for i := range list.Items {
+			for _, r := range list.Items[i].OwnerReferences {
+				if r.UID == uid {
+					out = append(out, dependent{gvr: w.gvr, meta: &list.Items[i]})
+					break
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // removeOwnerRefs drops refs (matched by UID) from obj with a merge patch
@@ -550,4 +601,3 @@ func (c *Controller) patchMeta(ctx context.Context, gvr schema.GroupVersionResou
 	}
 	return nil
 }
-

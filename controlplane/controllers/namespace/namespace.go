@@ -67,11 +67,11 @@ type Options struct {
 
 // Controller empties and finalizes namespaces marked for deletion.
 type Controller struct {
-	kube     kubernetes.Interface
-	meta     metadata.Interface
-	disc     discovery.DiscoveryInterface
-	lister   corelisters.NamespaceLister
-	synced   cache.InformerSynced
+	kube   kubernetes.Interface
+	meta   metadata.Interface
+	disc   discovery.DiscoveryInterface
+	lister corelisters.NamespaceLister
+	synced cache.InformerSynced
 	queue  workqueue.TypedRateLimitingInterface[string]
 	// limiter backs off polling of a namespace whose content lingers.
 	limiter workqueue.TypedRateLimiter[string]
