@@ -15,7 +15,7 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # The one test command: unit, privileged (as root) and e2e tests.
-test: build vet
+test: build vet bpf-check
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unprivileged unit tests only.
