@@ -564,6 +564,17 @@ func TestBadInput(t *testing.T) {
 		{"not acceptable", "GET", cmPath, "", "", []string{"Accept", "application/vnd.kubernetes.protobuf"}, 406, metav1.StatusReasonNotAcceptable},
 		{"unsupported media type", "POST", cmPath, "text/plain", "hi", nil, 415, metav1.StatusReasonUnsupportedMediaType},
 		{"bad token", "GET", cmPath, "", "", []string{"Authorization", "Bearer nope"}, 401, metav1.StatusReasonUnauthorized},
+		{"bad limit", "GET", cmPath + "?limit=-3", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		{"bad resourceVersion", "GET", cmPath + "?resourceVersion=abc", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		{"bad resourceVersionMatch", "GET", cmPath + "?resourceVersionMatch=Sometimes", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		{"bad timeoutSeconds", "GET", cmPath + "?watch=true&timeoutSeconds=x", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		{"bad includeObject", "GET", cmPath + "?includeObject=Everything", "", "", []string{"Accept", "application/json;as=Table;v=v1;g=meta.k8s.io"}, 400, metav1.StatusReasonBadRequest},
+		{"bad fieldValidation", "POST", cmPath + "?fieldValidation=Loose", "application/json", `{}`, nil, 400, metav1.StatusReasonBadRequest},
+		{"bad dryRun", "POST", cmPath + "?dryRun=Some", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d"}}`, nil, 400, metav1.StatusReasonBadRequest},
+		{"bad propagationPolicy", "DELETE", cmPath + "/x?propagationPolicy=Sideways", "", "", nil, 422, metav1.StatusReasonInvalid},
+		{"sendInitialEvents without match", "GET", cmPath + "?watch=true&sendInitialEvents=true", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		{"watch on a missing pod log", "GET", "/api/v1/namespaces/default/pods/nope/log", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		{"patch without type", "PATCH", cmPath + "/x", "application/json", `{}`, nil, 415, metav1.StatusReasonUnsupportedMediaType},
 		{"namespace mismatch", "POST", cmPath, "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"kube-system"}}`, nil, 400, metav1.StatusReasonBadRequest},
 	}
 	for _, c := range cases {
