@@ -69,8 +69,9 @@
 //
 // All maps are BTF-typed, so `bpftool map dump pinned` prints field names:
 //
-//	lb4_services    (VIP, port, proto, scope, slot) → slot 0: count, qcount,
-//	                rev_nat_id, flags, affinity_timeout; slot i: backend_id
+//	lb4_services    (VIP, port, proto, scope, slot, bank) → slot 0: count,
+//	                qcount, rev_nat_id, flags, affinity_timeout, gen;
+//	                slot i of bank gen&1: backend_id, gen
 //	lb4_backends    backend_id → address, port, proto, state, flags
 //	lb4_revnat      rev_nat_id → VIP, port
 //	lb4_svc_names   rev_nat_id → "namespace/name:port" (for tools only)
@@ -87,9 +88,19 @@
 //
 // # Update order
 //
-// Writers go backends → slots → slot 0 → removal of extra slots →
-// removal of unreferenced backends, so a lookup racing with an update reads
-// a count and finds every slot up to it, each naming a backend that exists.
+// Writers go backends (new ones, and those turning Active) → slots → slot
+// 0 → removal of old slots → backends turning Terminating, then removal of
+// unreferenced ones. A program reads slot 0 and then a slot, without a
+// lock, while the writer may run on another CPU; so slots are never
+// rewritten in place. A service whose slots change is written whole into
+// the other bank under a new generation (one counter for all services, so
+// never reused), and the single write of slot 0 switches count and bank
+// together: a reader sees the old service or the new one. A service that
+// only changes its count or loses a tail keeps its slots. A reader that
+// finds its slot missing or of another generation (a writer replaced the
+// service after the reader read slot 0), or naming a backend that is gone
+// or not Active, reads slot 0 again; after a few such misses it takes the
+// first usable slot of the generation it read (pick_backend).
 //
 // # Kernel
 //

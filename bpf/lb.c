@@ -71,23 +71,63 @@ lookup_service(struct lb4_key *key)
 	return bpf_map_lookup_elem(&lb4_services, key);
 }
 
-/* pick_backend chooses an Active backend of the service whose slot-0 key is
- * key (key->slot is clobbered). client identifies the client for ClientIP
- * affinity: a netns cookie (netns=1) or an IPv4 address. */
+#define PICK_TRIES 4 /* reads of slot 0 before the deterministic fallback */
+#define PICK_SCAN 32  /* slots the fallback looks at */
+
+/* slot_backend returns the backend in slot `slot` of the bank of generation
+ * gen, if that slot was written for gen and names an Active backend: a
+ * slot missing or of another generation means a writer replaced the
+ * service since slot 0 was read (see struct lb4_key); a backend missing or
+ * no longer Active, that it removed or retired one. */
 static __always_inline struct lb4_backend *
-pick_backend(struct lb4_key *key, __u16 count, __u16 rev_nat_id,
-	     __u32 affinity_timeout, __u64 client, __u8 netns, __u32 *backend_id)
+slot_backend(struct lb4_key *key, __u32 gen, __u16 slot, __u32 *backend_id)
+{
+	struct lb4_service *s;
+	struct lb4_backend *be;
+	__u32 id;
+
+	key->bank = gen & 1;
+	key->slot = slot;
+	s = lookup_service(key);
+	if (!s || s->gen != gen)
+		return NULL;
+	id = s->backend_id;
+	be = bpf_map_lookup_elem(&lb4_backends, &id);
+	if (!be || be->state != LB_BACKEND_ACTIVE)
+		return NULL;
+	*backend_id = id;
+	return be;
+}
+
+/* pick_backend chooses an Active backend of the service svc, found at key
+ * (slot 0; key->slot and key->bank are clobbered). client identifies the
+ * client for ClientIP affinity: a netns cookie (netns=1) or an IPv4
+ * address.
+ *
+ * Slot 0 and then a slot are two lookups without a lock, and a writer may
+ * replace the service in between: a slot that does not belong to the
+ * generation read (or names a backend that is gone or not Active) sends
+ * the reader back to slot 0 for the current generation (generations are
+ * never reused, so a slot tagged with the one read is this service's). After PICK_TRIES
+ * such misses (a writer replacing the service again and again) the first
+ * usable slot of the last generation read is taken. */
+static __always_inline struct lb4_backend *
+pick_backend(struct lb4_key *key, struct lb4_service *svc, __u64 client,
+	     __u8 netns, __u32 *backend_id)
 {
 	struct lb4_affinity_key akey = {
 		.client = client,
-		.rev_nat_id = rev_nat_id,
+		.rev_nat_id = svc->rev_nat_id,
 		.netns = netns,
 	};
+	__u32 affinity_timeout = svc->affinity_timeout;
+	__u32 gen = svc->gen;
+	__u16 count = svc->count;
 	struct lb4_affinity_val aval = {};
-	struct lb4_service *slot;
 	struct lb4_backend *be;
 	__u64 now = 0;
 	__u32 id;
+	int i;
 
 	if (affinity_timeout) {
 		struct lb4_affinity_val *a;
@@ -105,28 +145,44 @@ pick_backend(struct lb4_key *key, __u16 count, __u16 rev_nat_id,
 		}
 	}
 
-	if (count == 0)
-		return NULL;
-	key->slot = (bpf_get_prandom_u32() % count) + 1;
-	slot = lookup_service(key);
-	if (!slot) {
-		/* The service shrank between reading the count and the
-		 * slot: slot 1 exists whenever count > 0. */
-		key->slot = 1;
-		slot = lookup_service(key);
-		if (!slot)
+	for (i = 0; i < PICK_TRIES; i++) {
+		if (i > 0) {
+			key->bank = 0;
+			key->slot = 0;
+			svc = lookup_service(key);
+			if (!svc)
+				return NULL; /* deleted meanwhile */
+			gen = svc->gen;
+			count = svc->count;
+		}
+		/* An empty service refuses; but confirm it with a fresh read
+		 * of slot 0 first: a hash map element replaced by a writer
+		 * may be reused at once for another entry, so a value read
+		 * through an old pointer can be another entry's (a slot's,
+		 * whose count is 0). Any other field so misread shows as a
+		 * generation no slot of this service carries. */
+		if (count == 0) {
+			if (i == 0)
+				continue;
 			return NULL;
+		}
+		be = slot_backend(key, gen, (bpf_get_prandom_u32() % count) + 1,
+				  backend_id);
+		if (be)
+			goto found;
 	}
-	id = slot->backend_id;
-	be = bpf_map_lookup_elem(&lb4_backends, &id);
-	if (!be)
-		return NULL;
+	for (i = 1; i <= PICK_SCAN && i <= count; i++) {
+		be = slot_backend(key, gen, i, backend_id);
+		if (be)
+			goto found;
+	}
+	return NULL;
+found:
 	if (affinity_timeout) {
 		aval.last_used = now;
-		aval.backend_id = id;
+		aval.backend_id = *backend_id;
 		bpf_map_update_elem(&lb4_affinity, &akey, &aval, BPF_ANY);
 	}
-	*backend_id = id;
 	return be;
 }
 
@@ -144,8 +200,8 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx, __be32 vip,
 	struct lb4_sock_val sval = {};
 	struct lb4_service *svc;
 	struct lb4_backend *be;
-	__u32 backend_id = 0, timeout;
-	__u16 count, rev_nat_id;
+	__u32 backend_id = 0;
+	__u16 rev_nat_id;
 	__u8 proto = ctx->protocol;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
@@ -167,15 +223,8 @@ static __always_inline int sock4_xlate(struct bpf_sock_addr *ctx, __be32 vip,
 		if (!svc)
 			return 0;
 	}
-	count = svc->count;
 	rev_nat_id = svc->rev_nat_id;
-	timeout = svc->affinity_timeout;
-	if (count == 0) {
-		count_service(rev_nat_id, 0, 0, 0, 1);
-		return -ECONNREFUSED;
-	}
-	be = pick_backend(&key, count, rev_nat_id, timeout,
-			  bpf_get_netns_cookie(ctx), 1, &backend_id);
+	be = pick_backend(&key, svc, bpf_get_netns_cookie(ctx), 1, &backend_id);
 	if (!be) {
 		count_service(rev_nat_id, 0, 0, 0, 1);
 		return -ECONNREFUSED;
@@ -561,7 +610,7 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 	struct lb4_service *svc;
 	struct lb4_backend *be;
 	__u32 backend_id = 0;
-	__u16 count, rev_nat_id;
+	__u16 rev_nat_id;
 	__be32 baddr, snat_addr = 0;
 	__be16 bport, snat_port = 0;
 	int i;
@@ -574,7 +623,6 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 	}
 	if (!svc)
 		return TC_ACT_OK;
-	count = svc->count;
 	rev_nat_id = svc->rev_nat_id;
 
 	ct = bpf_map_lookup_elem(&lb4_ct, &ckey);
@@ -595,8 +643,7 @@ static __always_inline int nodeport_xlate(struct __sk_buff *skb, struct pkt4 *p)
 		bpf_map_delete_elem(&lb4_ct, &ckey);
 	}
 
-	be = pick_backend(&key, count, rev_nat_id, svc->affinity_timeout,
-			  p->saddr, 0, &backend_id);
+	be = pick_backend(&key, svc, p->saddr, 0, &backend_id);
 	if (!be) {
 		count_service(rev_nat_id, 0, 0, 0, 1);
 		return TC_ACT_SHOT;

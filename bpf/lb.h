@@ -22,17 +22,25 @@
 /* Service flags in slot 0. Room for Maglev, DSR, traffic policy Local. */
 #define LB_SVC_F_AFFINITY (1 << 0)
 
-/* Service map key: one frontend, one slot. Slot 0 is the service itself
- * (count, rev-NAT id, affinity); slots 1..count hold the Active backends;
- * slots count+1..count+qcount hold Terminating ones (kept so that the
- * control loop can read the full service back; never picked). */
+/* Service map key: one frontend, one slot. Slot 0 (bank 0) is the service
+ * itself (count, rev-NAT id, affinity, generation); slots 1..count of the
+ * bank gen & 1 hold the Active backends, slots count+1..count+qcount the
+ * Terminating ones (kept so that the control loop can read the full service
+ * back; never picked).
+ *
+ * Two banks, so that a service is replaced atomically: the writer fills the
+ * bank slot 0 does not point at, tagging every slot with the new
+ * generation, then rewrites slot 0 (one element swap: readers see the old
+ * or the new value, never a mix), then deletes the old bank. A reader that
+ * read slot 0 and then finds a slot missing, or tagged with another
+ * generation, raced a writer and reads slot 0 again (pick_backend). */
 struct lb4_key {
 	__be32 address;
 	__be16 dport;
 	__u8 proto;
 	__u8 scope;
 	__u16 slot;
-	__u16 pad;
+	__u16 bank; /* slot > 0: gen & 1 of the service they belong to */
 };
 
 struct lb4_service {
@@ -43,6 +51,8 @@ struct lb4_service {
 	__u8 flags;             /* slot 0: LB_SVC_F_* */
 	__u8 pad;
 	__u32 affinity_timeout; /* slot 0: seconds; 0 = no affinity */
+	__u32 gen;              /* slot 0: generation of the slots; slot > 0: the
+				 * generation the slot was written for */
 };
 
 struct lb4_backend {
@@ -143,7 +153,9 @@ struct lb4_term_key {
  * restarted proxy and the CLI can name what they find in the maps. Never
  * read by the programs. */
 struct lb4_svc_name {
-	char name[128];
+	/* "namespace/name:portname" is at most 63+1+63+1+15 = 143 bytes:
+	 * never shortened (the proxy compares names when it adopts maps). */
+	char name[160];
 };
 
 #define LB_SERVICES_MAX 262144

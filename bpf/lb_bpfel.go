@@ -78,7 +78,7 @@ type lbLb4Key struct {
 	Proto   uint8
 	Scope   uint8
 	Slot    uint16
-	Pad     uint16
+	Bank    uint16
 }
 
 type lbLb4Revnat struct {
@@ -97,6 +97,7 @@ type lbLb4Service struct {
 	Flags           uint8
 	Pad             uint8
 	AffinityTimeout uint32
+	Gen             uint32
 }
 
 type lbLb4SockKey struct {
@@ -116,7 +117,7 @@ type lbLb4SockVal struct {
 
 type lbLb4SvcName struct {
 	_    structs.HostLayout
-	Name [128]int8
+	Name [160]int8
 }
 
 type lbLb4TermKey struct {

@@ -42,6 +42,9 @@ type service struct {
 	affinity uint32   // seconds
 	slots    []uint32 // backend ids of slots 1..len: Active first, then Terminating
 	count    uint16   // Active ones
+	// gen is the generation of the slots: they sit in bank gen&1 and carry
+	// gen, so a reader can tell them from a replaced service's (lb.h).
+	gen uint32
 }
 
 // state mirrors the maps: it is rebuilt from them on Load, so a restarted
@@ -53,6 +56,10 @@ type state struct {
 	revNats     map[uint16]datapath.Frontend
 	nextBackend uint32
 	nextRevNat  uint16
+	// lastGen is the last slot generation handed out: one counter for
+	// every service, so a generation is never reused (not even by a
+	// frontend deleted and made again) while a reader may hold it.
+	lastGen uint32
 	// strays are slots of no service (a writer died before slot 0).
 	strays []lbLb4Key
 }
@@ -68,6 +75,8 @@ func newState() *state {
 	}
 }
 
+// frontendKey is the key of a frontend's slot 0 (slot 0) or of a slot of
+// bank 0.
 func frontendKey(f datapath.Frontend, slot uint16) lbLb4Key {
 	return lbLb4Key{
 		Address: ip4(f.IP),
@@ -76,6 +85,24 @@ func frontendKey(f datapath.Frontend, slot uint16) lbLb4Key {
 		Scope:   uint8(f.Scope),
 		Slot:    slot,
 	}
+}
+
+// slotKey is the key of backend slot (1..) of a frontend's generation gen.
+func slotKey(f datapath.Frontend, gen uint32, slot uint16) lbLb4Key {
+	k := frontendKey(f, slot)
+	k.Bank = uint16(gen & 1)
+	return k
+}
+
+// nextGen hands out a slot generation, never 0 (a zeroed slot) and never
+// one of the same bank as cur.
+func (st *state) nextGen(cur uint32) uint32 {
+	g := st.lastGen + 1
+	for g == 0 || g&1 == cur&1 {
+		g++
+	}
+	st.lastGen = g
+	return g
 }
 
 func keyFrontend(k *lbLb4Key) datapath.Frontend {
@@ -101,8 +128,10 @@ func validFrontend(f datapath.Frontend) error {
 }
 
 // UpsertService makes svc.Frontend serve exactly svc. Writes go backends →
-// slots → slot 0 → extra slots removed → unreferenced backends removed, so a
-// lookup at any moment sees a count whose slots all exist.
+// slots → slot 0 → old slots removed → unreferenced backends removed. When
+// the slots change (other than by dropping a tail) the new ones go to the
+// other bank under a new generation and slot 0 flips to them in one write,
+// so a lookup sees the old service or the new one, never a mix (lb.h).
 func (lb *LB) UpsertService(svc datapath.Service) error {
 	return lb.UpsertServices([]datapath.Service{svc})
 }
@@ -149,7 +178,10 @@ func (lb *LB) UpsertServices(svcs []datapath.Service) error {
 		return err
 	}
 
-	// 5. Slots past each new end, then backends no slot names any more.
+	// 5. The old generation's slots (or, for a service that kept its
+	// generation, those past its new end), then backends no slot names
+	// any more. A reader still on the old generation misses them and
+	// reads slot 0 again.
 	m := &lb.objs.lbMaps
 	var (
 		stale []lbLb4Key
@@ -159,8 +191,12 @@ func (lb *LB) UpsertServices(svcs []datapath.Service) error {
 		if p.old == nil {
 			continue
 		}
-		for i := len(p.cur.slots); i < len(p.old.slots); i++ {
-			stale = append(stale, frontendKey(p.f, uint16(i+1)))
+		from := 0
+		if p.old.gen == p.cur.gen {
+			from = len(p.cur.slots)
+		}
+		for i := from; i < len(p.old.slots); i++ {
+			stale = append(stale, slotKey(p.f, p.old.gen, uint16(i+1)))
 		}
 	}
 	var errs []error
@@ -274,22 +310,33 @@ func (lb *LB) writeUpserts(plans []upsert) error {
 		}
 	}
 
-	// 3. Slots 1..n, only those that changed.
+	// 3. Slots 1..n. A service whose slots are unchanged, or only lose a
+	// tail, keeps its generation: slot 0 alone changes (and the tail goes
+	// in step 5), and a reader of the old slot 0 finds each slot it may
+	// pick as it was or missing. Any other change writes the whole list
+	// into the other bank under a new generation, which no reader uses
+	// until slot 0 names it. (Writing in place instead would let a reader
+	// holding the old count pick a slot that now names another backend,
+	// a Terminating one say.)
 	var (
 		keys []lbLb4Key
 		vals []lbLb4Service
 	)
-	for _, p := range plans {
-		var oldSlots []uint32
-		if p.old != nil {
-			oldSlots = p.old.slots
+	for i := range plans {
+		p := &plans[i]
+		if p.old != nil && p.old.gen != 0 && len(p.cur.slots) <= len(p.old.slots) &&
+			slices.Equal(p.cur.slots, p.old.slots[:len(p.cur.slots)]) {
+			p.cur.gen = p.old.gen
+			continue
 		}
-		for i, id := range p.cur.slots {
-			if i < len(oldSlots) && oldSlots[i] == id {
-				continue
-			}
-			keys = append(keys, frontendKey(p.f, uint16(i+1)))
-			vals = append(vals, lbLb4Service{BackendId: id})
+		var cur uint32
+		if p.old != nil {
+			cur = p.old.gen
+		}
+		p.cur.gen = st.nextGen(cur)
+		for j, id := range p.cur.slots {
+			keys = append(keys, slotKey(p.f, p.cur.gen, uint16(j+1)))
+			vals = append(vals, lbLb4Service{BackendId: id, Gen: p.cur.gen})
 		}
 	}
 	if len(keys) > 0 {
@@ -298,14 +345,14 @@ func (lb *LB) writeUpserts(plans []upsert) error {
 		}
 	}
 
-	// 4. Slot 0: from here on lookups use the new count.
+	// 4. Slot 0: from here on lookups use the new count and generation.
 	keys, vals = keys[:0], vals[:0]
 	for _, p := range plans {
 		c, o := p.cur, p.old
-		if o != nil && o.count == c.count && len(o.slots) == len(c.slots) && o.affinity == c.affinity {
+		if o != nil && o.count == c.count && len(o.slots) == len(c.slots) && o.affinity == c.affinity && o.gen == c.gen {
 			continue
 		}
-		v := lbLb4Service{Count: c.count, Qcount: uint16(p.term), RevNatId: c.revNat, AffinityTimeout: c.affinity}
+		v := lbLb4Service{Count: c.count, Qcount: uint16(p.term), RevNatId: c.revNat, AffinityTimeout: c.affinity, Gen: c.gen}
 		if c.affinity > 0 {
 			v.Flags |= svcFlagAffinity
 		}
@@ -377,7 +424,7 @@ func (lb *LB) DeleteService(f datapath.Frontend) error {
 	var errs []error
 	slots := make([]lbLb4Key, len(old.slots))
 	for i := range old.slots {
-		slots[i] = frontendKey(f, uint16(i+1))
+		slots[i] = slotKey(f, old.gen, uint16(i+1))
 	}
 	if err := lb.deleteKeys(m.Lb4Services, slots); err != nil {
 		errs = append(errs, fmt.Errorf("delete slots: %w", err))
@@ -635,17 +682,20 @@ func readState(m *lbMaps) (*state, error) {
 	st := newState()
 	type slotVal struct {
 		slot uint16
+		bank uint16
 		id   uint32
+		gen  uint32
 	}
 	heads := map[datapath.Frontend]lbLb4Service{}
 	slots := map[datapath.Frontend][]slotVal{}
 	slotKeys := map[datapath.Frontend][]lbLb4Key{}
 	err := batchRead(m.Lb4Services, func(k *lbLb4Key, v *lbLb4Service) {
 		f := keyFrontend(k)
-		if k.Slot == 0 {
+		st.lastGen = max(st.lastGen, v.Gen)
+		if k.Slot == 0 && k.Bank == 0 {
 			heads[f] = *v
 		} else {
-			slots[f] = append(slots[f], slotVal{k.Slot, v.BackendId})
+			slots[f] = append(slots[f], slotVal{k.Slot, k.Bank, v.BackendId, v.Gen})
 			slotKeys[f] = append(slotKeys[f], *k)
 		}
 	})
@@ -680,11 +730,14 @@ func readState(m *lbMaps) (*state, error) {
 		}
 	}
 	for f, h := range heads {
-		s := &service{revNat: h.RevNatId, affinity: h.AffinityTimeout, count: h.Count, name: names[h.RevNatId]}
+		s := &service{revNat: h.RevNatId, affinity: h.AffinityTimeout, count: h.Count, name: names[h.RevNatId], gen: h.Gen}
 		n := int(h.Count) + int(h.Qcount)
 		s.slots = make([]uint32, n)
 		for i, sv := range slots[f] {
-			if int(sv.slot) <= n {
+			// Slots of another generation (a writer died before
+			// flipping slot 0, or before deleting the old bank) are
+			// strays.
+			if sv.slot >= 1 && int(sv.slot) <= n && sv.gen == h.Gen && sv.bank == uint16(h.Gen&1) {
 				s.slots[sv.slot-1] = sv.id
 			} else {
 				st.strays = append(st.strays, slotKeys[f][i])
