@@ -28,7 +28,6 @@ import (
 
 	"github.com/skep-dev/skep/bpf"
 	"github.com/skep-dev/skep/proxy"
-	"github.com/skep-dev/skep/proxy/datapath"
 )
 
 func init() {
@@ -143,7 +142,7 @@ func runProxy(args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p, err := proxy.New(proxy.Config{
 		Client:       client,
-		Datapath:     lbWithCounters{lb},
+		Datapath:     lb, // also datapath.Counters: per-frontend counters on /metrics
 		Node:         node,
 		Workers:      *workers,
 		ResyncPeriod: *resync,
@@ -276,25 +275,4 @@ func healthzHandler(p *proxy.Proxy) http.HandlerFunc {
 			"healthy":     healthy,
 		})
 	}
-}
-
-// lbWithCounters gives the proxy the data path's per-frontend counters.
-// (bpf.LB could implement datapath.Counters itself; until then, this.)
-type lbWithCounters struct{ *bpf.LB }
-
-func (l lbWithCounters) ServiceCounters() (map[datapath.Frontend]datapath.Counts, error) {
-	infos, err := l.ServicesInfo()
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[datapath.Frontend]datapath.Counts, len(infos))
-	for _, s := range infos {
-		out[s.Frontend] = datapath.Counts{
-			Connections: s.Counters.Connects,
-			Refused:     s.Counters.Refused,
-			Packets:     s.Counters.Packets,
-			Bytes:       s.Counters.Bytes,
-		}
-	}
-	return out, nil
 }
