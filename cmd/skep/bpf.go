@@ -17,7 +17,10 @@ func init() {
 	register("bpf", "print the eBPF data path's pinned maps (services, backends, conntrack)", runBPF)
 }
 
-func runBPF(args []string) error {
+func runBPF(args []string) error { return printBPF(os.Stdout, args) }
+
+// printBPF prints the table args name to out.
+func printBPF(out io.Writer, args []string) error {
 	fs := flag.NewFlagSet("bpf", flag.ContinueOnError)
 	node := fs.String("node", "", "node whose maps to print (pinned under "+bpf.PinRoot+"/NODE)")
 	pinDir := fs.String("pin-dir", "", "pin directory to read instead of the node's")
@@ -42,7 +45,7 @@ func runBPF(args []string) error {
 		return err
 	}
 	defer p.Close()
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	defer w.Flush()
 	switch what {
 	case "services", "svc", "lb":
