@@ -178,12 +178,20 @@ func runLabGet(args []string) error {
 	fs := flag.NewFlagSet("lab get", flag.ContinueOnError)
 	count := fs.Int("count", 1, "requests, each on a new connection")
 	timeout := fs.Duration("timeout", 2*time.Second, "bound of each request")
+	cacert := fs.String("cacert", "", "CA file an https server must chain to")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: skep lab get [--count N] [--timeout D] URL")
+		return errors.New("usage: skep lab get [--count N] [--timeout D] [--cacert FILE] URL")
 	}
-	lab.Get(os.Stdout, fs.Arg(0), *count, *timeout)
+	var ca []byte
+	if *cacert != "" {
+		var err error
+		if ca, err = os.ReadFile(*cacert); err != nil {
+			return err
+		}
+	}
+	lab.Get(os.Stdout, fs.Arg(0), *count, *timeout, ca)
 	return nil
 }

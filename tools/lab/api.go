@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -34,6 +35,29 @@ func (c Config) Client() (kubernetes.Interface, error) {
 	}
 	rc.Timeout = 10 * time.Second
 	return kubernetes.NewForConfig(rc)
+}
+
+// writeNodeKubeconfig writes the nodes' kubeconfig: the admin one with
+// the server at the API's underlay address (the certificate has it as a
+// SAN: it is the server's advertise address), and the CA alone, for the
+// demo's in-cluster check.
+func (c Config) writeNodeKubeconfig(apiAddr string) error {
+	kc, err := clientcmd.LoadFromFile(c.Kubeconfig())
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	var ca []byte
+	for _, cl := range kc.Clusters {
+		cl.Server = "https://" + apiAddr
+		ca = cl.CertificateAuthorityData
+	}
+	if err := clientcmd.WriteToFile(*kc, c.nodeKubeconfig()); err != nil {
+		return fmt.Errorf("node kubeconfig: %w", err)
+	}
+	if err := os.WriteFile(c.caFile(), ca, 0o644); err != nil {
+		return fmt.Errorf("ca file: %w", err)
+	}
+	return nil
 }
 
 func selector() string { return managedByKey + "=" + managedByValue }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -164,15 +165,27 @@ func (c Config) netnsPath(name string) string {
 }
 
 // Files in Dir.
-func (c Config) stateFile() string  { return filepath.Join(c.Dir, "lab.json") }
-func (c Config) pidFile() string    { return filepath.Join(c.Dir, "server.pid") }
-func (c Config) logDir() string     { return filepath.Join(c.Dir, "log") }
-func (c Config) logFile() string    { return filepath.Join(c.logDir(), "server.log") }
-func (c Config) dataDir() string    { return filepath.Join(c.Dir, "server") }
-func (c Config) cniDir() string     { return filepath.Join(c.Dir, "cni") }
-func (c Config) podsDir() string    { return filepath.Join(c.Dir, "pods") }
-func (c Config) Kubeconfig() string { return filepath.Join(c.dataDir(), "admin.kubeconfig") }
-func (c Config) LogDir() string     { return c.logDir() }
+func (c Config) stateFile() string      { return filepath.Join(c.Dir, "lab.json") }
+func (c Config) pidFile() string        { return filepath.Join(c.Dir, "server.pid") }
+func (c Config) logDir() string         { return filepath.Join(c.Dir, "log") }
+func (c Config) logFile() string        { return filepath.Join(c.logDir(), "server.log") }
+func (c Config) dataDir() string        { return filepath.Join(c.Dir, "server") }
+func (c Config) cniDir() string         { return filepath.Join(c.Dir, "cni") }
+func (c Config) podsDir() string        { return filepath.Join(c.Dir, "pods") }
+func (c Config) Kubeconfig() string     { return filepath.Join(c.dataDir(), "admin.kubeconfig") }
+func (c Config) nodeKubeconfig() string { return filepath.Join(c.Dir, "node.kubeconfig") }
+func (c Config) caFile() string         { return filepath.Join(c.Dir, "ca.crt") }
+func (c Config) LogDir() string         { return c.logDir() }
+
+// apiAddr is where nodes and pods reach the API: the switch's address on
+// the underlay, with the server's port.
+func (c Config) apiAddr() (string, error) {
+	_, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return "", fmt.Errorf("listen address %q: %w", c.Listen, err)
+	}
+	return net.JoinHostPort(c.SwitchIP().String(), port), nil
+}
 
 // routeMetric tags this lab's unreachable routes: two labs (a user's and
 // a test's) may both hold one for the same prefix, each removes its own.

@@ -30,9 +30,15 @@ type DemoResult struct {
 	NodePort         int32
 	NodePortAnswers  map[string]int
 	NodePortFailures int
+	// InClusterAPI is what https://10.96.0.1/readyz answered the client
+	// pod ("ok" when the API is reachable the in-cluster way).
+	InClusterAPI string
 	// Backends names the backend pods and their nodes.
 	Backends map[string]string
 }
+
+// kubernetesServiceIP is the API's ClusterIP (the first of 10.96.0.0/12).
+const kubernetesServiceIP = "10.96.0.1"
 
 // Demo sizes: bounded, and enough for a uniform pick over 3 backends to hit
 // each one (the chance that 30 picks miss one is about 1.5e-5).
@@ -148,6 +154,18 @@ func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 		}
 	}
 
+	// In-cluster clients: the kubernetes service's endpoint is the API's
+	// underlay address (the server's advertise address), served by the
+	// relay; the certificate names 10.96.0.1.
+	url := "https://" + kubernetesServiceIP + "/readyz"
+	fmt.Fprintf(w, "\n== the API from pod client, as in-cluster clients reach it: %s (CA-verified)\n", url)
+	lines, err = c.get(ctx, client.Name, url, 1, "--cacert", c.caFile())
+	if err != nil {
+		return nil, err
+	}
+	res.InClusterAPI = strings.Join(lines, " ")
+	fmt.Fprintf(w, "  %s\n", res.InClusterAPI)
+
 	fmt.Fprintf(w, "\n== skep bpf services --node %s\n", n1.Name)
 	out, err := exec.CommandContext(ctx, c.Binary, "bpf", "services", "--node", n1.Name).CombinedOutput()
 	w.Write(out)
@@ -193,10 +211,11 @@ func waitProgrammed(ctx context.Context, n Node, clusterIP string, nodePort int3
 
 // get runs `skep lab get` where target lives (see Command) and returns
 // its lines. It is bounded by count requests of at most 2 s each.
-func (c Config) get(ctx context.Context, target, url string, count int) ([]string, error) {
+func (c Config) get(ctx context.Context, target, url string, count int, flags ...string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(count)*2*time.Second+10*time.Second)
 	defer cancel()
-	cmd, cleanup, err := c.Command(ctx, target, []string{c.Binary, "lab", "get", "--count", strconv.Itoa(count), "--timeout", "2s", url})
+	argv := append([]string{c.Binary, "lab", "get", "--count", strconv.Itoa(count), "--timeout", "2s"}, flags...)
+	cmd, cleanup, err := c.Command(ctx, target, append(argv, url))
 	if err != nil {
 		return nil, err
 	}

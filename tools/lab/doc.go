@@ -6,12 +6,12 @@
 //
 //	root netns                 switch netns <p>-sw            node netns <p>-n1, <p>-n2 …
 //	──────────                 ───────────────────            ─────────────────────────
-//	skep server 127.0.0.1:6443 bridge sw0 172.31.77.1/24      lab0 172.31.77.(10+i)/24, veth to sw0
-//	unreachable routes for     port n1 ─────────────────────▶ ip_forward, routes to the other
-//	  10.244/16, 10.96/12,     port n2 ─────────────────────▶   nodes' pod /24 via their lab0
-//	  172.31.77/24                                            skep proxy (tcx on lab0, socket-LB
-//	skep lab relay ─ listens on 127.0.0.1:6443 in each node ─▶   on cgroup <cgroup2>/<p>/n<i>)
-//	                                                          bridge skep0 10.244.i.1 (skep-cni)
+//	skep server 127.0.0.1:6443 bridge sw0 172.31.77.1/24 ──── lab0 172.31.77.(10+i)/24, veth to sw0
+//	unreachable routes for     routes to every pod /24        ip_forward, routes to the other
+//	  10.244/16, 10.96/12,       via its node                   nodes' pod /24 via their lab0
+//	  172.31.77/24             skep lab relay listening on    skep proxy (tcx on lab0, socket-LB
+//	                             172.31.77.1:6443 → the         on cgroup <cgroup2>/<p>/n<i>)
+//	                             server in the root netns     bridge skep0 10.244.i.1 (skep-cni)
 //
 // Nodes are named <p>-n<i> (p is the prefix, "skeplab" by default): the
 // netns, the Node object and the bpffs pin directory /sys/fs/bpf/skep/<p>-n<i>
@@ -19,22 +19,27 @@
 // /24 of the pod range. Node objects are written through the API with
 // podCIDR, InternalIP and a Ready condition.
 //
-// # Reaching the API server from the nodes
+// # Reaching the API server from the nodes and pods
 //
-// The server listens on the root netns's loopback, which no node netns
-// can reach. The lab runs a relay (`skep lab relay`, one process) that
-// opens a listening socket inside each node netns on the server's own
-// address (127.0.0.1:6443) and copies each connection to the server in the
-// root netns — the k3s agent's local API load balancer, in effect. Why this
-// and not a veth from the root netns into the switch with the server on
-// 172.31.77.1: `skep server` listens on one address only, and listening on
-// 0.0.0.0 would expose the API on the machine's real interface; the relay
-// also keeps the root netns without any link into the lab, so a lab packet
-// has no way out but the (unreachable-routed) void. TLS passes through, so
-// the admin kubeconfig, its CA and the certificate's 127.0.0.1 SAN work
-// unchanged on every node. The cost: the server sees node clients as
-// 127.0.0.1, and pods cannot reach it through 10.96.0.1 (the kubernetes
-// service has no EndpointSlice yet anyway).
+// The server listens on the root netns's loopback, which no lab netns can
+// reach, and the root netns has no link into the lab (so a lab packet has
+// no way out of the machine, unreachable routes or not). The lab makes the
+// switch the control plane's presence on the node network: a relay (`skep
+// lab relay`, one process) opens a listening socket inside the switch netns
+// at the switch's address, 172.31.77.1:<port>, and copies each connection
+// to the server in the root netns, TLS untouched. The server runs with
+// --advertise-address 172.31.77.1, which puts that address in its
+// certificate and makes it the kubernetes service's endpoint. So nodes use
+// a kubeconfig (Dir/node.kubeconfig) that is the admin one pointed at
+// 172.31.77.1:<port>, and pods reach the API the in-cluster way, through
+// 10.96.0.1:443 (socket-LB → 172.31.77.1:<port> → their node → the
+// switch, which routes the pod ranges back via the nodes).
+//
+// Why not a veth from the root netns into the switch with the server
+// listening on 172.31.77.1 itself: `skep server` listens on one address,
+// and the user's kubeconfig should stay on 127.0.0.1; listening on 0.0.0.0
+// would expose the API on the machine's real interface. The cost of the
+// relay: the server sees every lab client as 127.0.0.1.
 //
 // # Processes, cgroups and pods
 //

@@ -96,7 +96,10 @@ func Up(ctx context.Context, c Config) (err error) {
 
 	c.Logger.Info("starting the API server", "listen", c.Listen)
 	cmd, exited, err := c.start(daemon{name: "server", cgroup: system,
-		argv: []string{c.Binary, "server", "--data-dir", c.dataDir(), "--listen", c.Listen}})
+		argv: []string{c.Binary, "server", "--data-dir", c.dataDir(), "--listen", c.Listen,
+			// The kubernetes service's endpoint and a certificate SAN:
+			// the relay serves the API there (see the package doc).
+			"--advertise-address", c.SwitchIP().String()}})
 	if err != nil {
 		return err
 	}
@@ -111,29 +114,32 @@ func Up(ctx context.Context, c Config) (err error) {
 	if err := c.makeUnderlay(); err != nil {
 		return err
 	}
-	var nsPaths []string
-	for _, n := range c.AllNodes() {
-		nsPaths = append(nsPaths, c.netnsPath(n.Name))
-	}
-	relay := []string{c.Binary, "lab", "relay", "--listen", c.Listen, "--target", c.Listen}
-	for _, p := range nsPaths {
-		relay = append(relay, "--netns", p)
-	}
-	_, exited, err = c.start(daemon{name: "relay", cgroup: system, argv: relay})
+	// The API on the underlay: the relay listens at the switch's address
+	// (the control plane's address on the node network) and the nodes use
+	// a kubeconfig that points there.
+	apiAddr, err := c.apiAddr()
 	if err != nil {
 		return err
 	}
-	for _, p := range nsPaths {
-		dial := dialerIn(p)
+	_, exited, err = c.start(daemon{name: "relay", cgroup: system, argv: []string{c.Binary, "lab", "relay",
+		"--listen", apiAddr, "--target", c.Listen, "--netns", c.netnsPath(c.switchNetns())}})
+	if err != nil {
+		return err
+	}
+	if err := c.writeNodeKubeconfig(apiAddr); err != nil {
+		return err
+	}
+	for _, n := range c.AllNodes() {
+		dial := dialerIn(c.netnsPath(n.Name))
 		err := poll(ctx, 10*time.Second, exited, func() bool {
-			conn, err := dial("tcp", c.Listen)
+			conn, err := dial("tcp", apiAddr)
 			if err == nil {
 				conn.Close()
 			}
 			return err == nil
 		})
 		if err != nil {
-			return fmt.Errorf("API relay not listening in %s (see %s): %w", p, filepath.Join(c.logDir(), "relay.log"), err)
+			return fmt.Errorf("API relay at %s not reachable from %s (see %s): %w", apiAddr, n.Name, filepath.Join(c.logDir(), "relay.log"), err)
 		}
 	}
 
@@ -152,7 +158,7 @@ func Up(ctx context.Context, c Config) (err error) {
 		c.Logger.Info("starting the proxy", "node", n.Name, "ip", n.IP, "podCIDR", n.PodCIDR)
 		_, exited, err := c.start(daemon{name: "proxy-" + n.Short, cgroup: system, netns: c.netnsPath(n.Name),
 			argv: []string{c.Binary, "proxy",
-				"--kubeconfig", c.Kubeconfig(),
+				"--kubeconfig", c.nodeKubeconfig(),
 				"--node-name", n.Name,
 				"--node-ip", n.IP.String(),
 				"--pod-cidr", n.PodCIDR.String(),
@@ -262,7 +268,7 @@ func Down(c Config, purge bool) error {
 		errs = append(errs, rmCgroupTree(root))
 	}
 	errs = append(errs, c.delGuardRoutes())
-	for _, p := range []string{c.cniDir(), c.podsDir(), c.pidFile()} {
+	for _, p := range []string{c.cniDir(), c.podsDir(), c.pidFile(), c.nodeKubeconfig(), c.caFile()} {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
 		}

@@ -193,6 +193,10 @@ func TestLabUpDemoDown(t *testing.T) {
 		t.Errorf("NodePort %d: %d answers, %d failures, want %d answers", res.NodePort, np, res.NodePortFailures, demoNodePortRequest)
 	}
 
+	if res.InClusterAPI != "ok" {
+		t.Errorf("https://10.96.0.1/readyz from a pod: %q, want ok", res.InClusterAPI)
+	}
+
 	// Nothing leaves the lab: a pod's packet to an address outside it
 	// (TEST-NET-2) is refused by its node, which has no default route.
 	lines, err := cfg.get(ctx, "client", "http://198.51.100.7/", 1)

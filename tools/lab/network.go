@@ -53,7 +53,18 @@ func (c Config) makeUnderlay() error {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
-	return nil
+	// The switch routes the pod ranges too, as a top-of-rack router with
+	// host-gw routes would: pods reach the API at the switch's address,
+	// and its replies must find their way back.
+	return inNetns(sw, func() error {
+		for _, n := range nodes {
+			r := &netlink.Route{Dst: ipNet(n.PodCIDR), Gw: n.IP.AsSlice()}
+			if err := netlink.RouteAdd(r); err != nil {
+				return fmt.Errorf("switch route %s via %s: %w", n.PodCIDR, n.IP, err)
+			}
+		}
+		return nil
+	})
 }
 
 // plugNode cables a node to the switch.

@@ -12,12 +12,10 @@ import (
 )
 
 // Relay offers the API server, which listens on the root netns's loopback,
-// at the same address inside each node netns (k3s's agents do the same
-// with their local API load balancer on 127.0.0.1): it listens in every
-// namespace of netnsPaths on listen and copies each connection to target,
-// dialled from the root netns. TLS passes through untouched, so the admin
-// kubeconfig, its CA and the server certificate's 127.0.0.1 SAN work
-// unchanged inside the nodes. It runs until ctx ends.
+// inside the lab: it listens on listen in every namespace of netnsPaths
+// (the lab passes the switch netns and the switch's address) and copies
+// each connection to target, dialled from the root netns. TLS passes
+// through untouched. It runs until ctx ends.
 func Relay(ctx context.Context, listen, target string, netnsPaths []string, log *slog.Logger) error {
 	var lns []net.Listener
 	for _, p := range netnsPaths {

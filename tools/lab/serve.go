@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -36,11 +38,15 @@ func Serve(ctx context.Context, listen, pod, node string) error {
 // picks a backend per connect), and writes one line per request: the
 // body's first line, or "error: …". It stops after count requests, each
 // bounded by timeout.
-func Get(w io.Writer, url string, count int, timeout time.Duration) {
-	client := &http.Client{
-		Timeout:   timeout,
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+// caPEM, when set, is the CA an https URL's server must chain to.
+func Get(w io.Writer, url string, count int, timeout time.Duration, caPEM []byte) {
+	tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
+	if len(caPEM) > 0 {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
+	client := &http.Client{Timeout: timeout, Transport: tr}
 	for range count {
 		resp, err := client.Get(url)
 		if err != nil {
