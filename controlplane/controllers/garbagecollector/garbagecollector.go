@@ -283,8 +283,11 @@ func (c *Controller) dependents(uid types.UID) []dependent {
 func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
+	ctx, cancel := context.WithCancel(ctx)
 	c.factory.Start(ctx.Done())
+	// Shutdown waits for the informers, which stop when ctx ends.
 	defer c.factory.Shutdown()
+	defer cancel()
 	synced := make([]cache.InformerSynced, 0, len(c.resources))
 	for _, w := range c.resources {
 		synced = append(synced, w.informer.HasSynced)
