@@ -18,7 +18,9 @@
 // A frontend with no Active backend fails the connect (or send) with
 // ECONNREFUSED through bpf_set_retval, at once. Backends are picked uniformly
 // at random among the Active slots; with ClientIP affinity the choice is
-// remembered per (service, client netns cookie) in lb4_affinity. The reverse
+// remembered per (service, client netns cookie) in lb4_affinity (the
+// writer deletes the entries naming a backend the service no longer has
+// Active, and those of a deleted service). The reverse
 // translation is keyed by socket cookie (lb4_sock_revnat), so the same
 // backend can serve two frontends and each socket still sees its own.
 //

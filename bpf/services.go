@@ -203,15 +203,72 @@ func (lb *LB) UpsertServices(svcs []datapath.Service) error {
 	if err := lb.deleteKeys(m.Lb4Services, stale); err != nil {
 		errs = append(errs, fmt.Errorf("delete slots: %w", err))
 	}
+	left := map[uint16]map[uint32]bool{}
 	for _, p := range plans {
 		if p.old != nil {
 			gone = append(gone, lb.releaseBackends(p.old.slots, int(p.old.count))...)
+			if l := leftActive(p.old, p.cur); len(l) > 0 {
+				left[p.cur.revNat] = l
+			}
 		}
 	}
 	if err := lb.purgeGone(gone); err != nil {
 		errs = append(errs, err)
 	}
+	if err := lb.purgeAffinity(left); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// leftActive returns the backends of old's Active set that are not in
+// cur's, when the service has ClientIP affinity: clients pinned to them must
+// balance anew. (The programs only check that a pinned backend is Active
+// at all, and a backend shared with another service may well be.)
+func leftActive(old, cur *service) map[uint32]bool {
+	if old.affinity == 0 && cur.affinity == 0 {
+		return nil
+	}
+	var left map[uint32]bool
+	for _, id := range old.slots[:old.count] {
+		if !slices.Contains(cur.slots[:cur.count], id) {
+			if left == nil {
+				left = map[uint32]bool{}
+			}
+			left[id] = true
+		}
+	}
+	return left
+}
+
+// purgeAffinity deletes the ClientIP affinity entries of services (by id)
+// that name the given backends; a nil set means every entry of the
+// service. As kube-proxy does, affinity holds only to a backend the
+// service still has Active.
+func (lb *LB) purgeAffinity(bySvc map[uint16]map[uint32]bool) error {
+	if len(bySvc) == 0 {
+		return nil
+	}
+	var dead []lbLb4AffinityKey
+	err := batchRead(lb.objs.Lb4Affinity, func(k *lbLb4AffinityKey, v *lbLb4AffinityVal) {
+		ids, ok := bySvc[k.RevNatId]
+		if ok && (ids == nil || ids[v.BackendId]) {
+			dead = append(dead, *k)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("purge affinity: %w", err)
+	}
+	var errs []error
+	for i := range dead {
+		if err := lb.objs.Lb4Affinity.Delete(&dead[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("purge affinity: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 func planUpsert(svc datapath.Service) (upsert, error) {
@@ -435,9 +492,15 @@ func (lb *LB) DeleteService(f datapath.Frontend) error {
 	if err := m.Lb4SvcNames.Delete(old.revNat); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		errs = append(errs, fmt.Errorf("delete name: %w", err))
 	}
-	// The id may be reused later: its counters start again at zero.
+	// The id may be reused later: its counters start again at zero, and
+	// no client of the new service inherits this one's affinity.
 	if err := lb.resetCounters(old.revNat); err != nil {
 		errs = append(errs, fmt.Errorf("reset counters: %w", err))
+	}
+	if old.affinity > 0 {
+		if err := lb.purgeAffinity(map[uint16]map[uint32]bool{old.revNat: nil}); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	delete(st.revNats, old.revNat)
 	gone := lb.releaseBackends(old.slots, int(old.count))
