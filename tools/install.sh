@@ -5,7 +5,8 @@
 set -euo pipefail
 
 pkgs=(containerd runc busybox-static bpftool clang llvm libbpf-dev iperf3 wrk
-      iptables nftables conntrack containernetworking-plugins etcd-server etcd-client)
+      iptables nftables conntrack containernetworking-plugins etcd-server etcd-client
+      strace util-linux iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -24,6 +25,11 @@ if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
 	mkdir -p /sys/fs/bpf
 	mount -t bpf bpf /sys/fs/bpf
 fi
+
+# kubectl (1.33, and 1.27–1.32 under /usr/lib/google-cloud-sdk/bin) comes with
+# machines of this kind; it is not in Debian's archive. The e2e tests use it as
+# the real client.
+command -v kubectl >/dev/null || echo "install: warning: kubectl not found; the kubectl e2e tests need it" >&2
 
 # Go tools the tests drive as a user would.
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
