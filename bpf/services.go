@@ -229,9 +229,13 @@ func leftActive(old, cur *service) map[uint32]bool {
 	if old.affinity == 0 && cur.affinity == 0 {
 		return nil
 	}
+	keep := make(map[uint32]bool, cur.count)
+	for _, id := range cur.slots[:cur.count] {
+		keep[id] = true
+	}
 	var left map[uint32]bool
 	for _, id := range old.slots[:old.count] {
-		if !slices.Contains(cur.slots[:cur.count], id) {
+		if !keep[id] {
 			if left == nil {
 				left = map[uint32]bool{}
 			}
