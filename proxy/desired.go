@@ -142,6 +142,22 @@ func desiredState(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, node
 		for _, ip := range externalIPs {
 			add(ip, port, datapath.ScopeExternal, externalLocal)
 		}
+		// Like kube-proxy, this node's own pods reaching an
+		// externalTrafficPolicy: Local service by a node or external address
+		// get the cluster-wide endpoints: the policy exists to keep the
+		// client's source address for traffic from outside, which pod
+		// traffic does not need. The socket-LB prefers an internal frontend
+		// over an external one on the same address; tc keeps the external one.
+		if externalLocal {
+			if nodePorts {
+				for _, ip := range node.IPs {
+					add(ip, uint16(sp.NodePort), datapath.ScopeInternal, false)
+				}
+			}
+			for _, ip := range externalIPs {
+				add(ip, port, datapath.ScopeInternal, false)
+			}
+		}
 	}
 	if externalLocal && nodePorts && svc.Spec.HealthCheckNodePort != 0 {
 		d.healthCheckPort = uint16(svc.Spec.HealthCheckNodePort)

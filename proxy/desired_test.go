@@ -104,10 +104,13 @@ func TestExternalTrafficPolicyLocal(t *testing.T) {
 	d := desiredState(svc, []*discoveryv1.EndpointSlice{s}, node("172.31.77.11"))
 	m := byFrontend(t, d.services)
 	wantFrontends(t, d.services, "10.96.0.20:80/TCP/int", "172.31.77.11:30080/TCP/ext",
-		"172.31.77.100:80/TCP/ext", "172.31.77.200:80/TCP/ext")
-	// ClusterIP traffic keeps the cluster-wide policy.
-	wantBackends(t, m, "10.96.0.20:80/TCP/int",
-		"10.244.0.2:8080/A 10.244.0.3:8080/A 10.244.0.4:8080/T 10.244.1.1:8080/A")
+		"172.31.77.100:80/TCP/ext", "172.31.77.200:80/TCP/ext",
+		"172.31.77.11:30080/TCP/int", "172.31.77.100:80/TCP/int", "172.31.77.200:80/TCP/int")
+	// ClusterIP traffic, and this node's pods reaching the external
+	// addresses, keep the cluster-wide policy.
+	for _, f := range []string{"10.96.0.20:80/TCP/int", "172.31.77.11:30080/TCP/int", "172.31.77.100:80/TCP/int", "172.31.77.200:80/TCP/int"} {
+		wantBackends(t, m, f, "10.244.0.2:8080/A 10.244.0.3:8080/A 10.244.0.4:8080/T 10.244.1.1:8080/A")
+	}
 	for _, f := range []string{"172.31.77.11:30080/TCP/ext", "172.31.77.100:80/TCP/ext", "172.31.77.200:80/TCP/ext"} {
 		wantBackends(t, m, f, "10.244.0.2:8080/A 10.244.0.3:8080/A 10.244.0.4:8080/T")
 	}
