@@ -39,7 +39,7 @@ func quietLogger() *slog.Logger {
 
 // startCluster runs a real API server (bbolt store in a temp dir) and the
 // controller-manager against it until the test ends.
-func startCluster(t *testing.T) *cluster {
+func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	srv, err := apiserver.New(apiserver.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: quietLogger()})
 	if err != nil {
@@ -87,7 +87,7 @@ func startCluster(t *testing.T) *cluster {
 }
 
 // eventually polls cond every 50ms for up to 30s.
-func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
+func eventually(t testing.TB, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, cond)
 	if err != nil {
@@ -129,14 +129,14 @@ func controllerRef(apiVersion, kind, name string, uid types.UID) metav1.OwnerRef
 	return metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: name, UID: uid, Controller: &t, BlockOwnerDeletion: &t}
 }
 
-func mustCreateNode(t *testing.T, cs kubernetes.Interface, name string) {
+func mustCreateNode(t testing.TB, cs kubernetes.Interface, name string) {
 	t.Helper()
 	if _, err := cs.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create node: %v", err)
 	}
 }
 
-func mustCreateNamespace(t *testing.T, cs kubernetes.Interface, name string) {
+func mustCreateNamespace(t testing.TB, cs kubernetes.Interface, name string) {
 	t.Helper()
 	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace: %v", err)

@@ -306,16 +306,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-// HasSynced reports whether every informer has synced.
-func (c *Controller) HasSynced() bool {
-	for _, w := range c.resources {
-		if !w.informer.HasSynced() {
-			return false
-		}
-	}
-	return true
-}
-
 func (c *Controller) worker(ctx context.Context) {
 	for c.processNext(ctx) {
 	}
