@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -43,7 +45,11 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	if err := c.run(os.Args[2:]); err != nil {
+	err := c.run(os.Args[2:])
+	if errors.Is(err, flag.ErrHelp) {
+		return // the flag set printed its usage
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "skep %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
