@@ -116,13 +116,35 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: newRegistry(builtinResources()), metrics: newMetrics(),
 		alloc: newServiceAllocator(cidr, cfg.NodePortMin, cfg.NodePortMax)}
 
+	// The store's file lock says who owns the data directory: take it
+	// before writing anything there, so a second server on a directory in
+	// use fails without touching the running one's kubeconfig or files.
+	if cfg.Store != nil {
+		s.store = cfg.Store
+	} else {
+		st, err := openStore(cfg.DataDir, s.metrics.reg, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.store, s.ownStore = st, true
+	}
+	fail := func(err error) (*Server, error) {
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if s.ownStore {
+			s.store.Close()
+		}
+		return nil, err
+	}
+
 	ca, caKey, caPEM, err := loadOrCreateCA(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
+		return fail(fmt.Errorf("ca: %w", err))
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return fail(fmt.Errorf("listen: %w", err))
 	}
 	s.ln = ln
 	names := []string{"127.0.0.1", "localhost", hostOf(cfg.Listen), hostOf(ln.Addr().String()), cfg.AdvertiseAddress, kubernetesServiceIP,
@@ -130,13 +152,11 @@ func New(cfg Config) (*Server, error) {
 	names = append(names, cfg.TLSSANs...)
 	serving, err := loadOrCreateServing(cfg.DataDir, ca, caKey, names)
 	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("serving certificate: %w", err)
+		return fail(fmt.Errorf("serving certificate: %w", err))
 	}
 	token, err := loadOrCreateToken(filepath.Join(cfg.DataDir, adminTokenFile))
 	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("admin token: %w", err)
+		return fail(fmt.Errorf("admin token: %w", err))
 	}
 	s.pki = &pki{caPEM: caPEM, caCert: ca, caKey: caKey, serving: serving, adminToken: token}
 	s.authn = &tokenAuthenticator{tokens: map[string]*User{token: {Name: "skep-admin", Groups: []string{"system:masters", "system:authenticated"}}}}
@@ -144,20 +164,9 @@ func New(cfg Config) (*Server, error) {
 
 	s.kubeconfig = filepath.Join(cfg.DataDir, AdminKubeconfigFile)
 	if err := writeKubeconfig(s.kubeconfig, "https://"+s.clientAddr(), caPEM, "skep-admin", token); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("write admin kubeconfig: %w", err)
+		return fail(fmt.Errorf("write admin kubeconfig: %w", err))
 	}
 
-	if cfg.Store != nil {
-		s.store = cfg.Store
-	} else {
-		st, err := openStore(cfg.DataDir, s.metrics.reg, s.log)
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("open store: %w", err)
-		}
-		s.store, s.ownStore = st, true
-	}
 	s.store = instrumentStore(s.store, s.metrics)
 	if err := s.bootstrap(context.Background()); err != nil {
 		s.Close()
