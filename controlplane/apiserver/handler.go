@@ -653,6 +653,13 @@ func (s *Server) handleUpdate(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
+	// Like upstream, the body's name and namespace are checked against the
+	// URL before storage, so a mismatch is 400 whether or not the object exists.
+	if bm := mustMeta(body); bm.GetName() != "" && bm.GetName() != ri.name {
+		return apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", bm.GetName(), ri.name))
+	} else if res.namespaced && bm.GetNamespace() != "" && bm.GetNamespace() != ri.namespace {
+		return apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
+	}
 	expect, err := parseRV(mustMeta(body).GetResourceVersion())
 	if err != nil {
 		return err
