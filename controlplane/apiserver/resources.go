@@ -137,7 +137,19 @@ func builtinResources() []*resource {
 			},
 			validate: func(o, _ runtime.Object) field.ErrorList {
 				c := o.(*corev1.ConfigMap)
-				return validateDataKeys(keysOf(c.Data, c.BinaryData), field.NewPath("data"))
+				errs := validateDataKeys(keysOf(c.Data, c.BinaryData), field.NewPath("data"))
+				size := 0
+				for _, v := range c.Data {
+					size += len(v)
+				}
+				for _, v := range c.BinaryData {
+					size += len(v)
+				}
+				if size > maxDataBytes {
+					// The whole object, as upstream (an empty path).
+					errs = append(errs, field.TooLong(field.NewPath(""), "", maxDataBytes))
+				}
+				return errs
 			},
 		},
 		{
@@ -160,7 +172,15 @@ func builtinResources() []*resource {
 			},
 			validate: func(o, _ runtime.Object) field.ErrorList {
 				s := o.(*corev1.Secret)
-				return validateDataKeys(keysOf(nil, s.Data), field.NewPath("data"))
+				errs := validateDataKeys(keysOf(nil, s.Data), field.NewPath("data"))
+				size := 0
+				for _, v := range s.Data {
+					size += len(v)
+				}
+				if size > maxDataBytes {
+					errs = append(errs, field.TooLong(field.NewPath("data"), "", maxDataBytes))
+				}
+				return errs
 			},
 			fields: func(o runtime.Object) fields.Set {
 				return fields.Set{"type": string(o.(*corev1.Secret).Type)}
@@ -300,6 +320,10 @@ func keysOf(a map[string]string, b map[string][]byte) []string {
 	sort.Strings(out)
 	return out
 }
+
+// maxDataBytes bounds the total data of a configmap or secret, as upstream
+// (core.MaxSecretSize): such objects are mounted into pods whole.
+const maxDataBytes = 1 << 20
 
 // validateDataKeys checks configmap and secret keys as the real API does.
 func validateDataKeys(keys []string, p *field.Path) field.ErrorList {
