@@ -46,6 +46,9 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 				list.Groups = append(list.Groups, s.apiGroup(gv))
 			}
 		}
+		for _, a := range reviewAPIs {
+			list.Groups = append(list.Groups, s.apiGroup(a.gv))
+		}
 		writeJSON(w, list)
 		return true
 	case path == "/api/v1":
@@ -55,6 +58,18 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 	segs := strings.Split(strings.Trim(path, "/"), "/")
 	if segs[0] != "apis" {
 		return false
+	}
+	for _, a := range reviewAPIs {
+		if len(segs) == 2 && segs[1] == a.gv.Group {
+			g := s.apiGroup(a.gv)
+			g.TypeMeta = metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}
+			writeJSON(w, &g)
+			return true
+		}
+		if len(segs) == 3 && segs[1] == a.gv.Group && segs[2] == a.gv.Version {
+			writeJSON(w, a.resourceList())
+			return true
+		}
 	}
 	for _, gv := range s.reg.groupVersions() {
 		if gv.Group == "" {

@@ -309,6 +309,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, Version)
 		return
 	}
+	// Anyone authenticated may ask about themselves (upstream's
+	// system:basic-user role).
+	if s.serveReview(w, r, user) {
+		return
+	}
 	attrs := Attributes{User: user, Path: path, Verb: strings.ToLower(r.Method)}
 	if strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/") {
 		if ri, err := s.parseResourcePath(path); err == nil {
