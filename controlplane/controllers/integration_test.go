@@ -173,7 +173,7 @@ func TestNamespaceDeletionRemovesContent(t *testing.T) {
 	ref := controllerRef("apps/v1", "ReplicaSet", rs.Name, rs.UID)
 	for _, p := range []*corev1.Pod{
 		pod("unbound", "", 30, ref),
-		pod("on-live-node", "n1", 1),    // the agent never acts: forced after grace + ForceAfter
+		pod("on-live-node", "n1", 2),    // the agent never acts: forced after grace + ForceAfter
 		pod("on-gone-node", "gone", 30), // no such node: forced at once
 	} {
 		if _, err := c.cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
