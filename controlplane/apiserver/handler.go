@@ -235,9 +235,12 @@ func (s *Server) getObject(ctx context.Context, res *resource, ns, name string) 
 
 // respond writes one object in the negotiated format.
 func (s *Server) respond(w http.ResponseWriter, r *http.Request, code int, res *resource, obj runtime.Object) error {
-	of, ok := negotiate(r.Header.Get("Accept"))
+	of, ok := negotiateObject(r.Header.Get("Accept"))
 	if !ok {
 		return notAcceptable(r.Header.Get("Accept"))
+	}
+	if of.protobuf && writeProtobuf(w, code, obj) {
+		return nil
 	}
 	var out interface{} = obj
 	switch {
@@ -464,7 +467,7 @@ func (s *Server) handleCreate(ctx context.Context, w http.ResponseWriter, r *htt
 // respondStored answers a write with the object just stored: for plain
 // JSON the stored bytes with the resourceVersion spliced in, saving an encode.
 func (s *Server) respondStored(w http.ResponseWriter, r *http.Request, code int, res *resource, obj runtime.Object, data []byte, rev int64) error {
-	if of, ok := negotiate(r.Header.Get("Accept")); ok && of == (outputFormat{}) {
+	if of, ok := negotiateObject(r.Header.Get("Accept")); ok && of == (outputFormat{}) {
 		if js := withResourceVersion(data, rev); js != nil {
 			writeRaw(w, code, js, false)
 			return nil
