@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/skep-dev/skep/controlplane/apiserver"
+	"github.com/skep-dev/skep/controlplane/controllers"
 )
 
 func init() {
@@ -25,10 +26,19 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, strings.Split(v, ",")...); return nil }
 
 func runServer(args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, args)
+}
+
+// serve runs the API server, and the controllers in the same process,
+// until ctx ends.
+func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "/var/lib/skep", "directory for the store, certificates, token and admin kubeconfig")
 	listen := fs.String("listen", "127.0.0.1:6443", "host:port to serve HTTPS on")
 	advertise := fs.String("advertise-address", "", "address other machines reach this server at (added to the certificate)")
+	runControllers := fs.Bool("controllers", true, "run the controllers (namespace, garbage collector) in this process; false leaves them to another process")
 	var sans stringList
 	fs.Var(&sans, "tls-san", "extra certificate subject alternative name (repeatable)")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -55,8 +65,30 @@ func runServer(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	log.Info("admin kubeconfig written; point kubectl at it with: export KUBECONFIG=" + srv.KubeconfigPath())
-	return srv.Run(ctx)
+	if !*runControllers {
+		return srv.Run(ctx)
+	}
+
+	// The controllers are API clients over loopback; they wait for the
+	// server to answer discovery. A controller failing stops the server
+	// rather than leaving it running without (namespaces would hang in
+	// Terminating).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctrlErr := make(chan error, 1)
+	go func() {
+		err := controllers.RunWithOptions(ctx, srv.LoopbackRESTConfig(), controllers.Options{Logger: log.With("component", "controllers")})
+		if err != nil {
+			log.Error("controllers failed; stopping the server", "err", err)
+			cancel()
+		}
+		ctrlErr <- err
+	}()
+	err = srv.Run(ctx)
+	cancel()
+	if cerr := <-ctrlErr; cerr != nil && err == nil {
+		err = fmt.Errorf("controllers: %w", cerr)
+	}
+	return err
 }

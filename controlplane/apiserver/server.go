@@ -201,6 +201,20 @@ func (s *Server) AdminToken() string { return s.pki.adminToken }
 // CAPEM is the cluster CA certificate.
 func (s *Server) CAPEM() []byte { return s.pki.caPEM }
 
+// LoopbackRESTConfig is an admin client-go config for clients in this
+// process (the in-process controllers): it dials the listening address,
+// loopback when the server listens on every address.
+func (s *Server) LoopbackRESTConfig() *rest.Config {
+	addr := s.ln.Addr().String()
+	if host, port, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+	}
+	return &rest.Config{Host: "https://" + addr, BearerToken: s.pki.adminToken,
+		TLSClientConfig: rest.TLSClientConfig{CAData: s.pki.caPEM}, QPS: -1}
+}
+
 // RESTConfig is a client-go config for the admin user.
 func (s *Server) RESTConfig() *rest.Config {
 	return &rest.Config{Host: "https://" + s.clientAddr(), BearerToken: s.pki.adminToken,
