@@ -34,8 +34,10 @@ bpf:
 bpf-check: bpf
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf objects are stale: run make bpf and commit"; exit 1; }
 
+# The lab: a cluster in network namespaces on this machine, and its demo.
 lab: build
 	$(BIN)/skep lab up
+	$(BIN)/skep lab demo
 
 lab-down: build
 	$(BIN)/skep lab down
