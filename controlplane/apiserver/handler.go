@@ -362,6 +362,12 @@ func generateNameSuffix() string {
 	return string(b)
 }
 
+// nsState is what checkNamespace needs of a namespace at one revision.
+type nsState struct {
+	rev         int64
+	terminating bool
+}
+
 // checkNamespace refuses namespaced writes into a missing or terminating namespace.
 func (s *Server) checkNamespace(ctx context.Context, res *resource, ns, name string) error {
 	if !res.namespaced {
@@ -372,7 +378,15 @@ func (s *Server) checkNamespace(ctx context.Context, res *resource, ns, name str
 	if err != nil {
 		return storeErr(err, nsRes, ns)
 	}
-	// Only the lifecycle fields are decoded: this runs on every create.
+	// This runs on every create: remember each namespace's state at its
+	// last revision rather than decoding it again.
+	if c, ok := s.nsState.Load(ns); ok && c.(nsState).rev == kv.ModRevision {
+		if c.(nsState).terminating {
+			return apierrors.NewForbidden(res.groupResource(), name, fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+		}
+		return nil
+	}
+	// Only the lifecycle fields are decoded.
 	var n struct {
 		Metadata struct {
 			DeletionTimestamp *metav1.Time `json:"deletionTimestamp"`
@@ -382,7 +396,9 @@ func (s *Server) checkNamespace(ctx context.Context, res *resource, ns, name str
 	if err := json.Unmarshal(kv.Value, &n); err != nil {
 		return apierrors.NewInternalError(fmt.Errorf("decode namespace %s: %w", ns, err))
 	}
-	if n.Metadata.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
+	terminating := n.Metadata.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating
+	s.nsState.Store(ns, nsState{rev: kv.ModRevision, terminating: terminating})
+	if terminating {
 		return apierrors.NewForbidden(res.groupResource(), name, fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,6 +81,9 @@ type Server struct {
 	alloc      *serviceAllocator
 	ready      atomic.Bool
 	kubeconfig string
+	// nsState caches namespaces' lifecycle by name (checkNamespace); a
+	// deleted and recreated namespace has a new revision.
+	nsState sync.Map
 }
 
 // New prepares a server: data directory, certificates, token, store,
