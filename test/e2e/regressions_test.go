@@ -1,13 +1,7 @@
-//go:build knowndefects
-
 package e2e
 
-// Checks for defects found by this suite and reported, kept out of the
-// default build so main stays green until they are fixed. Reproduce with
-//
-//	go test -tags knowndefects -run Defect -v ./test/e2e
-//
-// When one passes, move it into the regular suite (drop it from this file).
+// Regression tests for defects this suite found in the server, fixed since:
+// each failed against the server as it was reported.
 
 import (
 	"context"
@@ -22,7 +16,7 @@ import (
 // A second `skep server` on a data dir in use fails (store locked) but first
 // rewrites admin.kubeconfig with its own --listen address, so kubectl no
 // longer reaches the server that is running.
-func TestDefectFailedSecondServerRewritesKubeconfig(t *testing.T) {
+func TestFailedSecondServerKeepsKubeconfig(t *testing.T) {
 	srv := startServer(t)
 	before, err := os.ReadFile(srv.Kubeconfig())
 	if err != nil {
@@ -49,7 +43,7 @@ func TestDefectFailedSecondServerRewritesKubeconfig(t *testing.T) {
 // PUT with a body whose name differs from the URL's is 400 BadRequest in
 // Kubernetes whatever exists (the name is checked before storage); skep
 // answers 404 when the URL's name does not exist.
-func TestDefectUpdateNameMismatchOnMissingObject(t *testing.T) {
+func TestUpdateNameMismatchOnMissingObjectIs400(t *testing.T) {
 	srv := startServer(t)
 	c, token, err := srv.HTTPClient()
 	if err != nil {
