@@ -264,6 +264,12 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, code int, res *
 func partialMeta(obj runtime.Object) *metav1.PartialObjectMetadata {
 	m := mustMeta(obj)
 	om := metav1.ObjectMeta{}
+	// Typed objects reach their embedded ObjectMeta through
+	// GetObjectMeta, so the whole metadata (managedFields too) is
+	// answered, as the real API server and the stored-bytes path do.
+	if a, ok := obj.(metav1.ObjectMetaAccessor); ok {
+		m = a.GetObjectMeta()
+	}
 	if o, ok := m.(*metav1.ObjectMeta); ok {
 		om = *o
 	} else {

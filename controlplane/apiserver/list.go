@@ -272,6 +272,65 @@ func withResourceVersion(value []byte, rev int64) []byte {
 	return append(out, value[j:]...)
 }
 
+// partialMetaJSON builds the PartialObjectMetadata JSON of a stored object
+// straight from its bytes: the "metadata" object is cut out and the
+// resourceVersion spliced in, so metadata-only lists and watches (the
+// garbage collector's informers over every resource) never decode the whole
+// typed object. It returns nil when the bytes are not in the shape the store
+// writes; callers then take the decoding path.
+func partialMetaJSON(value []byte, rev int64) []byte {
+	const meta = `"metadata":{`
+	i := bytes.Index(value, []byte(meta))
+	if i < 0 || i > 160 || !bytes.HasPrefix(value, []byte(`{"kind":`)) {
+		return nil
+	}
+	start := i + len(meta) - 1
+	end := jsonObjectEnd(value, start)
+	if end < 0 {
+		return nil
+	}
+	const head = `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"`
+	out := make([]byte, 0, len(head)+24+end-start)
+	out = append(out, head...)
+	out = strconv.AppendInt(out, rev, 10)
+	out = append(out, '"')
+	if value[start+1] != '}' {
+		out = append(out, ',')
+	}
+	out = append(out, value[start+1:end]...)
+	return append(out, '}')
+}
+
+// jsonObjectEnd returns the index just past the JSON object that opens at
+// data[start], or -1 when it does not close.
+func jsonObjectEnd(data []byte, start int) int {
+	depth, inString := 0, false
+	for i := start; i < len(data); i++ {
+		c := data[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}
+
 func (s *Server) handleList(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	lo, err := parseListOptions(r, ri.res)
 	if err != nil {
@@ -331,8 +390,12 @@ func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputF
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		if it.obj == nil && !of.partial {
-			if js := withResourceVersion(it.kv.Value, it.kv.ModRevision); js != nil {
+		if it.obj == nil {
+			conv := withResourceVersion
+			if of.partial {
+				conv = partialMetaJSON
+			}
+			if js := conv(it.kv.Value, it.kv.ModRevision); js != nil {
 				buf.Write(js)
 				continue
 			}
@@ -440,7 +503,13 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	if err := rc.Flush(); err != nil {
 		return nil
 	}
-	raw := lo.labelSel.Empty() && lo.fieldSel.Empty() && !of.table && !of.partial
+	// Without selectors the stored bytes are spliced into the events: the
+	// whole object for plain JSON, its metadata for PartialObjectMetadata.
+	raw := lo.labelSel.Empty() && lo.fieldSel.Empty() && !of.table
+	conv := withResourceVersion
+	if of.partial {
+		conv = partialMetaJSON
+	}
 	var tick <-chan time.Time
 	if lo.allowBookmarks {
 		t := time.NewTicker(s.cfg.BookmarkInterval)
@@ -472,9 +541,7 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 			}
 			lastRev = ev.Revision
 			if raw {
-				// No selector and plain JSON: the stored bytes are the
-				// object, only the resourceVersion is spliced in.
-				if js := withResourceVersion(ev.KV.Value, ev.KV.ModRevision); js != nil {
+				if js := conv(ev.KV.Value, ev.KV.ModRevision); js != nil {
 					typ := "MODIFIED"
 					switch {
 					case ev.Type == store.EventDelete:

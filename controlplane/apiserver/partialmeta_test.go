@@ -1,0 +1,116 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/skep-dev/skep/controlplane/store"
+)
+
+// TestPartialMetaJSONMatchesDecodePath: the PartialObjectMetadata cut from
+// the stored bytes carries the decoded object's whole metadata, for
+// metadata with strings that hold braces, brackets, quotes and escapes.
+func TestPartialMetaJSONMatchesDecodePath(t *testing.T) {
+	reg := newRegistry(builtinResources())
+	res := reg.byGVK[schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}]
+	if res == nil {
+		t.Fatal("no configmaps resource")
+	}
+	ts := metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctrl := true
+	cases := map[string]*corev1.ConfigMap{
+		"bare": {ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "default"}},
+		"full": {
+			ObjectMeta: metav1.ObjectMeta{
+				Name: "b", Namespace: "ns", UID: "u-1", Generation: 3, CreationTimestamp: ts, DeletionTimestamp: &ts,
+				Labels:          map[string]string{"app": "x}", "q": `"{[`},
+				Annotations:     map[string]string{"note": `a \"quoted\" } ] brace\\`, "u": "é\u2028"},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", UID: "u-0", Controller: &ctrl}},
+				Finalizers:      []string{"example.com/f"},
+				ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:data":{".":{}}}`)}}},
+			},
+			Data: map[string]string{"k": `}}}]]"`},
+		},
+	}
+	for name, cm := range cases {
+		t.Run(name, func(t *testing.T) {
+			value, err := encodeForStore(res, cm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv := store.KV{Key: res.key(cm.Namespace, cm.Name), Value: value, ModRevision: 42}
+			obj, err := s0.decodeKV(res, kv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The whole metadata, managedFields included, as the real API
+			// server answers it.
+			want := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{Kind: "PartialObjectMetadata", APIVersion: "meta.k8s.io/v1"}, ObjectMeta: obj.(*corev1.ConfigMap).ObjectMeta}
+			js := partialMetaJSON(value, 42)
+			if js == nil {
+				t.Fatalf("fast path refused stored bytes %s", value)
+			}
+			var got metav1.PartialObjectMetadata
+			if err := json.Unmarshal(js, &got); err != nil {
+				t.Fatalf("fast path wrote invalid JSON %s: %v", js, err)
+			}
+			if !equality.Semantic.DeepEqual(*want, got) {
+				t.Fatalf("fast path differs:\n got  %+v\n want %+v", got, *want)
+			}
+			if got.ResourceVersion != "42" {
+				t.Fatalf("resourceVersion %q, want 42", got.ResourceVersion)
+			}
+		})
+	}
+	if partialMetaJSON([]byte(`{"kind":"ConfigMap","metadata":{"name":"x"`), 1) != nil {
+		t.Fatal("unterminated metadata accepted")
+	}
+	if partialMetaJSON([]byte(`{"data":{}}`), 1) != nil {
+		t.Fatal("bytes without metadata accepted")
+	}
+}
+
+// s0 is a zero Server: decodeKV uses no server state.
+var s0 = &Server{}
+
+// BenchmarkPartialMetaEvent: the cost of one metadata-only watch event of a
+// configmap, from the stored bytes (path=bytes) and by decoding the object
+// (path=decode, as every event took before).
+func BenchmarkPartialMetaEvent(b *testing.B) {
+	reg := newRegistry(builtinResources())
+	res := reg.byGVK[schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}]
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "cm-1", Namespace: "default", UID: "0d3c4f5e-1111-2222-3333-444455556666", CreationTimestamp: metav1.Now(), Labels: map[string]string{"app": "bench"}},
+		Data:       map[string]string{"key": strings.Repeat("v", 512)},
+	}
+	value, err := encodeForStore(res, cm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kv := store.KV{Key: res.key("default", "cm-1"), Value: value, ModRevision: 7}
+	b.Run("path=bytes", func(b *testing.B) {
+		for b.Loop() {
+			if partialMetaJSON(kv.Value, kv.ModRevision) == nil {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("path=decode", func(b *testing.B) {
+		for b.Loop() {
+			obj, err := s0.decodeKV(res, kv)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := json.Marshal(partialMeta(obj)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
