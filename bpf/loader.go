@@ -236,6 +236,12 @@ func Uninstall(pinDir string) error {
 	if err := os.Remove(pinDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}
+	// The shared root goes with its last node, so a machine whose data paths
+	// are all removed holds no skep trace in bpffs; another node's pins keep
+	// it (the remove fails on a non-empty directory, which is fine).
+	if filepath.Dir(pinDir) == PinRoot {
+		_ = os.Remove(PinRoot)
+	}
 	return errors.Join(errs...)
 }
 
