@@ -31,6 +31,13 @@ fi
 # the real client.
 command -v kubectl >/dev/null || echo "install: warning: kubectl not found; the kubectl e2e tests need it" >&2
 
+# Make /run/netns a shared mount point once, before tests create namespaces in
+# parallel: the first `ip netns add` bind-mounts it, and two doing so at once
+# can hide each other's namespaces.
+if [[ ! -d /run/netns ]] || ! grep -q ' /run/netns ' /proc/self/mountinfo; then
+	ip netns add skep-install-probe && ip netns del skep-install-probe
+fi
+
 # Go tools the tests drive as a user would.
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 command -v cnitool >/dev/null || go install github.com/containernetworking/cni/cnitool@v1.3.0
