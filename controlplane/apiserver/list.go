@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -436,7 +437,7 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 			lo.fieldSel = fields.AndSelectors(lo.fieldSel, sel)
 		}
 	}
-	of, ok := negotiate(r.Header.Get("Accept"))
+	of, ok := negotiateWatch(r.Header.Get("Accept"))
 	if !ok {
 		return notAcceptable(r.Header.Get("Accept"))
 	}
@@ -476,6 +477,13 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	}
 
 	ctype := "application/json"
+	if werr != nil {
+		// The expiry is answered as a JSON ERROR event.
+		of.protobuf = false
+	}
+	if of.protobuf {
+		ctype = "application/vnd.kubernetes.protobuf;stream=watch"
+	}
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Transfer-Encoding", "chunked")
 	w.WriteHeader(http.StatusOK)
@@ -505,7 +513,7 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	// Without selectors the stored bytes are spliced into the events: the
 	// whole object for plain JSON, its metadata for PartialObjectMetadata.
-	raw := lo.labelSel.Empty() && lo.fieldSel.Empty() && !of.table
+	raw := lo.labelSel.Empty() && lo.fieldSel.Empty() && !of.table && !of.protobuf
 	conv := withResourceVersion
 	if of.partial {
 		conv = partialMetaJSON
@@ -542,14 +550,15 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 			lastRev = ev.Revision
 			if raw {
 				if js := conv(ev.KV.Value, ev.KV.ModRevision); js != nil {
-					typ := "MODIFIED"
-					switch {
-					case ev.Type == store.EventDelete:
-						typ = "DELETED"
-					case ev.PrevKV == nil:
-						typ = "ADDED"
+					if err := tw.send(eventType(ev), js); err != nil {
+						return nil
 					}
-					if err := tw.send(typ, js); err != nil {
+					continue
+				}
+			}
+			if of.protobuf && lo.labelSel.Empty() && lo.fieldSel.Empty() {
+				if pm := partialMetaObject(ev.KV.Value, ev.KV.ModRevision); pm != nil {
+					if err := tw.sendObject(eventType(ev), pm); err != nil {
 						return nil
 					}
 					continue
@@ -568,6 +577,33 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 			}
 		}
 	}
+}
+
+// eventType is the watch event type of a store event when no selector
+// filters the watch.
+func eventType(ev store.Event) string {
+	switch {
+	case ev.Type == store.EventDelete:
+		return "DELETED"
+	case ev.PrevKV == nil:
+		return "ADDED"
+	}
+	return "MODIFIED"
+}
+
+// partialMetaObject decodes only the metadata of a stored object into a
+// PartialObjectMetadata; nil when the bytes are not in the shape the store
+// writes.
+func partialMetaObject(value []byte, rev int64) *metav1.PartialObjectMetadata {
+	js := partialMetaJSON(value, rev)
+	if js == nil {
+		return nil
+	}
+	pm := &metav1.PartialObjectMetadata{}
+	if err := json.Unmarshal(js, pm); err != nil {
+		return nil
+	}
+	return pm
 }
 
 // watchTransform turns a store event into a watch event type and object,
@@ -630,6 +666,20 @@ type watchWriter struct {
 
 func (tw *watchWriter) send(typ string, obj []byte) error {
 	_ = tw.rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if tw.of.protobuf {
+		// A protobuf watch is a stream of length-prefixed WatchEvents whose
+		// object is the enveloped protobuf of the object.
+		ev := metav1.WatchEvent{Type: typ, Object: runtime.RawExtension{Raw: obj}}
+		frame := make([]byte, 4+ev.Size())
+		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+		if _, err := ev.MarshalToSizedBuffer(frame[4:]); err != nil {
+			return err
+		}
+		if _, err := tw.w.Write(frame); err != nil {
+			return err
+		}
+		return tw.rc.Flush()
+	}
 	// Assembled by hand: json.Marshal would re-validate the object bytes.
 	line := make([]byte, 0, len(obj)+32)
 	line = append(line, `{"type":"`...)
@@ -654,13 +704,34 @@ func (tw *watchWriter) sendObject(typ string, obj runtime.Object) error {
 		tw.sentColumns = true
 		v = t
 	case tw.of.partial:
-		v = partialMeta(obj)
+		pm, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			pm = partialMeta(obj)
+		}
+		v = pm
 	}
-	js, err := json.Marshal(v)
+	js, err := tw.encode(v)
 	if err != nil {
 		return err
 	}
 	return tw.send(typ, js)
+}
+
+// encode encodes an event's object in the stream's format: enveloped
+// protobuf or JSON.
+func (tw *watchWriter) encode(v interface{}) ([]byte, error) {
+	if !tw.of.protobuf {
+		return json.Marshal(v)
+	}
+	obj, ok := v.(runtime.Object)
+	if !ok {
+		return nil, fmt.Errorf("encode watch event: %T is no object", v)
+	}
+	var buf bytes.Buffer
+	if err := protobufSerializer.Encode(obj, &buf); err != nil {
+		return nil, fmt.Errorf("encode watch event: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // bookmark sends a BOOKMARK: an empty object of the kind carrying only the
@@ -681,7 +752,7 @@ func (tw *watchWriter) bookmark(rev int64, initialEnd bool) error {
 		t := &metav1.Table{TypeMeta: metav1.TypeMeta{Kind: "Table", APIVersion: "meta.k8s.io/v1"}, ListMeta: metav1.ListMeta{ResourceVersion: m.GetResourceVersion()}}
 		v = t
 	}
-	js, err := json.Marshal(v)
+	js, err := tw.encode(v)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,11 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 
 	"github.com/skep-dev/skep/controlplane/store"
 )
@@ -114,3 +119,110 @@ func BenchmarkPartialMetaEvent(b *testing.B) {
 		}
 	})
 }
+
+// TestMetadataWatchProtobuf: client-go's metadata client gets its watches
+// as protobuf streams, with ADDED, MODIFIED, DELETED events carrying the
+// whole metadata, a selector-filtered watch and initial events too.
+func TestMetadataWatchProtobuf(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cfg := ts.RESTConfig()
+	var ctypes []string
+	var ctMu sync.Mutex
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if err == nil && r.URL.Query().Get("watch") == "true" {
+				ctMu.Lock()
+				ctypes = append(ctypes, resp.Header.Get("Content-Type"))
+				ctMu.Unlock()
+			}
+			return resp, err
+		})
+	})
+	mc, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvr := corev1.SchemeGroupVersion.WithResource("configmaps")
+	cms := ts.cs.CoreV1().ConfigMaps("default")
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c0"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := mc.Resource(gvr).Namespace("default").Watch(ctx, metav1.ListOptions{ResourceVersion: "0", AllowWatchBookmarks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Stop()
+	sel, err := mc.Resource(gvr).Namespace("default").Watch(ctx, metav1.ListOptions{ResourceVersion: "0", LabelSelector: "app=x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sel.Stop()
+	next := func(w watch.Interface) (watch.EventType, *metav1.PartialObjectMetadata) {
+		t.Helper()
+		for {
+			select {
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					t.Fatal("watch closed")
+				}
+				if ev.Type == watch.Bookmark {
+					continue
+				}
+				pm, ok := ev.Object.(*metav1.PartialObjectMetadata)
+				if !ok {
+					t.Fatalf("event %s object %T", ev.Type, ev.Object)
+				}
+				return ev.Type, pm
+			case <-ctx.Done():
+				t.Fatal("no watch event")
+			}
+		}
+	}
+	if typ, pm := next(all); typ != watch.Added || pm.Name != "c0" || pm.ResourceVersion == "" {
+		t.Fatalf("initial event %s %+v", typ, pm)
+	}
+	cm, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c1", Labels: map[string]string{"app": "x"}, Annotations: map[string]string{"a": `{"}`}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ, pm := next(all)
+	if typ != watch.Added || pm.Name != "c1" || pm.UID != cm.UID || pm.ResourceVersion != cm.ResourceVersion || pm.Annotations["a"] != `{"}` || pm.Labels["app"] != "x" {
+		t.Fatalf("ADDED %s %+v, created %+v", typ, pm, cm.ObjectMeta)
+	}
+	if typ, pm := next(sel); typ != watch.Added || pm.Name != "c1" {
+		t.Fatalf("selector ADDED %s %+v", typ, pm)
+	}
+	cm.Labels = map[string]string{"app": "y"}
+	if cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if typ, pm := next(all); typ != watch.Modified || pm.Labels["app"] != "y" || pm.ResourceVersion != cm.ResourceVersion {
+		t.Fatalf("MODIFIED %s %+v", typ, pm)
+	}
+	if typ, pm := next(sel); typ != watch.Deleted || pm.Name != "c1" {
+		t.Fatalf("selector: label change should be DELETED, got %s %+v", typ, pm)
+	}
+	if err := cms.Delete(ctx, "c1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if typ, pm := next(all); typ != watch.Deleted || pm.Name != "c1" {
+		t.Fatalf("DELETED %s %+v", typ, pm)
+	}
+	ctMu.Lock()
+	defer ctMu.Unlock()
+	if len(ctypes) != 2 {
+		t.Fatalf("saw %d watch responses, want 2", len(ctypes))
+	}
+	for _, ct := range ctypes {
+		if ct != "application/vnd.kubernetes.protobuf;stream=watch" {
+			t.Fatalf("watch content type %q, want protobuf stream", ct)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
