@@ -3,6 +3,7 @@ package apiserver
 import (
 	"reflect"
 	"strings"
+	"sync"
 
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,8 +26,11 @@ type resource struct {
 	// "binding", "log", "finalize".
 	subresources []string
 
-	newObj  func() runtime.Object
-	newList func() runtime.Object
+	newObj func() runtime.Object
+	// typeFields holds the top-level field names of newObj's type (hasField).
+	typeFieldsOnce sync.Once
+	typeFields     map[string]bool
+	newList        func() runtime.Object
 
 	// nameFn validates metadata.name (DNS-1123 subdomain unless said otherwise).
 	nameFn apivalidation.ValidateNameFunc
@@ -133,8 +137,20 @@ func copyField(dst, src runtime.Object, name string) {
 	}
 }
 
+// hasField reports whether the resource's type has the named top-level
+// field. The field names are read from the type once: this runs on every
+// create and update.
 func (r *resource) hasField(name string) bool {
-	return structField(r.newObj(), name).IsValid()
+	r.typeFieldsOnce.Do(func() {
+		r.typeFields = map[string]bool{}
+		t := reflect.TypeOf(r.newObj())
+		if t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+			for i := 0; i < t.Elem().NumField(); i++ {
+				r.typeFields[t.Elem().Field(i).Name] = true
+			}
+		}
+	})
+	return r.typeFields[name]
 }
 
 // registry is the resource table indexed the ways requests need.
