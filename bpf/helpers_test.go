@@ -1,16 +1,14 @@
 package bpf
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/skep-dev/skep/internal/cgroup2"
 	"github.com/skep-dev/skep/internal/testutil"
 )
 
@@ -40,34 +38,11 @@ func newTestLB(t testing.TB, opts Options) *LB {
 	return lb
 }
 
-// cgroup2Mount finds where the cgroup v2 hierarchy is mounted.
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// 36 35 0:30 / /sys/fs/cgroup/unified rw,... shared:9 - cgroup2 cgroup2 rw
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" {
-				return fields[4], nil
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
-}
-
 // newTestCgroup makes a cgroup of the test's own under the cgroup2 mount
 // (never the root cgroup), removed when the test ends.
 func newTestCgroup(t testing.TB) string {
 	t.Helper()
-	root, err := cgroup2Mount()
+	root, err := cgroup2.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

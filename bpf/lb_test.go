@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skep-dev/skep/internal/cgroup2"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
@@ -177,7 +178,7 @@ func TestMappedAddresses(t *testing.T) {
 // path outside cgroup v2 is refused with a clear error.
 func TestAttachCgroupGuards(t *testing.T) {
 	lb := newTestLB(t, Options{})
-	root, err := cgroup2Mount()
+	root, err := cgroup2.Mount()
 	must(t, err, "cgroup2 mount")
 	if err := lb.AttachCgroup(root); err == nil {
 		t.Fatal("attached to the root cgroup without AllowRootCgroup")

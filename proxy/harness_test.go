@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/internal/cgroup2"
 	"github.com/skep-dev/skep/internal/testutil"
 )
 
@@ -147,29 +147,11 @@ func serveUDP(t *testing.T, n ns.NetNS, port int, addrs ...string) {
 	}
 }
 
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" {
-				return fields[4], nil
-			}
-		}
-	}
-	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
-}
-
 // newCgroup makes a cgroup of the test's own under the cgroup2 mount (never
 // the root cgroup), removed when the test ends.
 func newCgroup(t *testing.T) string {
 	t.Helper()
-	root, err := cgroup2Mount()
+	root, err := cgroup2.Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/internal/cgroup2"
 	"github.com/skep-dev/skep/proxy"
 )
 
@@ -229,22 +229,11 @@ func cgroupPath(p string) (string, error) {
 	if filepath.IsAbs(p) {
 		return p, nil
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mnt, err := cgroup2.Mount()
 	if err != nil {
-		return "", fmt.Errorf("find cgroup2 mount: %w", err)
+		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// 36 35 0:30 / /sys/fs/cgroup/unified rw,… shared:9 - cgroup2 cgroup2 rw
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
-				return filepath.Join(fields[4], p), nil
-			}
-		}
-	}
-	return "", errors.New("find cgroup2 mount: none in /proc/self/mountinfo")
+	return filepath.Join(mnt, p), nil
 }
 
 func serveHTTP(ctx context.Context, log *slog.Logger, what, addr string, h http.Handler) {

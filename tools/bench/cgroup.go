@@ -1,69 +1,16 @@
 package bench
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/skep-dev/skep/internal/cgroup2"
 )
-
-// cgroup2Mount finds the cgroup2 mount point from /proc/self/mountinfo:
-// /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid one.
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional…] - fstype source superopts
-		line := sc.Text()
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		if fs := strings.Fields(post); len(fs) > 0 && fs[0] == "cgroup2" {
-			if f := strings.Fields(pre); len(f) >= 5 {
-				return unescapeMountinfo(f[4]), nil
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
 
 // benchCgroup is a cgroup of our own under the cgroup2 mount, never the root:
 // the socket-LB attaches here and only client children placed here see it.
@@ -73,7 +20,7 @@ type benchCgroup struct {
 }
 
 func newBenchCgroup(name string) (*benchCgroup, error) {
-	mnt, err := cgroup2Mount()
+	mnt, err := cgroup2.Mount()
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +61,7 @@ func (c *benchCgroup) Close() error {
 
 // staleCgroups lists bench cgroups left by runs whose process is gone.
 func staleCgroups() []string {
-	mnt, err := cgroup2Mount()
+	mnt, err := cgroup2.Mount()
 	if err != nil {
 		return nil
 	}

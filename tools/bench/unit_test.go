@@ -2,7 +2,6 @@ package bench
 
 import (
 	"math"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -63,22 +62,6 @@ func TestCombine(t *testing.T) {
 	}
 	if got.Hist != nil {
 		t.Error("histogram kept in the report")
-	}
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	if got := unescapeMountinfo(`/sys/fs/cgroup\040x`); got != "/sys/fs/cgroup x" {
-		t.Errorf("got %q", got)
-	}
-}
-
-func TestCgroup2Mount(t *testing.T) {
-	p, err := cgroup2Mount()
-	if err != nil {
-		t.Fatalf("find the cgroup2 mount: %v", err)
-	}
-	if _, err := os.Stat(p + "/cgroup.procs"); err != nil {
-		t.Errorf("%s is not a cgroup2 root: %v", p, err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +15,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/skep-dev/skep/internal/cgroup2"
 )
 
 // netnsRunDir is where `ip netns` keeps named namespaces.
@@ -93,33 +94,10 @@ func dialerIn(path string) func(network, addr string) (net.Conn, error) {
 	}
 }
 
-// cgroup2Mount finds the cgroup2 mount in /proc/self/mountinfo
-// (/sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid one).
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", fmt.Errorf("find cgroup2 mount: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		if fs := strings.Fields(post); len(fs) > 0 && fs[0] == "cgroup2" {
-			if f := strings.Fields(pre); len(f) >= 5 {
-				return f[4], nil
-			}
-		}
-	}
-	return "", errors.New("find cgroup2 mount: none in /proc/self/mountinfo")
-}
-
 // labCgroup is the root of the lab's cgroup subtree, never the machine's
 // root cgroup.
 func (c Config) labCgroup() (string, error) {
-	mnt, err := cgroup2Mount()
+	mnt, err := cgroup2.Mount()
 	if err != nil {
 		return "", err
 	}
