@@ -170,6 +170,10 @@ func BenchmarkCreate(b *testing.B) {
 			}
 			var lat []time.Duration
 			var latMu sync.Mutex
+			m0, err := serverMetrics(s)
+			if err != nil {
+				b.Fatal(err)
+			}
 			cpu0, self0 := cpuOf(b, s.Pid()), selfCPU()
 			b.ResetTimer()
 			var total time.Duration
@@ -187,6 +191,13 @@ func BenchmarkCreate(b *testing.B) {
 			}
 			rate := float64(b.N*batch) / total.Seconds()
 			cpuPer := float64((cpuOf(b, s.Pid()) - cpu0).Microseconds()) / float64(b.N*batch)
+			m1, err := serverMetrics(s)
+			if err != nil {
+				b.Fatal(err)
+			}
+			group, commitMs := commitStats(m0, m1)
+			b.ReportMetric(group, "writes/commit")
+			b.ReportMetric(commitMs, "commit-ms")
 			b.ReportMetric(rate, "creates/s")
 			selfPer := float64((selfCPU() - self0).Microseconds()) / float64(b.N*batch)
 			b.ReportMetric(cpuPer, "server-cpu-us/create")

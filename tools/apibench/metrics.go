@@ -1,0 +1,54 @@
+package apibench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/skep-dev/skep/test/e2e/harness"
+)
+
+// serverMetrics scrapes the server's /metrics and returns the value of
+// every sample line without labels (histogram _sum and _count included), by
+// name. Enough to derive means of the store's commit histograms.
+func serverMetrics(s *harness.Server) (map[string]float64, error) {
+	c, token, err := s.HTTPClient()
+	if err != nil {
+		return nil, err
+	}
+	code, body, err := harness.Do(context.Background(), c, token, http.MethodGet, "https://"+s.Addr+"/metrics", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("metrics: HTTP %d", code)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' || strings.ContainsRune(line, '{') {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out, nil
+}
+
+// commitStats is the mean group size and commit time of the store's
+// transactions between two scrapes.
+func commitStats(before, after map[string]float64) (meanBatch, meanCommitMs float64) {
+	n := after["skep_store_commit_batch_writes_count"] - before["skep_store_commit_batch_writes_count"]
+	if n <= 0 {
+		return 0, 0
+	}
+	writes := after["skep_store_commit_batch_writes_sum"] - before["skep_store_commit_batch_writes_sum"]
+	secs := after["skep_store_commit_duration_seconds_sum"] - before["skep_store_commit_duration_seconds_sum"]
+	return writes / n, secs / n * 1000
+}
