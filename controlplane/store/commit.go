@@ -3,8 +3,10 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -133,9 +135,30 @@ func (s *Store) do(ctx context.Context, o *op) error {
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	var spare []*op
+	// idle folds the overlay into bbolt when writes stop before a
+	// checkpoint was due; armed only while the overlay holds something.
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	defer idle.Stop()
+	armed := false
 	for {
 		select {
 		case <-s.wake:
+		case <-idle.C:
+			armed = false
+			if len(s.overlay) == 0 {
+				continue
+			}
+			if wait := s.opts.checkpointInterval - time.Since(s.lastCheckpoint); wait > 0 {
+				idle.Reset(wait)
+				armed = true
+				continue
+			}
+			if err := s.checkpoint(); err != nil { // logged
+				idle.Reset(s.opts.checkpointInterval)
+				armed = true
+			}
+			continue
 		case <-s.closing:
 			s.mu.Lock()
 			rest := s.pending
@@ -145,6 +168,7 @@ func (s *Store) commitLoop() {
 				o.err = ErrClosed
 				close(o.done)
 			}
+			s.closeErr = s.checkpoint()
 			return
 		}
 		s.mu.Lock()
@@ -170,6 +194,12 @@ func (s *Store) commitLoop() {
 		}
 		if len(ops) > 0 {
 			s.commit(ops)
+			if s.checkpointDue() {
+				_ = s.checkpoint()
+			} else if !armed && len(s.overlay) > 0 {
+				idle.Reset(s.opts.checkpointInterval)
+				armed = true
+			}
 			// Let the writers just acknowledged run and queue their next
 			// write before the next round is taken; otherwise closed-loop
 			// writers split into two half-size groups that alternate.
@@ -193,21 +223,37 @@ func (s *Store) batchLen(queued []*op) int {
 	return len(queued)
 }
 
-// commit applies ops in order in one transaction. Every op is acknowledged
-// after the commit (or its failure). Only the committer calls it, so the
-// published revision is also the last committed one.
+// commit applies ops in order as one group: each precondition is checked
+// against the state including the group's earlier ops, the group's changes
+// are made durable with one WAL append, and only then do they become
+// visible (overlay, event log, revision) and every writer hears back. Only
+// the committer calls it.
 func (s *Store) commit(ops []*op) {
 	began := time.Now()
 	start := s.revision.Load()
 	rev := start
 	events := make([]Event, 0, len(ops))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		root := tx.Bucket(bucketRoot)
-		b := root.Bucket(bucketKV)
+	entries := make([]walEntry, 0, len(ops))
+	var staged map[string]int // key → index in entries, for groups of several ops
+	if len(ops) > 1 {
+		staged = make(map[string]int, len(ops))
+	}
+	err := s.view(func(tx *bolt.Tx) error {
+		b := kvBucket(tx)
+		// current is key's record as the group sees it: its own earlier
+		// writes, then the writes not yet checkpointed, then bbolt.
+		current := func(key string) []byte {
+			if i, ok := staged[key]; ok {
+				return entries[i].rec
+			}
+			if e, ok := s.overlay[key]; ok { // the committer is the overlay's only writer
+				return e.rec
+			}
+			return b.Get([]byte(key))
+		}
 		for _, o := range ops {
 			o.err = nil
-			k := []byte(o.key)
-			cur := b.Get(k)
+			cur := current(o.key)
 			var prev *KV
 			if o.kind != opCreate {
 				if cur == nil {
@@ -227,6 +273,9 @@ func (s *Store) commit(ops []*op) {
 				if v, ok := s.events.latestValue(o.key, mod); ok {
 					create, _, _ := recordRevisions(cur)
 					prev = &KV{Key: o.key, Value: v, CreateRevision: create, ModRevision: mod}
+				} else if i, ok := staged[o.key]; ok {
+					create, _, _ := recordRevisions(cur)
+					prev = &KV{Key: o.key, Value: events[i].KV.Value, CreateRevision: create, ModRevision: mod}
 				} else {
 					p, err := decodeRecord(o.key, cur, s.sealer)
 					if err != nil {
@@ -240,6 +289,7 @@ func (s *Store) commit(ops []*op) {
 			}
 			rev++
 			o.rev = rev
+			e := walEntry{key: o.key, rev: rev}
 			switch o.kind {
 			case opCreate, opUpdate:
 				create := rev
@@ -247,9 +297,7 @@ func (s *Store) commit(ops []*op) {
 					create = prev.CreateRevision
 				}
 				setRevisions(o.record, create, rev)
-				if err := b.Put(k, o.record); err != nil {
-					return fmt.Errorf("put %q: %w", o.key, err)
-				}
+				e.rec = o.record
 				events = append(events, Event{
 					Type:     EventPut,
 					KV:       KV{Key: o.key, Value: o.value, CreateRevision: create, ModRevision: rev},
@@ -257,19 +305,25 @@ func (s *Store) commit(ops []*op) {
 					Revision: rev,
 				})
 			case opDelete:
-				if err := b.Delete(k); err != nil {
-					return fmt.Errorf("delete %q: %w", o.key, err)
-				}
 				o.kv = *prev
 				o.kv.ModRevision = rev
 				events = append(events, Event{Type: EventDelete, KV: o.kv, PrevKV: prev, Revision: rev})
 			}
+			if staged != nil {
+				staged[o.key] = len(entries)
+			}
+			entries = append(entries, e)
 		}
-		if rev == start {
-			return nil // nothing changed: bbolt commits an empty tx without I/O
-		}
-		return root.Bucket(bucketMeta).Put(keyRevision, putUint64(rev))
+		return nil
 	})
+	if err == nil && len(entries) > 0 {
+		err = s.wal.append(entries)
+		if errors.Is(err, errWALFull) {
+			if err = s.checkpoint(); err == nil {
+				err = s.wal.append(entries)
+			}
+		}
+	}
 	s.metrics.commitSeconds.Observe(time.Since(began).Seconds())
 	s.metrics.batchSize.Observe(float64(len(ops)))
 	if err != nil {
@@ -282,13 +336,75 @@ func (s *Store) commit(ops []*op) {
 		}
 		return
 	}
-	if rev != start {
-		// Feed watchers and publish the revision before any writer hears
-		// back, so a writer's next Watch(fromRev) or Revision sees its write.
+	if len(entries) > 0 {
+		// Feed watchers, then make the writes visible to readers together
+		// with their revision (a list reads both under ovMu), all before
+		// any writer hears back, so a writer's next read or Watch(fromRev)
+		// sees its write.
 		s.events.append(events)
+		s.ovMu.Lock()
+		for _, e := range entries {
+			s.overlay[e.key] = e
+		}
 		s.revision.Store(rev)
+		s.ovMu.Unlock()
 	}
 	for _, o := range ops {
 		close(o.done)
 	}
+}
+
+// checkpointDue says whether the overlay should be folded into bbolt now.
+func (s *Store) checkpointDue() bool {
+	n := len(s.overlay)
+	return n > 0 && (n >= s.opts.checkpointWrites ||
+		s.wal.off >= s.wal.size/2 ||
+		time.Since(s.lastCheckpoint) >= s.opts.checkpointInterval)
+}
+
+// checkpoint writes every change not yet in bbolt in one bbolt transaction
+// (with bbolt's fsyncs), then empties the overlay and starts the WAL over.
+// Committer (or Open/Close) only. On failure nothing is lost: the WAL still
+// holds every acknowledged write, and the next checkpoint tries again.
+func (s *Store) checkpoint() error {
+	s.lastCheckpoint = time.Now()
+	if len(s.overlay) == 0 {
+		s.wal.reset()
+		return nil
+	}
+	rev := s.revision.Load()
+	keys := make([]string, 0, len(s.overlay))
+	for k := range s.overlay {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // bbolt inserts in key order touch each page once
+	began := time.Now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := kvBucket(tx)
+		for _, k := range keys {
+			e := s.overlay[k]
+			if e.rec == nil {
+				if err := b.Delete([]byte(k)); err != nil {
+					return fmt.Errorf("delete %q: %w", k, err)
+				}
+				continue
+			}
+			if err := b.Put([]byte(k), e.rec); err != nil {
+				return fmt.Errorf("put %q: %w", k, err)
+			}
+		}
+		return tx.Bucket(bucketRoot).Bucket(bucketMeta).Put(keyRevision, putUint64(rev))
+	})
+	s.metrics.checkpointSeconds.Observe(time.Since(began).Seconds())
+	if err != nil {
+		s.metrics.checkpointErrors.Inc()
+		s.log.Error("store checkpoint failed; the WAL keeps the writes", "writes", len(keys), "err", err)
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	s.ovMu.Lock()
+	s.applied = rev
+	s.overlay = make(map[string]walEntry, len(s.overlay))
+	s.ovMu.Unlock()
+	s.wal.reset()
+	return nil
 }

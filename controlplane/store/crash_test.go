@@ -12,9 +12,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
-const crashChildEnv = "SKEP_STORE_CRASH_CHILD_DB"
+const (
+	crashChildEnv   = "SKEP_STORE_CRASH_CHILD_DB"
+	crashWALOnlyEnv = "SKEP_STORE_CRASH_CHILD_WAL_ONLY"
+)
 
 // TestMain runs the crash child instead of the tests when
 // TestCrashDurability re-executes this binary.
@@ -29,7 +34,13 @@ func TestMain(m *testing.M) {
 // crashChild writes from several goroutines and prints each key only after
 // Create acknowledged it, until it is killed (or 30 s pass).
 func crashChild(path string) {
-	s, err := Open(path)
+	var opts []Option
+	if os.Getenv(crashWALOnlyEnv) == "1" {
+		// No checkpoint before the kill: every acknowledged write is only
+		// in the WAL, so the reopen must replay all of them.
+		opts = append(opts, WithCheckpoint(time.Hour, 1<<30))
+	}
+	s, err := Open(path, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
@@ -58,11 +69,21 @@ func crashChild(path string) {
 }
 
 // TestCrashDurability kills a writing process with SIGKILL mid-stream and
-// checks that every write it had acknowledged is in the reopened file.
+// checks that every write it had acknowledged is in the reopened file: with
+// the default checkpoints (the kill lands between or during them), and with
+// none at all (everything comes back from the WAL).
 func TestCrashDurability(t *testing.T) {
+	t.Run("checkpoints", func(t *testing.T) { crashDurability(t, false) })
+	t.Run("wal-only", func(t *testing.T) { crashDurability(t, true) })
+}
+
+func crashDurability(t *testing.T, walOnly bool) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
+	if walOnly {
+		cmd.Env = append(cmd.Env, crashWALOnlyEnv+"=1")
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +126,13 @@ func TestCrashDurability(t *testing.T) {
 		t.Fatalf("child was not killed by SIGKILL: %v", werr)
 	}
 
+	if walOnly {
+		// The test only proves replay if the database file itself had
+		// none of the writes.
+		if rev := boltRevision(t, path); rev != 0 {
+			t.Fatalf("database file at revision %d before replay; want 0 (no checkpoint ran)", rev)
+		}
+	}
 	s, err := Open(path)
 	if err != nil {
 		t.Fatalf("reopen after SIGKILL: %v", err)
@@ -131,4 +159,25 @@ func TestCrashDurability(t *testing.T) {
 	if _, err := s.Create(context.Background(), "/crash/after", nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// boltRevision reads the revision stored in the bbolt file itself, without
+// the WAL.
+func boltRevision(t *testing.T, path string) int64 {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var rev int64
+	if err := db.View(func(tx *bolt.Tx) error {
+		if root := tx.Bucket(bucketRoot); root != nil {
+			rev = int64(beUint64(root.Bucket(bucketMeta).Get(keyRevision)))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return rev
 }

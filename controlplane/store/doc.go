@@ -1,15 +1,18 @@
-// Package store is the control plane's state: one bbolt file with etcd's
-// semantics — a global revision bumped by every write, compare-and-swap on a
+// Package store is the control plane's state: a bbolt file and its
+// write-ahead log, with etcd's semantics — a global revision bumped by every write, compare-and-swap on a
 // key's revision, and watches from a recent revision served by an in-memory
 // event log.
 //
 // # Bucket tree
 //
-// Everything lives under one versioned root bucket so the schema can migrate:
+// Two files: state.db, the bbolt file, holds the state as of the last
+// checkpoint; state.db.wal holds the writes since (see below). In the bbolt
+// file everything lives under one versioned root bucket so the schema can
+// migrate:
 //
 //	v1                              ← schema version 1
 //	├── meta
-//	│   ├── revision : uint64 BE    ← last committed global revision
+//	│   ├── revision : uint64 BE    ← global revision of the last checkpoint
 //	│   └── keycheck : sealed constant ← present once encryption is on; proves the key file
 //	└── kv
 //	    └── <key> : record          ← e.g. /registry/pods/default/web-0
@@ -25,17 +28,39 @@
 // flag is per record, so adding a prefix later encrypts on the next write and
 // older plaintext records still read.
 //
-// # Group commit
+// # Group commit, WAL and checkpoints
 //
 // Writers queue their operation and wait. One committer goroutine takes every
-// operation queued while the previous transaction was committing, applies them
-// in queue order in one bbolt transaction — each precondition (exists,
-// revision) checked against the state including the earlier operations of the
-// same transaction, a failing operation getting its own error without failing
-// the others — commits with fsync, feeds the event log, then acknowledges
-// each writer. A write is therefore acknowledged only once it is durable, and
-// revisions follow queue order. If the transaction itself fails (an I/O
-// error, a full disk), every write in it gets that error and none is applied.
+// operation queued while the previous group was committing and applies them
+// in queue order — each precondition (exists, revision) checked against the
+// state including the earlier operations of the same group, a failing
+// operation getting its own error without failing the others. The group's
+// changes are then appended as one frame to the write-ahead log
+// (<path>.wal) and made durable with one fdatasync; only then are they laid
+// into an in-memory overlay (the latest write per key since the last
+// checkpoint), fed to the event log and published with their revision, and
+// each writer acknowledged. A write is therefore acknowledged only once it
+// is durable, and revisions follow queue order. If the append fails (an I/O
+// error, a full disk), every write in the group gets that error and none is
+// applied.
+//
+// A checkpoint folds the overlay into the bbolt file in one ordinary bbolt
+// transaction (bbolt's own two fsyncs), every 100 ms or 10,000 writes
+// (WithCheckpoint), and when the WAL is half full; the WAL then starts over
+// from offset 0. This is etcd's design (raft WAL, then a batched bbolt
+// backend) and why a group costs one small write and one fdatasync instead
+// of a B+tree commit. Reads see the overlay laid over the bbolt file: Get
+// looks in the overlay first; List merges the overlay's keys with a bbolt
+// cursor, and retries if a checkpoint committed between its two reads, so a
+// page is one consistent snapshot at ListResult.Revision.
+//
+// After a crash, Open replays the WAL frames beyond the bbolt file's
+// revision in one transaction. The WAL is preallocated and overwritten in
+// place, so its tail may hold frames of an earlier generation: each frame
+// carries a checksum and the revision it starts at, and reading stops at the
+// first frame that is torn or does not continue the revision sequence. A WAL
+// that starts beyond the file's next revision means writes are missing, and
+// Open refuses it.
 //
 // A writer whose context ends while its operation is still queued removes it
 // and gets the context's error: the operation was not applied. Once the
@@ -62,6 +87,7 @@
 //
 // WithMetrics registers skep_store_commit_duration_seconds,
 // skep_store_commit_batch_writes, skep_store_commit_errors_total,
+// skep_store_checkpoint_duration_seconds, skep_store_checkpoint_errors_total,
 // skep_store_watchers, skep_store_watchers_dropped_total and
 // skep_store_revision.
 package store

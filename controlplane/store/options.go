@@ -22,6 +22,10 @@ type options struct {
 	openTimeout      time.Duration
 	noFreelistSync   bool
 	logger           *slog.Logger
+
+	checkpointInterval time.Duration
+	checkpointWrites   int
+	walSize            int64
 }
 
 func defaultOptions() options {
@@ -34,6 +38,10 @@ func defaultOptions() options {
 		openTimeout:      5 * time.Second,
 		noFreelistSync:   true,
 		logger:           slog.Default(),
+
+		checkpointInterval: 100 * time.Millisecond,
+		checkpointWrites:   10000,
+		walSize:            walDefaultSize,
 	}
 }
 
@@ -122,6 +130,31 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) {
 		if l != nil {
 			o.logger = l
+		}
+	}
+}
+
+// WithCheckpoint sets when the writes held in the WAL and in memory are
+// folded into the bbolt file: every interval (default 100 ms) or every
+// writes writes (default 10,000), whichever comes first. Longer means fewer,
+// larger bbolt transactions and a longer WAL to replay after a crash.
+func WithCheckpoint(interval time.Duration, writes int) Option {
+	return func(o *options) {
+		if interval > 0 {
+			o.checkpointInterval = interval
+		}
+		if writes > 0 {
+			o.checkpointWrites = writes
+		}
+	}
+}
+
+// WithWALSize sets the preallocated size of the write-ahead log (default
+// 64 MiB); a checkpoint runs when it is half full.
+func WithWALSize(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.walSize = n
 		}
 	}
 }

@@ -51,12 +51,23 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Every file the store writes: the database and its write-ahead log
+	// (which holds the same records, already sealed).
+	for _, f := range []string{dbFile, dbFile + ".wal"} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(raw, []byte("TOPSECRET")) {
+			t.Fatalf("the secret's value is readable in the raw file %s", filepath.Base(f))
+		}
+		if !bytes.Contains(raw, []byte(plainMarker)) {
+			t.Fatalf("the configmap's value is not in the raw file %s: the grep itself is broken", filepath.Base(f))
+		}
+	}
 	raw, err := os.ReadFile(dbFile)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if bytes.Contains(raw, []byte("TOPSECRET")) {
-		t.Fatal("the secret's value is readable in the raw database file")
 	}
 	if !bytes.Contains(raw, []byte(plainMarker)) {
 		t.Fatal("the configmap's value is not in the raw file: the grep itself is broken")

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -35,6 +39,16 @@ type Store struct {
 
 	revision atomic.Int64 // last committed revision, published after the event log
 	events   *eventLog
+
+	// wal makes each group durable; overlay holds, per key, the latest write
+	// that is durable in the WAL but not yet checkpointed into bbolt (rec
+	// nil: deleted). The committer is the only writer of both; readers take
+	// ovMu, under which overlay, applied and revision change together.
+	wal            *wal
+	ovMu           sync.RWMutex
+	overlay        map[string]walEntry
+	applied        int64 // the revision of the bbolt file
+	lastCheckpoint time.Time
 
 	mu      sync.Mutex // guards pending and closed
 	pending []*op
@@ -107,20 +121,30 @@ func Open(path string, opts ...Option) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: init buckets: %w", path, err)
 	}
+	w, rev, err := recoverWAL(db, path+".wal", o.walSize, rev)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	s := &Store{
-		db:      db,
-		opts:    o,
-		log:     o.logger,
-		sealer:  sl,
-		metrics: newMetrics(),
-		events:  newEventLog(o.eventLogSize, rev),
-		wake:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		db:             db,
+		opts:           o,
+		log:            o.logger,
+		sealer:         sl,
+		metrics:        newMetrics(),
+		events:         newEventLog(o.eventLogSize, rev),
+		wal:            w,
+		overlay:        map[string]walEntry{},
+		applied:        rev,
+		lastCheckpoint: time.Now(),
+		wake:           make(chan struct{}, 1),
+		closing:        make(chan struct{}),
+		done:           make(chan struct{}),
 	}
 	s.revision.Store(rev)
 	if o.registerer != nil {
 		if err := s.metrics.register(o.registerer, s); err != nil {
+			w.close()
 			db.Close()
 			return nil, err
 		}
@@ -137,6 +161,17 @@ func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 	if err := ctx.Err(); err != nil {
 		return KV{}, err
 	}
+	s.ovMu.RLock()
+	e, ok := s.overlay[key]
+	s.ovMu.RUnlock()
+	if ok { // written since the last checkpoint (or deleted: rec nil)
+		if e.rec == nil {
+			return KV{}, ErrNotFound
+		}
+		return decodeRecord(key, e.rec, s.sealer)
+	}
+	// Not in the overlay now, so bbolt from now on holds the key's latest
+	// write: the overlay drops a key only after a checkpoint committed it.
 	var kv KV
 	err := s.view(func(tx *bolt.Tx) error {
 		rec := kvBucket(tx).Get([]byte(key))
@@ -150,49 +185,105 @@ func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 	return kv, err
 }
 
-// List returns the keys under prefix in key order, read from one snapshot.
+// List returns the keys under prefix in key order, read from one snapshot:
+// the bbolt file at its last checkpoint with the later writes laid over it.
 func (s *Store) List(ctx context.Context, prefix string, opts ListOptions) (ListResult, error) {
 	if err := ctx.Err(); err != nil {
 		return ListResult{}, err
 	}
-	var res ListResult
-	err := s.view(func(tx *bolt.Tx) error {
-		res.Revision = int64(beUint64(tx.Bucket(bucketRoot).Bucket(bucketMeta).Get(keyRevision)))
-		p := []byte(prefix)
-		c := kvBucket(tx).Cursor()
-		var k, v []byte
-		if opts.StartAfter > prefix {
-			after := []byte(opts.StartAfter)
-			k, v = c.Seek(after)
-			if bytes.Equal(k, after) {
-				k, v = c.Next()
+	after := opts.StartAfter > prefix // otherwise start at the prefix
+	for {
+		var res ListResult
+		s.ovMu.RLock()
+		applied := s.applied
+		res.Revision = s.revision.Load()
+		var over []walEntry
+		for k, e := range s.overlay {
+			if strings.HasPrefix(k, prefix) && (!after || k > opts.StartAfter) {
+				over = append(over, e)
 			}
-		} else {
-			k, v = c.Seek(p)
 		}
-		for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if opts.Limit > 0 && len(res.Items) == opts.Limit {
-				res.More = true
-				// Counting the rest reads only keys, never values.
-				for ; k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-					res.Remaining++
-				}
+		s.ovMu.RUnlock()
+		slices.SortFunc(over, func(a, b walEntry) int { return strings.Compare(a.key, b.key) })
+		if testHookListCopied != nil {
+			testHookListCopied()
+		}
+		stale := false
+		err := s.view(func(tx *bolt.Tx) error {
+			// A checkpoint that committed after the overlay was copied
+			// makes the pair inconsistent: read again.
+			if int64(beUint64(tx.Bucket(bucketRoot).Bucket(bucketMeta).Get(keyRevision))) != applied {
+				stale = true
 				return nil
 			}
-			if len(res.Items)%64 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
+			return s.listMerged(ctx, tx, prefix, opts, over, &res)
+		})
+		if stale {
+			runtime.Gosched()
+			continue
+		}
+		return res, err
+	}
+}
+
+// testHookListCopied, when set by a test, runs between copying the overlay
+// and opening the bbolt snapshot, to widen that window.
+var testHookListCopied func()
+
+// listMerged walks bbolt's keys under prefix and the overlay's (sorted)
+// together; an overlay entry replaces bbolt's value of its key or, when a
+// delete, hides it.
+func (s *Store) listMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts ListOptions, over []walEntry, res *ListResult) error {
+	p := []byte(prefix)
+	c := kvBucket(tx).Cursor()
+	var k, v []byte
+	if opts.StartAfter > prefix {
+		after := []byte(opts.StartAfter)
+		k, v = c.Seek(after)
+		if bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	} else {
+		k, v = c.Seek(p)
+	}
+	for {
+		inBolt := k != nil && bytes.HasPrefix(k, p)
+		if !inBolt && len(over) == 0 {
+			return nil
+		}
+		var key string
+		var rec []byte
+		if len(over) > 0 && (!inBolt || over[0].key <= string(k)) {
+			e := over[0]
+			over = over[1:]
+			if inBolt && e.key == string(k) {
+				k, v = c.Next()
 			}
-			kv, err := decodeRecord(string(k), v, s.sealer)
-			if err != nil {
+			if e.rec == nil {
+				continue // deleted since the checkpoint
+			}
+			key, rec = e.key, e.rec
+		} else {
+			key, rec = string(k), v
+			k, v = c.Next()
+		}
+		if opts.Limit > 0 && len(res.Items) == opts.Limit {
+			// Counting the rest reads only keys, never values.
+			res.More = true
+			res.Remaining++
+			continue
+		}
+		if len(res.Items)%64 == 0 {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-			res.Items = append(res.Items, kv)
 		}
-		return nil
-	})
-	return res, err
+		kv, err := decodeRecord(key, rec, s.sealer)
+		if err != nil {
+			return err
+		}
+		res.Items = append(res.Items, kv)
+	}
 }
 
 func (s *Store) view(fn func(*bolt.Tx) error) error {
@@ -213,9 +304,9 @@ func (s *Store) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		close(s.closing)
-		<-s.done
+		<-s.done // the committer's last checkpoint sets closeErr
 		s.watchers.Wait()
-		s.closeErr = s.db.Close()
+		s.closeErr = errors.Join(s.closeErr, s.wal.close(), s.db.Close())
 	})
 	return s.closeErr
 }
@@ -225,4 +316,44 @@ func validKey(key string) error {
 		return fmt.Errorf("%w: %q", errInvalidKey, key)
 	}
 	return nil
+}
+
+// recoverWAL opens the write-ahead log next to the bbolt file and applies,
+// in one bbolt transaction, the writes it holds beyond the file's revision
+// (those acknowledged after the last checkpoint before a crash). It returns
+// the log, emptied, and the store's revision.
+func recoverWAL(db *bolt.DB, path string, size int64, rev int64) (*wal, int64, error) {
+	w, entries, err := openWAL(path, size)
+	if err != nil {
+		return nil, 0, err
+	}
+	i, _ := slices.BinarySearchFunc(entries, rev+1, func(e walEntry, r int64) int { return int(e.rev - r) })
+	entries = entries[i:]
+	if len(entries) > 0 && entries[0].rev != rev+1 {
+		w.close()
+		return nil, 0, fmt.Errorf("wal %s starts at revision %d but the database is at %d: revisions in between are missing", path, entries[0].rev, rev)
+	}
+	if len(entries) > 0 {
+		last := entries[len(entries)-1].rev
+		err := db.Update(func(tx *bolt.Tx) error {
+			b := kvBucket(tx)
+			for _, e := range entries {
+				if e.rec == nil {
+					if err := b.Delete([]byte(e.key)); err != nil {
+						return err
+					}
+				} else if err := b.Put([]byte(e.key), e.rec); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketRoot).Bucket(bucketMeta).Put(keyRevision, putUint64(last))
+		})
+		if err != nil {
+			w.close()
+			return nil, 0, fmt.Errorf("replay wal: %w", err)
+		}
+		rev = last
+	}
+	w.reset()
+	return w, rev, nil
 }
