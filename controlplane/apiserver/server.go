@@ -84,6 +84,10 @@ type Server struct {
 	// nsState caches namespaces' lifecycle by name (checkNamespace); a
 	// deleted and recreated namespace has a new revision.
 	nsState sync.Map
+
+	// loopback serves the in-process clients (loopback.go).
+	loopback      *memListener
+	loopbackToken string
 }
 
 // New prepares a server: data directory, certificates, token, store,
@@ -165,6 +169,9 @@ func New(cfg Config) (*Server, error) {
 	s.pki = &pki{caPEM: caPEM, caCert: ca, caKey: caKey, serving: serving, adminToken: token}
 	s.authn = &tokenAuthenticator{tokens: map[string]*User{token: {Name: "skep-admin", Groups: []string{"system:masters", "system:authenticated"}}}}
 	s.authz = adminAuthorizer{}
+	if err := s.initLoopback(); err != nil {
+		return fail(err)
+	}
 
 	s.kubeconfig = filepath.Join(cfg.DataDir, AdminKubeconfigFile)
 	if err := writeKubeconfig(s.kubeconfig, "https://"+s.clientAddr(), caPEM, "skep-admin", token); err != nil {
@@ -205,20 +212,6 @@ func (s *Server) AdminToken() string { return s.pki.adminToken }
 // CAPEM is the cluster CA certificate.
 func (s *Server) CAPEM() []byte { return s.pki.caPEM }
 
-// LoopbackRESTConfig is an admin client-go config for clients in this
-// process (the in-process controllers): it dials the listening address,
-// loopback when the server listens on every address.
-func (s *Server) LoopbackRESTConfig() *rest.Config {
-	addr := s.ln.Addr().String()
-	if host, port, err := net.SplitHostPort(addr); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-			addr = net.JoinHostPort("127.0.0.1", port)
-		}
-	}
-	return &rest.Config{Host: "https://" + addr, BearerToken: s.pki.adminToken,
-		TLSClientConfig: rest.TLSClientConfig{CAData: s.pki.caPEM}, QPS: -1}
-}
-
 // RESTConfig is a client-go config for the admin user.
 func (s *Server) RESTConfig() *rest.Config {
 	return &rest.Config{Host: "https://" + s.clientAddr(), BearerToken: s.pki.adminToken,
@@ -252,30 +245,38 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(s.ln, "", "") }()
+	stopLoopback := s.serveLoopback(ctx)
 	s.log.Info("skep API server serving", "addr", s.ln.Addr().String(), "kubeconfig", s.kubeconfig)
 	var err error
 	select {
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.ready.Store(false)
-		if e := srv.Shutdown(sctx); e != nil {
-			srv.Close()
-		}
 	case err = <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
 	}
+	s.ready.Store(false)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if e := srv.Shutdown(sctx); e != nil {
+		srv.Close()
+	}
+	// The in-process clients go last: they may still be finishing work
+	// while external clients drain.
+	stopLoopback(sctx)
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-// Close releases the listener and the store (if the server opened it).
+// Close releases the listeners, closing every in-memory connection, and
+// the store (if the server opened it).
 func (s *Server) Close() error {
 	s.ln.Close()
+	if s.loopback != nil {
+		s.loopback.Close()
+	}
 	if s.ownStore && s.store != nil {
 		return s.store.Close()
 	}

@@ -1,0 +1,327 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// memPipe is a connected pair of in-memory connections from a fresh
+// listener; stop closes the listener and with it both ends.
+func memPipe() (c1, c2 net.Conn, stop func(), err error) {
+	l := newMemListener()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := l.Accept()
+		ch <- accepted{c, err}
+	}()
+	c1, err = l.DialContext(context.Background(), "", "")
+	if err != nil {
+		l.Close()
+		return nil, nil, nil, err
+	}
+	a := <-ch
+	if a.err != nil {
+		l.Close()
+		return nil, nil, nil, a.err
+	}
+	return c1, a.c, func() { l.Close() }, nil
+}
+
+// TestMemConnConformance runs x/net's net.Conn conformance suite (basic and
+// concurrent I/O, read and write deadlines past, present and future, close
+// unblocking reads and writes) on the in-memory connection.
+func TestMemConnConformance(t *testing.T) {
+	nettest.TestConn(t, memPipe)
+}
+
+// TestMemConnLargeWrite: a write larger than the pipe's bound arrives whole
+// and in order, the writer waiting for the reader.
+func TestMemConnLargeWrite(t *testing.T) {
+	c1, c2, stop, err := memPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	msg := make([]byte, 3*loopbackPipeLimit+123)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c1.Write(msg)
+		if err == nil {
+			err = c1.Close()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(msg) {
+		t.Fatalf("read %d bytes, differ from the %d written", len(got), len(msg))
+	}
+	if _, err := c2.Write([]byte("x")); err == nil {
+		t.Fatal("write to a connection whose peer closed succeeded")
+	}
+}
+
+// TestMemListenerCloseEndsEverything: closing the listener unblocks Accept,
+// refuses dials and closes every open connection, ending reads blocked on
+// either end.
+func TestMemListenerCloseEndsEverything(t *testing.T) {
+	l := newMemListener()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Errorf("accept: %v", err)
+		}
+		acc <- c
+	}()
+	client, err := l.DialContext(context.Background(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-acc
+	if n := l.open(); n != 2 {
+		t.Fatalf("%d open ends, want 2", n)
+	}
+	// A dial nobody accepts waits, and gives up with its context.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := l.DialContext(ctx, "", ""); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unaccepted dial: %v", err)
+	}
+	var wg sync.WaitGroup
+	for _, c := range []net.Conn{client, server} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Error("read on a closed listener's connection succeeded")
+			}
+		}()
+	}
+	accErr := make(chan error, 1)
+	go func() { _, err := l.Accept(); accErr <- err }()
+	time.Sleep(20 * time.Millisecond)
+	l.Close()
+	wg.Wait()
+	if err := <-accErr; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("accept after close: %v", err)
+	}
+	if _, err := l.DialContext(context.Background(), "", ""); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("dial after close: %v", err)
+	}
+	if n := l.open(); n != 0 {
+		t.Fatalf("%d ends open after close", n)
+	}
+}
+
+// TestLoopbackClient: the loopback config reaches the server in memory as
+// the loopback identity; authentication still applies there; a watch over
+// it outlives the body read timeout and sees another client's write.
+func TestLoopbackClient(t *testing.T) {
+	srv, err := New(Config{
+		DataDir: t.TempDir(), Listen: "127.0.0.1:0", Store: newMemStore(),
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		BodyReadTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	lcfg := srv.LoopbackRESTConfig()
+	if strings.Contains(lcfg.Host, hostOf(srv.ln.Addr().String())) || lcfg.BearerToken == srv.AdminToken() {
+		t.Fatalf("loopback config %s reuses the external address or the admin token", lcfg.Host)
+	}
+	loop, err := kubernetes.NewForConfig(lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := kubernetes.NewForConfig(srv.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer tcancel()
+
+	rev, err := loop.AuthenticationV1().SelfSubjectReviews().Create(tctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := rev.Status.UserInfo; u.Username != LoopbackUser || !contains(u.Groups, "system:masters") {
+		t.Fatalf("loopback user = %+v", u)
+	}
+	rev, err = ext.AuthenticationV1().SelfSubjectReviews().Create(tctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev.Status.UserInfo.Username != "skep-admin" {
+		t.Fatalf("external admin user = %+v", rev.Status.UserInfo)
+	}
+	if srv.loopback.open() == 0 {
+		t.Fatal("loopback requests made no in-memory connection")
+	}
+
+	// No token, no access, in memory as over TCP.
+	raw := &http.Client{Transport: &http.Transport{DialContext: srv.loopback.DialContext}}
+	defer raw.CloseIdleConnections()
+	resp, err := raw.Get("http://" + loopbackHost + "/api/v1/namespaces")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("unauthenticated loopback request: %d", resp.StatusCode)
+	}
+
+	cms := loop.CoreV1().ConfigMaps("default")
+	l, err := cms.List(tctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cms.Watch(tctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	time.Sleep(3 * srv.cfg.BodyReadTimeout)
+	if _, err := ext.CoreV1().ConfigMaps("default").Create(tctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "seen"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev, ok := <-w.ResultChan():
+		if !ok {
+			t.Fatal("loopback watch ended")
+		}
+		if ev.Type != watch.Added || ev.Object.(*corev1.ConfigMap).Name != "seen" {
+			t.Fatalf("event %s %v", ev.Type, ev.Object)
+		}
+	case <-tctx.Done():
+		t.Fatal("no event on the loopback watch")
+	}
+	got, err := cms.Get(tctx, "seen", metav1.GetOptions{})
+	if err != nil || got.UID == "" {
+		t.Fatalf("get over loopback: %v %v", got, err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// runLoopbackCycle starts a server, drives it over the loopback config with
+// an informer and an open watch (as the controllers do), stops it, and
+// checks that every in-memory connection is closed.
+func runLoopbackCycle(t *testing.T) {
+	srv, err := New(Config{
+		DataDir: t.TempDir(), Listen: "127.0.0.1:0", Store: newMemStore(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	cs, err := kubernetes.NewForConfig(srv.LoopbackRESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopInformers := make(chan struct{})
+	f := informers.NewSharedInformerFactory(cs, 0)
+	inf := f.Core().V1().ConfigMaps().Informer()
+	f.Start(stopInformers)
+	defer func() {
+		close(stopInformers)
+		f.Shutdown()
+	}()
+	tctx, tcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer tcancel()
+	if !cache.WaitForCacheSync(tctx.Done(), inf.HasSynced) {
+		t.Fatal("informer did not sync over loopback")
+	}
+	w, err := cs.CoreV1().Namespaces().Watch(tctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(tctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cycle"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("server did not stop")
+	}
+	if n := srv.loopback.open(); n != 0 {
+		t.Fatalf("%d in-memory connection ends open after Run returned", n)
+	}
+	// The client's watch ends with the server, as with a TCP server gone.
+	for range w.ResultChan() {
+	}
+}
+
+// TestLoopbackShutdownNoGoroutineLeak: after Run returns, nothing of the
+// loopback server or of its connections is left, on either side.
+func TestLoopbackShutdownNoGoroutineLeak(t *testing.T) {
+	runLoopbackCycle(t) // warm-up: client-go's and net/http's one-time goroutines
+	before := runtime.NumGoroutine()
+	for range 2 {
+		runLoopbackCycle(t)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines before, %d after two server cycles:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
