@@ -201,6 +201,9 @@ func (s *Server) listItems(ctx context.Context, res *resource, ns string, lo *li
 		if listRev == 0 {
 			listRev = lr.Revision
 		}
+		if items == nil && !filtering {
+			items = make([]listItem, 0, len(lr.Items))
+		}
 		for i, kv := range lr.Items {
 			it := listItem{kv: kv}
 			if needObj || byField {
@@ -211,7 +214,11 @@ func (s *Server) listItems(ctx context.Context, res *resource, ns string, lo *li
 				if !lo.matches(res, obj) {
 					continue
 				}
-				it.obj = obj
+				if needObj {
+					// Otherwise the item goes out from its stored bytes:
+					// the decoded object would only be held to be dropped.
+					it.obj = obj
+				}
 			} else if byLabel {
 				var lb labelsOnly
 				if err := json.Unmarshal(kv.Value, &lb); err != nil {
@@ -256,12 +263,10 @@ func (s *Server) listItems(ctx context.Context, res *resource, ns string, lo *li
 // starts {"kind":…,"apiVersion":…,"metadata":{…) without decoding it; nil
 // when the bytes do not have that shape.
 func withResourceVersion(value []byte, rev int64) []byte {
-	const meta = `"metadata":{`
-	i := bytes.Index(value, []byte(meta))
-	if i < 0 || i > 160 || !bytes.HasPrefix(value, []byte(`{"kind":`)) {
+	j := metadataOpen(value)
+	if j < 0 {
 		return nil
 	}
-	j := i + len(meta)
 	out := make([]byte, 0, len(value)+48)
 	out = append(out, value[:j]...)
 	out = append(out, `"resourceVersion":"`...)
@@ -280,19 +285,12 @@ func withResourceVersion(value []byte, rev int64) []byte {
 // typed object. It returns nil when the bytes are not in the shape the store
 // writes; callers then take the decoding path.
 func partialMetaJSON(value []byte, rev int64) []byte {
-	const meta = `"metadata":{`
-	i := bytes.Index(value, []byte(meta))
-	if i < 0 || i > 160 || !bytes.HasPrefix(value, []byte(`{"kind":`)) {
+	start, end, ok := metadataBounds(value)
+	if !ok {
 		return nil
 	}
-	start := i + len(meta) - 1
-	end := jsonObjectEnd(value, start)
-	if end < 0 {
-		return nil
-	}
-	const head = `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"`
-	out := make([]byte, 0, len(head)+24+end-start)
-	out = append(out, head...)
+	out := make([]byte, 0, len(partialMetaHead)+24+end-start)
+	out = append(out, partialMetaHead...)
 	out = strconv.AppendInt(out, rev, 10)
 	out = append(out, '"')
 	if value[start+1] != '}' {
@@ -360,67 +358,6 @@ func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *resour
 		items[i].obj = o
 	}
 	return s.respondItems(w, r, of, res, items, lm)
-}
-
-func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
-	if of.table {
-		objs := make([]runtime.Object, len(items))
-		for i, it := range items {
-			objs[i] = it.obj
-		}
-		t, err := s.toTable(r, res, objs, lm, true)
-		if err != nil {
-			return err
-		}
-		js, err := encodeJSON(t)
-		if err != nil {
-			return apierrors.NewInternalError(err)
-		}
-		writeRaw(w, http.StatusOK, js, of.yaml)
-		return nil
-	}
-	kind, apiVersion := res.gvk.Kind+"List", res.gvk.GroupVersion().String()
-	if of.partial {
-		kind, apiVersion = "PartialObjectMetadataList", "meta.k8s.io/v1"
-	}
-	var buf bytes.Buffer
-	buf.Grow(256 + len(items)*1024)
-	lmJSON, _ := json.Marshal(lm)
-	fmt.Fprintf(&buf, `{"kind":%q,"apiVersion":%q,"metadata":%s,"items":[`, kind, apiVersion, lmJSON)
-	for i, it := range items {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		if it.obj == nil {
-			conv := withResourceVersion
-			if of.partial {
-				conv = partialMetaJSON
-			}
-			if js := conv(it.kv.Value, it.kv.ModRevision); js != nil {
-				buf.Write(js)
-				continue
-			}
-		}
-		obj := it.obj
-		if obj == nil {
-			var err error
-			if obj, err = s.decodeKV(res, it.kv); err != nil {
-				return apierrors.NewInternalError(err)
-			}
-		}
-		var v interface{} = obj
-		if of.partial {
-			v = partialMeta(obj)
-		}
-		js, err := json.Marshal(v)
-		if err != nil {
-			return apierrors.NewInternalError(err)
-		}
-		buf.Write(js)
-	}
-	buf.WriteString("]}")
-	writeRaw(w, http.StatusOK, buf.Bytes(), of.yaml)
-	return nil
 }
 
 func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {

@@ -1,0 +1,241 @@
+package apiserver
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// Lists are encoded item by item straight into the response, as
+// kube-apiserver's streaming collection encoders do (KEP-5116): a list of
+// 10,000 pods then holds only the page's stored values and a small write
+// buffer, instead of the values, an 8 MB body assembled from them and a
+// spliced copy of each item on top. The bytes are the same as encoding the
+// whole list at once.
+
+// listWriteBufSize is the buffer a streamed list goes out through: large
+// enough that HTTP/2 frames and TLS records leave full, small next to a big
+// list's body.
+const listWriteBufSize = 32 << 10
+
+var listWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, listWriteBufSize) }}
+
+// listSink is what a list is encoded into: the pooled bufio.Writer over
+// the response, or a bytes.Buffer when the whole document is needed (YAML).
+type listSink interface {
+	io.Writer
+	io.StringWriter
+	io.ByteWriter
+}
+
+// metadataOpen returns the index just past `"metadata":{` in stored JSON
+// (which starts {"kind":…,"apiVersion":…,"metadata":{…), or -1 when the
+// bytes do not have that shape.
+func metadataOpen(value []byte) int {
+	const meta = `"metadata":{`
+	i := bytes.Index(value, []byte(meta))
+	if i < 0 || i > 160 || !bytes.HasPrefix(value, []byte(`{"kind":`)) {
+		return -1
+	}
+	return i + len(meta)
+}
+
+// writeWithResourceVersion writes stored JSON with "resourceVersion"
+// spliced in as the first metadata field (the bytes withResourceVersion
+// returns) without copying the value; false, and nothing written, when the
+// bytes do not have the store's shape.
+func writeWithResourceVersion(dst listSink, value []byte, rev int64, scratch []byte) (bool, error) {
+	j := metadataOpen(value)
+	if j < 0 {
+		return false, nil
+	}
+	dst.Write(value[:j])
+	dst.WriteString(`"resourceVersion":"`)
+	dst.Write(strconv.AppendInt(scratch[:0], rev, 10))
+	dst.WriteByte('"')
+	if j < len(value) && value[j] != '}' {
+		dst.WriteByte(',')
+	}
+	_, err := dst.Write(value[j:])
+	return true, err
+}
+
+// partialMetaHead opens every PartialObjectMetadata cut from stored bytes.
+const partialMetaHead = `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"`
+
+// metadataBounds returns the bounds of the "metadata" object in stored
+// JSON ([start] is its '{', end is just past its '}'), or ok false when
+// the bytes do not have the store's shape.
+func metadataBounds(value []byte) (start, end int, ok bool) {
+	j := metadataOpen(value)
+	if j < 0 {
+		return 0, 0, false
+	}
+	start = j - 1
+	end = jsonObjectEnd(value, start)
+	return start, end, end >= 0
+}
+
+// writePartialMeta writes the PartialObjectMetadata JSON of stored bytes
+// (the bytes partialMetaJSON returns) without copying them; false, and
+// nothing written, when the bytes do not have the store's shape.
+func writePartialMeta(dst listSink, value []byte, rev int64, scratch []byte) (bool, error) {
+	start, end, ok := metadataBounds(value)
+	if !ok {
+		return false, nil
+	}
+	dst.WriteString(partialMetaHead)
+	dst.Write(strconv.AppendInt(scratch[:0], rev, 10))
+	dst.WriteByte('"')
+	if value[start+1] != '}' {
+		dst.WriteByte(',')
+	}
+	dst.Write(value[start+1 : end])
+	_, err := dst.WriteString("}")
+	return true, err
+}
+
+// encodeListJSON encodes a typed list (kind+"List") or a
+// PartialObjectMetadataList into dst. Items go out from their stored bytes
+// when they have the store's shape, else from the decoded object. Each
+// item is dropped from items once written so the garbage collector can
+// take its bytes while the rest of the list is still going out.
+func (s *Server) encodeListJSON(dst listSink, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
+	kind, apiVersion := res.gvk.Kind+"List", res.gvk.GroupVersion().String()
+	if of.partial {
+		kind, apiVersion = "PartialObjectMetadataList", "meta.k8s.io/v1"
+	}
+	lmJSON, err := json.Marshal(lm)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	fmt.Fprintf(dst, `{"kind":%q,"apiVersion":%q,"metadata":%s,"items":[`, kind, apiVersion, lmJSON)
+	conv := writeWithResourceVersion
+	if of.partial {
+		conv = writePartialMeta
+	}
+	var scratch [24]byte
+	for i := range items {
+		it := items[i]
+		items[i] = listItem{}
+		if i > 0 {
+			dst.WriteByte(',')
+		}
+		if it.obj == nil {
+			done, err := conv(dst, it.kv.Value, it.kv.ModRevision, scratch[:])
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		}
+		obj := it.obj
+		if obj == nil {
+			if obj, err = s.decodeKV(res, it.kv); err != nil {
+				return apierrors.NewInternalError(err)
+			}
+		}
+		var v interface{} = obj
+		if of.partial {
+			v = partialMeta(obj)
+		}
+		js, err := json.Marshal(v)
+		if err != nil {
+			return apierrors.NewInternalError(err)
+		}
+		if _, err := dst.Write(js); err != nil {
+			return err
+		}
+	}
+	_, err = dst.WriteString("]}")
+	return err
+}
+
+// streamListJSON answers a list as JSON encoded straight into the
+// response. An error while nothing has left the write buffer is returned
+// (and answered as a Status); after that the 200 is out, so the response
+// is cut off instead: the client sees a broken body, never a short list
+// that looks whole.
+func (s *Server) streamListJSON(w http.ResponseWriter, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
+	sw := &sentWriter{w: w}
+	bw := listWriterPool.Get().(*bufio.Writer)
+	bw.Reset(sw)
+	defer func() {
+		bw.Reset(nil)
+		listWriterPool.Put(bw)
+	}()
+	w.Header().Set("Content-Type", "application/json")
+	err := s.encodeListJSON(bw, of, res, items, lm)
+	if err == nil {
+		bw.WriteByte('\n')
+		err = bw.Flush()
+	}
+	switch {
+	case err == nil:
+		return nil
+	case !sw.sent:
+		return err
+	case sw.err != nil:
+		return nil // the client went away: nothing more to tell it
+	}
+	s.log.Error("list encoding failed after the response began; aborting it", "resource", res.groupResource().String(), "err", err)
+	panic(http.ErrAbortHandler)
+}
+
+// sentWriter remembers whether anything reached the response, and the
+// error writing it.
+type sentWriter struct {
+	w    http.ResponseWriter
+	sent bool
+	err  error
+}
+
+func (sw *sentWriter) Write(p []byte) (int, error) {
+	sw.sent = true
+	n, err := sw.w.Write(p)
+	if err != nil && sw.err == nil {
+		sw.err = err
+	}
+	return n, err
+}
+
+// respondItems writes one page of a list as a typed list, a Table or
+// metadata only, in JSON or YAML.
+func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
+	if of.table {
+		objs := make([]runtime.Object, len(items))
+		for i, it := range items {
+			objs[i] = it.obj
+		}
+		t, err := s.toTable(r, res, objs, lm, true)
+		if err != nil {
+			return err
+		}
+		js, err := encodeJSON(t)
+		if err != nil {
+			return apierrors.NewInternalError(err)
+		}
+		writeRaw(w, http.StatusOK, js, of.yaml)
+		return nil
+	}
+	if !of.yaml {
+		return s.streamListJSON(w, of, res, items, lm)
+	}
+	// YAML is converted from the whole JSON document.
+	var buf bytes.Buffer
+	if err := s.encodeListJSON(&buf, of, res, items, lm); err != nil {
+		return err
+	}
+	writeRaw(w, http.StatusOK, buf.Bytes(), true)
+	return nil
+}

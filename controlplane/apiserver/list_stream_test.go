@@ -1,0 +1,206 @@
+package apiserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/skep-dev/skep/controlplane/store"
+)
+
+// streamTestPods writes n pods into ms, each with labels, annotations that
+// hold JSON-looking strings, and an init container, so items are not all
+// the same size.
+func streamTestPods(t *testing.T, ts *testServer, ms *memStore, n int) *resource {
+	t.Helper()
+	pres := ts.reg.byGVR[corev1.SchemeGroupVersion.WithResource("pods")]
+	for i := 0; i < n; i++ {
+		p := testPod(fmt.Sprintf("p-%05d", i), map[string]string{"app": "stream", "i": fmt.Sprint(i % 7)})
+		p.Namespace = "default"
+		p.Annotations = map[string]string{"note": strings.Repeat(`"metadata":{}]`, i%5)}
+		if i%4 == 0 {
+			p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox", Command: []string{"sh", "-c", strings.Repeat("x", i)}}}
+		}
+		pres.defaults(p)
+		data, err := encodeForStore(pres, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ms.Create(context.Background(), pres.key("default", p.Name), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pres
+}
+
+// storedPods is what the store holds under the default namespace's pods,
+// decoded as the API answers single objects.
+func storedPods(t *testing.T, ts *testServer, ms *memStore, pres *resource) []corev1.Pod {
+	t.Helper()
+	lr, err := ms.List(context.Background(), pres.prefixFor("default"), store.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]corev1.Pod, len(lr.Items))
+	for i, kv := range lr.Items {
+		obj, err := ts.decodeKV(pres, kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = *obj.(*corev1.Pod)
+	}
+	return out
+}
+
+// TestListStreamedMatchesStore: a list far larger than the write buffer
+// goes out whole and equal to the stored objects, as JSON, YAML and
+// PartialObjectMetadataList, and with paging every page is a complete
+// document whose items join up to the whole list.
+func TestListStreamedMatchesStore(t *testing.T) {
+	ms := newMemStore()
+	ts := startServer(t, ms)
+	const n = 600 // about 500 kB of JSON: many times listWriteBufSize
+	pres := streamTestPods(t, ts, ms, n)
+	want := storedPods(t, ts, ms, pres)
+
+	code, body, hdr := ts.do(t, http.MethodGet, "/api/v1/namespaces/default/pods", "", "")
+	if code != http.StatusOK || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("list: %d %s: %.200s", code, hdr.Get("Content-Type"), body)
+	}
+	if len(body) < 4*listWriteBufSize || !bytes.HasSuffix(body, []byte("]}\n")) {
+		t.Fatalf("body of %d bytes does not end the list", len(body))
+	}
+	var l corev1.PodList
+	if err := json.Unmarshal(body, &l); err != nil {
+		t.Fatalf("decode list: %v", err)
+	}
+	if l.Kind != "PodList" || l.APIVersion != "v1" || l.ResourceVersion != fmt.Sprint(ms.Revision()) {
+		t.Fatalf("list header: %s %s rv %q (store %d)", l.Kind, l.APIVersion, l.ResourceVersion, ms.Revision())
+	}
+	if len(l.Items) != n {
+		t.Fatalf("%d items, want %d", len(l.Items), n)
+	}
+	for i := range want {
+		if !equality.Semantic.DeepEqual(l.Items[i], want[i]) {
+			t.Fatalf("item %d differs from the stored pod:\n got %+v\nwant %+v", i, l.Items[i].ObjectMeta, want[i].ObjectMeta)
+		}
+	}
+
+	// The client-go typed client (protobuf preferred, JSON answered).
+	cl, err := ts.cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(cl.Items) != n || !equality.Semantic.DeepEqual(cl.Items, want) {
+		t.Fatalf("client-go list: %v, %d items", err, len(cl.Items))
+	}
+
+	// YAML is the same document.
+	code, ybody, hdr := ts.do(t, http.MethodGet, "/api/v1/namespaces/default/pods", "", "", "Accept", "application/yaml")
+	if code != http.StatusOK || hdr.Get("Content-Type") != "application/yaml" {
+		t.Fatalf("yaml list: %d %s", code, hdr.Get("Content-Type"))
+	}
+	var yl corev1.PodList
+	if err := yaml.Unmarshal(ybody, &yl); err != nil || !equality.Semantic.DeepEqual(yl.Items, want) {
+		t.Fatalf("yaml list: %v, %d items", err, len(yl.Items))
+	}
+
+	// Metadata only.
+	code, pbody, _ := ts.do(t, http.MethodGet, "/api/v1/namespaces/default/pods", "", "", "Accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+	var pl metav1.PartialObjectMetadataList
+	if err := json.Unmarshal(pbody, &pl); err != nil || code != http.StatusOK || pl.Kind != "PartialObjectMetadataList" || len(pl.Items) != n {
+		t.Fatalf("metadata list: %d %v, kind %q, %d items", code, err, pl.Kind, len(pl.Items))
+	}
+	for i := range want {
+		if pl.Items[i].Kind != "PartialObjectMetadata" || !equality.Semantic.DeepEqual(pl.Items[i].ObjectMeta, want[i].ObjectMeta) {
+			t.Fatalf("metadata item %d: %s %+v, want %+v", i, pl.Items[i].Kind, pl.Items[i].ObjectMeta, want[i].ObjectMeta)
+		}
+	}
+
+	// Pages of 250 with a label selector, then without.
+	for _, sel := range []string{"", "i=3"} {
+		var got []corev1.Pod
+		cont := ""
+		for page := 0; ; page++ {
+			l, err := ts.cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{Limit: 250, Continue: cont, LabelSelector: sel})
+			if err != nil {
+				t.Fatalf("selector %q page %d: %v", sel, page, err)
+			}
+			got = append(got, l.Items...)
+			if cont = l.Continue; cont == "" {
+				break
+			}
+			if page > n/250+1 {
+				t.Fatalf("selector %q: paging does not end", sel)
+			}
+		}
+		var wantSel []corev1.Pod
+		for _, p := range want {
+			if sel == "" || p.Labels["i"] == "3" {
+				wantSel = append(wantSel, p)
+			}
+		}
+		if !equality.Semantic.DeepEqual(got, wantSel) {
+			t.Fatalf("selector %q: pages give %d items, want %d", sel, len(got), len(wantSel))
+		}
+	}
+}
+
+// TestListUnencodableItem: a stored value that cannot be decoded is a 500
+// Status while nothing has been sent, and cuts the response off (never a
+// short list that reads as whole) once a buffer's worth has gone out.
+func TestListUnencodableItem(t *testing.T) {
+	ms := newMemStore()
+	ts := startServer(t, ms)
+	pres := streamTestPods(t, ts, ms, 300)
+	// Keys sort after the pods above: "p-~" > "p-00299"; "a-broken" sorts first.
+	bad := []byte(`{"kind":"Pod","apiVersion":"v1","spec":{"containers":"not a list"}}`)
+	for _, name := range []string{"a-broken", "p-~broken"} {
+		if _, err := ms.Create(context.Background(), pres.key("default", name), bad); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// First item broken: nothing sent yet, so the client gets a Status.
+	code, body, _ := ts.do(t, http.MethodGet, "/api/v1/namespaces/default/pods?limit=5", "", "")
+	if code != http.StatusInternalServerError {
+		t.Fatalf("first item broken: %d %.300s, want 500", code, body)
+	}
+	if st := decodeStatus(t, body); !strings.Contains(st.Message, "decode") {
+		t.Fatalf("status message %q does not say what failed", st.Message)
+	}
+
+	// Broken item after the first buffer went out: the body is cut off.
+	// The continue token starts the list after the first broken pod.
+	cont := encodeContinue(ms.Revision(), pres.key("default", "a-broken"), pres.keyPrefix())
+	req, err := http.NewRequest(http.MethodGet, ts.base+"/api/v1/namespaces/default/pods?continue="+cont, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ts.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, rerr := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("mid-stream failure: status %d, want the 200 already sent", resp.StatusCode)
+	}
+	if rerr == nil {
+		var pl corev1.PodList
+		if json.Unmarshal(data, &pl) == nil {
+			t.Fatalf("a list with a broken item read as a whole list of %d items", len(pl.Items))
+		}
+		t.Fatalf("body read without error but is not JSON: the response was not aborted (%d bytes)", len(data))
+	}
+	if len(data) < listWriteBufSize {
+		t.Fatalf("only %d bytes arrived before the abort; the test must fail after the first buffer", len(data))
+	}
+}
