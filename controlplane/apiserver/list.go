@@ -339,7 +339,8 @@ func (s *Server) handleList(ctx context.Context, w http.ResponseWriter, r *http.
 	if !ok {
 		return notAcceptable(r.Header.Get("Accept"))
 	}
-	items, rev, cont, remaining, err := s.listItems(ctx, ri.res, ri.namespace, lo, of.table)
+	// Items are decoded (for a Table) one at a time as they are encoded.
+	items, rev, cont, remaining, err := s.listItems(ctx, ri.res, ri.namespace, lo, false)
 	if err != nil {
 		return err
 	}

@@ -161,12 +161,61 @@ func (s *Server) encodeListJSON(dst listSink, of outputFormat, res *resource, it
 	return err
 }
 
-// streamListJSON answers a list as JSON encoded straight into the
-// response. An error while nothing has left the write buffer is returned
-// (and answered as a Status); after that the 200 is out, so the response
-// is cut off instead: the client sees a broken body, never a short list
-// that looks whole.
-func (s *Server) streamListJSON(w http.ResponseWriter, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
+// encodeTableJSON encodes the Table of items into dst row by row: each
+// item is decoded, turned into its row and dropped before the next, so a
+// Table of 10,000 pods never holds 10,000 decoded pods. The head (columns,
+// list metadata) is the Table toTable makes with no rows; the bytes are
+// those of encoding the whole Table at once.
+func (s *Server) encodeTableJSON(dst listSink, r *http.Request, res *resource, items []listItem, lm metav1.ListMeta) error {
+	head, err := s.toTable(r, res, nil, lm, true)
+	if err != nil {
+		return err
+	}
+	js, err := encodeJSON(head)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	const noRows = `"rows":[]}`
+	if !bytes.HasSuffix(js, []byte(noRows)) {
+		return apierrors.NewInternalError(fmt.Errorf("table head ends %q, not with its rows", js[max(0, len(js)-16):]))
+	}
+	dst.Write(js[:len(js)-2])
+	one := make([]runtime.Object, 1)
+	for i := range items {
+		it := items[i]
+		items[i] = listItem{}
+		obj := it.obj
+		if obj == nil {
+			if obj, err = s.decodeKV(res, it.kv); err != nil {
+				return apierrors.NewInternalError(err)
+			}
+		}
+		one[0] = obj
+		t, err := s.toTable(r, res, one, lm, false)
+		if err != nil {
+			return err
+		}
+		row, err := json.Marshal(&t.Rows[0])
+		if err != nil {
+			return apierrors.NewInternalError(err)
+		}
+		if i > 0 {
+			dst.WriteByte(',')
+		}
+		if _, err := dst.Write(row); err != nil {
+			return err
+		}
+	}
+	_, err = dst.WriteString("]}")
+	return err
+}
+
+// streamJSON answers a JSON document that encode writes straight into
+// the response. An error while nothing has left the write buffer is
+// returned (and answered as a Status); after that the 200 is out, so the
+// response is cut off instead: the client sees a broken body, never a
+// short list that looks whole.
+func (s *Server) streamJSON(w http.ResponseWriter, res *resource, encode func(listSink) error) error {
 	sw := &sentWriter{w: w}
 	bw := listWriterPool.Get().(*bufio.Writer)
 	bw.Reset(sw)
@@ -175,7 +224,7 @@ func (s *Server) streamListJSON(w http.ResponseWriter, of outputFormat, res *res
 		listWriterPool.Put(bw)
 	}()
 	w.Header().Set("Content-Type", "application/json")
-	err := s.encodeListJSON(bw, of, res, items, lm)
+	err := encode(bw)
 	if err == nil {
 		bw.WriteByte('\n')
 		err = bw.Flush()
@@ -210,30 +259,19 @@ func (sw *sentWriter) Write(p []byte) (int, error) {
 }
 
 // respondItems writes one page of a list as a typed list, a Table or
-// metadata only, in JSON or YAML.
+// metadata only, in JSON or YAML. Items without a decoded object are
+// decoded as they are encoded.
 func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
+	encode := func(dst listSink) error { return s.encodeListJSON(dst, of, res, items, lm) }
 	if of.table {
-		objs := make([]runtime.Object, len(items))
-		for i, it := range items {
-			objs[i] = it.obj
-		}
-		t, err := s.toTable(r, res, objs, lm, true)
-		if err != nil {
-			return err
-		}
-		js, err := encodeJSON(t)
-		if err != nil {
-			return apierrors.NewInternalError(err)
-		}
-		writeRaw(w, http.StatusOK, js, of.yaml)
-		return nil
+		encode = func(dst listSink) error { return s.encodeTableJSON(dst, r, res, items, lm) }
 	}
 	if !of.yaml {
-		return s.streamListJSON(w, of, res, items, lm)
+		return s.streamJSON(w, res, encode)
 	}
 	// YAML is converted from the whole JSON document.
 	var buf bytes.Buffer
-	if err := s.encodeListJSON(&buf, of, res, items, lm); err != nil {
+	if err := encode(&buf); err != nil {
 		return err
 	}
 	writeRaw(w, http.StatusOK, buf.Bytes(), true)

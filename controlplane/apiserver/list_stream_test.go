@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
 	"github.com/skep-dev/skep/controlplane/store"
@@ -27,6 +30,8 @@ func streamTestPods(t *testing.T, ts *testServer, ms *memStore, n int) *resource
 	for i := 0; i < n; i++ {
 		p := testPod(fmt.Sprintf("p-%05d", i), map[string]string{"app": "stream", "i": fmt.Sprint(i % 7)})
 		p.Namespace = "default"
+		// Long ago, so a Table's Age column reads the same on every call.
+		p.CreationTimestamp = metav1.NewTime(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC).Add(time.Duration(i) * time.Minute))
 		p.Annotations = map[string]string{"note": strings.Repeat(`"metadata":{}]`, i%5)}
 		if i%4 == 0 {
 			p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox", Command: []string{"sh", "-c", strings.Repeat("x", i)}}}
@@ -202,5 +207,56 @@ func TestListUnencodableItem(t *testing.T) {
 	}
 	if len(data) < listWriteBufSize {
 		t.Fatalf("only %d bytes arrived before the abort; the test must fail after the first buffer", len(data))
+	}
+}
+
+// TestListTableStreamedMatchesWholeTable: the Table streamed row by row
+// has exactly the bytes of the Table built from all the objects at once,
+// for each includeObject policy, in JSON and YAML.
+func TestListTableStreamedMatchesWholeTable(t *testing.T) {
+	ms := newMemStore()
+	ts := startServer(t, ms)
+	const n = 1000
+	pres := streamTestPods(t, ts, ms, n)
+	pods := storedPods(t, ts, ms, pres)
+	objs := make([]runtime.Object, len(pods))
+	for i := range pods {
+		objs[i] = &pods[i]
+	}
+	const accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+	for _, q := range []string{"", "?includeObject=Object", "?includeObject=None"} {
+		path := "/api/v1/namespaces/default/pods" + q
+		code, body, _ := ts.do(t, http.MethodGet, path, "", "", "Accept", accept)
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d %.300s", path, code, body)
+		}
+		whole, err := ts.toTable(httptest.NewRequest(http.MethodGet, path, nil), pres, objs, metav1.ListMeta{ResourceVersion: fmt.Sprint(ms.Revision())}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := encodeJSON(whole)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, '\n')
+		if len(want) < 2*listWriteBufSize {
+			t.Fatalf("table of %d bytes is too small to stream through more than one buffer", len(want))
+		}
+		if !bytes.Equal(body, want) {
+			i := 0
+			for i < len(body) && i < len(want) && body[i] == want[i] {
+				i++
+			}
+			t.Fatalf("%s: streamed table differs from the whole table at byte %d of %d/%d:\n got %.120s\nwant %.120s", path, i, len(body), len(want), body[max(0, i-40):], want[max(0, i-40):])
+		}
+		code, ybody, _ := ts.do(t, http.MethodGet, path, "", "", "Accept", "application/yaml;as=Table;v=v1;g=meta.k8s.io")
+		wantY, _ := yaml.JSONToYAML(want)
+		if code != http.StatusOK || !bytes.Equal(ybody, wantY) {
+			t.Fatalf("%s: yaml table: %d, %d bytes, want %d", path, code, len(ybody), len(wantY))
+		}
+	}
+	code, body, _ := ts.do(t, http.MethodGet, "/api/v1/namespaces/default/pods?includeObject=Everything", "", "", "Accept", accept)
+	if code != http.StatusBadRequest {
+		t.Fatalf("bad includeObject: %d %.200s, want 400", code, body)
 	}
 }
