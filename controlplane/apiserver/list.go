@@ -394,17 +394,28 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	defer cancel()
 
 	prefix := res.prefixFor(ri.namespace)
-	var initial []runtime.Object
+	// Without selectors the stored bytes are spliced into the events: the
+	// whole object for plain JSON, its metadata for PartialObjectMetadata
+	// (as JSON, or decoded from the metadata alone for protobuf).
+	unfiltered := lo.labelSel.Empty() && lo.fieldSel.Empty()
+	raw := unfiltered && !of.table && !of.protobuf
+	metaOnly := unfiltered && of.protobuf
+	conv := withResourceVersion
+	if of.partial {
+		conv = partialMetaJSON
+	}
+	var initial []listItem
 	fromRev, err := parseRV(lo.rv)
 	if err != nil {
 		return err
 	}
 	// rv "" and "0" (and sendInitialEvents) start with the current state as
-	// ADDED events, like the real API server.
+	// ADDED events, like the real API server. Objects are decoded only when
+	// the events need them, one at a time as they are sent.
 	if sendInitial || fromRev == 0 {
 		all := *lo
 		all.limit, all.startAfter, all.continueRV, all.rvMatch, all.rv = 0, "", 0, "", ""
-		initial, fromRev, _, _, err = s.listObjects(ctx, res, ri.namespace, &all)
+		initial, fromRev, _, _, err = s.listItems(ctx, res, ri.namespace, &all, false)
 		if err != nil {
 			return err
 		}
@@ -435,11 +446,14 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 		_ = tw.send("ERROR", js)
 		return nil
 	}
-	for _, obj := range initial {
-		if err := tw.sendObject("ADDED", obj); err != nil {
+	for i := range initial {
+		it := initial[i]
+		initial[i] = listItem{}
+		if err := tw.sendItem(res, it, raw, metaOnly, conv); err != nil {
 			return nil
 		}
 	}
+	initial = nil
 	lastRev := fromRev
 	if sendInitial {
 		if err := tw.bookmark(lastRev, true); err != nil {
@@ -448,13 +462,6 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	if err := rc.Flush(); err != nil {
 		return nil
-	}
-	// Without selectors the stored bytes are spliced into the events: the
-	// whole object for plain JSON, its metadata for PartialObjectMetadata.
-	raw := lo.labelSel.Empty() && lo.fieldSel.Empty() && !of.table && !of.protobuf
-	conv := withResourceVersion
-	if of.partial {
-		conv = partialMetaJSON
 	}
 	var tick <-chan time.Time
 	if lo.allowBookmarks {
@@ -494,7 +501,7 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 					continue
 				}
 			}
-			if of.protobuf && lo.labelSel.Empty() && lo.fieldSel.Empty() {
+			if metaOnly {
 				if pm := partialMetaObject(ev.KV.Value, ev.KV.ModRevision); pm != nil {
 					if err := tw.sendObject(eventType(ev), pm); err != nil {
 						return nil
@@ -629,6 +636,33 @@ func (tw *watchWriter) send(typ string, obj []byte) error {
 		return err
 	}
 	return tw.rc.Flush()
+}
+
+// sendItem sends one listed item as an ADDED event: from its stored bytes
+// when raw (or, metaOnly, from its metadata alone) and they have the
+// store's shape, else from the decoded object.
+func (tw *watchWriter) sendItem(res *resource, it listItem, raw, metaOnly bool, conv func([]byte, int64) []byte) error {
+	if it.obj == nil && raw {
+		if js := conv(it.kv.Value, it.kv.ModRevision); js != nil {
+			return tw.send("ADDED", js)
+		}
+	}
+	if it.obj == nil && metaOnly {
+		if pm := partialMetaObject(it.kv.Value, it.kv.ModRevision); pm != nil {
+			return tw.sendObject("ADDED", pm)
+		}
+	}
+	obj := it.obj
+	if obj == nil {
+		var err error
+		if obj, err = tw.s.decodeKV(res, it.kv); err != nil {
+			// The initial state cannot go out with a hole in it: end
+			// the watch (the client watches again).
+			tw.s.log.Error("watch decode", "key", it.kv.Key, "err", err)
+			return err
+		}
+	}
+	return tw.sendObject("ADDED", obj)
 }
 
 func (tw *watchWriter) sendObject(typ string, obj runtime.Object) error {

@@ -14,8 +14,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 	"sigs.k8s.io/yaml"
 
 	"github.com/skep-dev/skep/controlplane/store"
@@ -259,4 +262,143 @@ func TestListTableStreamedMatchesWholeTable(t *testing.T) {
 	if code != http.StatusBadRequest {
 		t.Fatalf("bad includeObject: %d %.200s, want 400", code, body)
 	}
+}
+
+// TestWatchInitialEventsFromStore: a watch from "now" (resourceVersion 0,
+// or sendInitialEvents) starts with one ADDED event per stored object,
+// equal to it, in each format: typed JSON, metadata-only JSON and protobuf,
+// with a label selector, and as Table rows.
+func TestWatchInitialEventsFromStore(t *testing.T) {
+	ms := newMemStore()
+	ts := startServer(t, ms)
+	const n = 300
+	pres := streamTestPods(t, ts, ms, n)
+	want := storedPods(t, ts, ms, pres)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// collect reads the initial ADDED events, up to the initial-events-end
+	// bookmark when asked for, else up to count.
+	collect := func(w watch.Interface, count int, untilBookmark bool) []runtime.Object {
+		t.Helper()
+		defer w.Stop()
+		var out []runtime.Object
+		for untilBookmark || len(out) < count {
+			select {
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					t.Fatalf("watch closed after %d events", len(out))
+				}
+				switch ev.Type {
+				case watch.Added:
+					out = append(out, ev.Object)
+				case watch.Bookmark:
+					m, err := meta.Accessor(ev.Object)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if untilBookmark && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+						if m.GetResourceVersion() != fmt.Sprint(ms.Revision()) {
+							t.Fatalf("initial-events-end bookmark at %s, store at %d", m.GetResourceVersion(), ms.Revision())
+						}
+						return out
+					}
+				default:
+					t.Fatalf("initial event %s", ev.Type)
+				}
+			case <-ctx.Done():
+				t.Fatalf("%d initial events of %d", len(out), count)
+			}
+		}
+		return out
+	}
+	pods := ts.cs.CoreV1().Pods("default")
+	for _, opts := range []metav1.ListOptions{
+		{ResourceVersion: "0"},
+		{SendInitialEvents: ptr(true), AllowWatchBookmarks: true, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan},
+	} {
+		w, err := pods.Watch(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := collect(w, n, opts.SendInitialEvents != nil)
+		if len(got) != n {
+			t.Fatalf("%+v: %d initial events, want %d", opts, len(got), n)
+		}
+		for i, o := range got {
+			if !samePod(o.(*corev1.Pod), &want[i]) {
+				t.Fatalf("%+v: event %d differs from the stored pod %s:\n got %+v\nwant %+v", opts, i, want[i].Name, o, &want[i])
+			}
+		}
+	}
+
+	w, err := pods.Watch(ctx, metav1.ListOptions{ResourceVersion: "0", LabelSelector: "i=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantSel []corev1.Pod
+	for _, p := range want {
+		if p.Labels["i"] == "3" {
+			wantSel = append(wantSel, p)
+		}
+	}
+	for i, o := range collect(w, len(wantSel), false) {
+		if !samePod(o.(*corev1.Pod), &wantSel[i]) {
+			t.Fatalf("selector: event %d is %s, want %s", i, o.(*corev1.Pod).Name, wantSel[i].Name)
+		}
+	}
+
+	// Metadata only: client-go's metadata client asks for protobuf first;
+	// a JSON-only config gets JSON.
+	for _, ctype := range []string{"", "application/json"} {
+		cfg := ts.RESTConfig()
+		cfg.AcceptContentTypes = ctype
+		mc, err := metadata.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := mc.Resource(corev1.SchemeGroupVersion.WithResource("pods")).Namespace("default").Watch(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, o := range collect(w, n, false) {
+			pm := o.(*metav1.PartialObjectMetadata)
+			if !equality.Semantic.DeepEqual(pm.ObjectMeta, want[i].ObjectMeta) {
+				t.Fatalf("metadata watch %q: event %d: %+v, want %+v", ctype, i, pm.ObjectMeta, want[i].ObjectMeta)
+			}
+		}
+	}
+
+	// Table rows, as kubectl get -w asks for them.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ts.base+"/api/v1/namespaces/default/pods?watch=true&resourceVersion=0&timeoutSeconds=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := ts.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for i := 0; i < n; i++ {
+		var ev struct {
+			Type   string
+			Object metav1.Table
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("table event %d: %v", i, err)
+		}
+		if ev.Type != "ADDED" || len(ev.Object.Rows) != 1 || ev.Object.Rows[0].Cells[0] != want[i].Name {
+			t.Fatalf("table event %d: %s %+v, want the row of %s", i, ev.Type, ev.Object.Rows, want[i].Name)
+		}
+	}
+}
+
+// samePod compares pods but for their TypeMeta, which client-go's typed
+// watch decoder clears.
+func samePod(got, want *corev1.Pod) bool {
+	g, w := *got, *want
+	g.TypeMeta, w.TypeMeta = metav1.TypeMeta{}, metav1.TypeMeta{}
+	return equality.Semantic.DeepEqual(g, w)
 }
