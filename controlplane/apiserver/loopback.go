@@ -20,7 +20,9 @@ import (
 // The in-process controllers talk to the server through an in-memory
 // listener instead of TLS over loopback TCP: their watches stream every
 // change the server makes, and encrypting, framing and copying that through
-// the kernel twice cost about a tenth of the server's CPU in a create storm.
+// the kernel twice cost 24-37 µs of CPU per event against 15-17 µs in
+// memory (BenchmarkWatchDelivery), about 5% of the server's CPU in a create
+// storm.
 // The requests still pass through the same handler, with authentication,
 // authorization and metrics, as any other client's.
 
