@@ -73,12 +73,15 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop()
-	db, err := os.ReadFile(filepath.Join(dir, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(db), "hunter2") || strings.Contains(string(db), "aHVudGVyM") {
-		t.Error("secret value readable in state.db")
+	// The store's two files: the database and its write-ahead log.
+	for _, f := range []string{"state.db", "state.db.wal"} {
+		db, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(db), "hunter2") || strings.Contains(string(db), "aHVudGVyM") {
+			t.Errorf("secret value readable in %s", f)
+		}
 	}
 
 	srv2, stop2 := runIn(t, dir)
