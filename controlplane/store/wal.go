@@ -16,9 +16,9 @@ import (
 // checkpoint that applies many groups at once (etcd's WAL-then-backend
 // design); see the package doc.
 //
-// The file is preallocated and filled with zeros once, then overwritten in
-// place from offset 0 after each checkpoint, so appending never changes the
-// file's size or extents and fdatasync writes data only. A frame is
+// The file is preallocated once, then overwritten in place from offset 0
+// after each checkpoint, so appending never changes the file's size and,
+// once the first blocks have been written, fdatasync writes data only. A frame is
 //
 //	magic(4) | payloadLen(4) | crc32c(payload)(4) | payload
 //	payload = firstRev(8) | count(4) | entry*
@@ -236,10 +236,17 @@ func (w *wal) invalidate() {
 // entry in the log part of the bbolt file.
 func (w *wal) reset() { w.off = 0 }
 
-// grow extends the preallocated, zero-filled file to size bytes.
+// grow extends the preallocated, zero-filled file to size bytes: allocated
+// with fallocate where the file system can (reads as zeros; the blocks a
+// generation overwrites become ordinary written blocks on first use, and
+// every generation reuses the same first ones), else written with zeros.
 func (w *wal) grow(size int64) error {
+	ok, err := fallocate(w.f, w.size, size-w.size)
+	if err != nil {
+		return fmt.Errorf("preallocate wal: %w", err)
+	}
 	zeros := make([]byte, 1<<20)
-	for off := w.size; off < size; off += int64(len(zeros)) {
+	for off := w.size; !ok && off < size; off += int64(len(zeros)) {
 		n := min(int64(len(zeros)), size-off)
 		if _, err := w.f.WriteAt(zeros[:n], off); err != nil {
 			return fmt.Errorf("preallocate wal: %w", err)
