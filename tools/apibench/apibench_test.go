@@ -195,9 +195,10 @@ func BenchmarkCreate(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			group, commitMs := commitStats(m0, m1)
+			group, commitMs, ckpt := commitStats(m0, m1, total.Seconds())
 			b.ReportMetric(group, "writes/commit")
 			b.ReportMetric(commitMs, "commit-ms")
+			b.ReportMetric(ckpt*100, "checkpoint-%")
 			b.ReportMetric(rate, "creates/s")
 			selfPer := float64((selfCPU() - self0).Microseconds()) / float64(b.N*batch)
 			b.ReportMetric(cpuPer, "server-cpu-us/create")

@@ -41,14 +41,19 @@ func serverMetrics(s *harness.Server) (map[string]float64, error) {
 	return out, nil
 }
 
-// commitStats is the mean group size and commit time of the store's
-// transactions between two scrapes.
-func commitStats(before, after map[string]float64) (meanBatch, meanCommitMs float64) {
-	n := after["skep_store_commit_batch_writes_count"] - before["skep_store_commit_batch_writes_count"]
+// commitStats is the mean group size and commit time of the store's group
+// commits between two scrapes, and the share of that time its checkpoints
+// (bbolt transactions, which hold up the commits) took.
+func commitStats(before, after map[string]float64, elapsed float64) (meanBatch, meanCommitMs, checkpointShare float64) {
+	delta := func(name string) float64 { return after[name] - before[name] }
+	n := delta("skep_store_commit_batch_writes_count")
 	if n <= 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
-	writes := after["skep_store_commit_batch_writes_sum"] - before["skep_store_commit_batch_writes_sum"]
-	secs := after["skep_store_commit_duration_seconds_sum"] - before["skep_store_commit_duration_seconds_sum"]
-	return writes / n, secs / n * 1000
+	meanBatch = delta("skep_store_commit_batch_writes_sum") / n
+	meanCommitMs = delta("skep_store_commit_duration_seconds_sum") / n * 1000
+	if elapsed > 0 {
+		checkpointShare = delta("skep_store_checkpoint_duration_seconds_sum") / elapsed
+	}
+	return meanBatch, meanCommitMs, checkpointShare
 }
