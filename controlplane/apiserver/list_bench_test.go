@@ -23,16 +23,7 @@ func BenchmarkListPodsMem(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer srv.Close()
-	pres := srv.reg.byGVR[corev1.SchemeGroupVersion.WithResource("pods")]
-	for i := 0; i < 10000; i++ {
-		p := testPod(fmt.Sprintf("p-%05d", i), map[string]string{"app": "bench", "i": fmt.Sprint(i % 10)})
-		p.Namespace = "default"
-		pres.defaults(p)
-		data, _ := encodeForStore(pres, p)
-		if _, err := ms.Create(context.Background(), pres.key("default", p.Name), data); err != nil {
-			b.Fatal(err)
-		}
-	}
+	fill10kPods(b, srv, ms)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go srv.Run(ctx)
@@ -47,6 +38,23 @@ func BenchmarkListPodsMem(b *testing.B) {
 			}
 		})
 	}
+}
+
+// fill10kPods writes 10,000 defaulted pods (labels app=bench, i=0..9)
+// straight into the memory store behind srv.
+func fill10kPods(b *testing.B, srv *Server, ms *memStore) *resource {
+	b.Helper()
+	pres := srv.reg.byGVR[corev1.SchemeGroupVersion.WithResource("pods")]
+	for i := 0; i < 10000; i++ {
+		p := testPod(fmt.Sprintf("p-%05d", i), map[string]string{"app": "bench", "i": fmt.Sprint(i % 10)})
+		p.Namespace = "default"
+		pres.defaults(p)
+		data, _ := encodeForStore(pres, p)
+		if _, err := ms.Create(context.Background(), pres.key("default", p.Name), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return pres
 }
 
 // discardResponse is a ResponseWriter that counts and drops the body.
@@ -73,16 +81,7 @@ func BenchmarkListHandler10kPods(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer srv.Close()
-	pres := srv.reg.byGVR[corev1.SchemeGroupVersion.WithResource("pods")]
-	for i := 0; i < 10000; i++ {
-		p := testPod(fmt.Sprintf("p-%05d", i), map[string]string{"app": "bench", "i": fmt.Sprint(i % 10)})
-		p.Namespace = "default"
-		pres.defaults(p)
-		data, _ := encodeForStore(pres, p)
-		if _, err := ms.Create(context.Background(), pres.key("default", p.Name), data); err != nil {
-			b.Fatal(err)
-		}
-	}
+	pres := fill10kPods(b, srv, ms)
 	for _, c := range []struct{ name, accept string }{
 		{"json", "application/json"},
 		{"table", "application/json;as=Table;v=v1;g=meta.k8s.io"},
