@@ -253,24 +253,8 @@ func BenchmarkRefBboltUpdate(b *testing.B) {
 // own gRPC connection, go.etcd.io/etcd/client/v3) doing puts of the same
 // payload under registry-style keys. fsync is on (etcd's default).
 func BenchmarkRefEtcdPut(b *testing.B) {
-	bin := testutil.RequireBinary(b, *etcdBin)
-	e := fixture(b, "etcd", func() (*Etcd, func(), error) {
-		e, err := StartEtcd(bin, workDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		return e, e.Stop, nil
-	})
 	const n, batch = 16, 4000
-	cs := make([]*clientv3.Client, n)
-	for i := range cs {
-		c, err := e.Client()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		cs[i] = c
-	}
+	e, cs := etcdClients(b, n)
 	cpu0, self0 := cpuOf(b, e.Pid()), selfCPU()
 	b.ResetTimer()
 	var total time.Duration
@@ -458,6 +442,30 @@ func BenchmarkList10kPods(b *testing.B) {
 	})
 }
 
+// etcdClients returns the run's reference etcd (started once) and n
+// clients of it, each its own gRPC connection, closed when b ends.
+func etcdClients(b *testing.B, n int) (*Etcd, []*clientv3.Client) {
+	b.Helper()
+	bin := testutil.RequireBinary(b, *etcdBin)
+	e := fixture(b, "etcd", func() (*Etcd, func(), error) {
+		e, err := StartEtcd(bin, workDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		return e, e.Stop, nil
+	})
+	cs := make([]*clientv3.Client, n)
+	for i := range cs {
+		c, err := e.Client()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		cs[i] = c
+	}
+	return e, cs
+}
+
 // selfCPU is this process's (the clients') CPU time so far.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
@@ -528,24 +536,8 @@ func mustList(b *testing.B, c *http.Client, token string, s *harness.Server) []b
 // the transaction kube-apiserver sends for a create — put only if the key
 // does not exist (mod revision 0) — for a like-for-like reference.
 func BenchmarkRefEtcdCreateTxn(b *testing.B) {
-	bin := testutil.RequireBinary(b, *etcdBin)
-	e := fixture(b, "etcd", func() (*Etcd, func(), error) {
-		e, err := StartEtcd(bin, workDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		return e, e.Stop, nil
-	})
 	const n, batch = 16, 4000
-	cs := make([]*clientv3.Client, n)
-	for i := range cs {
-		c, err := e.Client()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		cs[i] = c
-	}
+	_, cs := etcdClients(b, n)
 	b.ResetTimer()
 	var total time.Duration
 	for it := 0; it < b.N; it++ {

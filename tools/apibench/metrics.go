@@ -1,18 +1,21 @@
 package apibench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/skep-dev/skep/test/e2e/harness"
 )
 
 // serverMetrics scrapes the server's /metrics and returns the value of
-// every sample line without labels (histogram _sum and _count included), by
-// name. Enough to derive means of the store's commit histograms.
+// every unlabelled counter, gauge and histogram sum/count by name (a
+// histogram's as name_sum and name_count). Enough to derive means of the
+// store's commit histograms.
 func serverMetrics(s *harness.Server) (map[string]float64, error) {
 	c, token, err := s.HTTPClient()
 	if err != nil {
@@ -25,17 +28,26 @@ func serverMetrics(s *harness.Server) (map[string]float64, error) {
 	if code != http.StatusOK {
 		return nil, fmt.Errorf("metrics: HTTP %d", code)
 	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("parse metrics: %w", err)
+	}
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if line == "" || line[0] == '#' || strings.ContainsRune(line, '{') {
-			continue
-		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] = v
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) > 0 {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				out[name] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				out[name+"_sum"] = m.GetHistogram().GetSampleSum()
+				out[name+"_count"] = float64(m.GetHistogram().GetSampleCount())
+			}
 		}
 	}
 	return out, nil

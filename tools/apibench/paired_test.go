@@ -11,10 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/test/e2e/harness"
 )
 
@@ -24,25 +22,9 @@ import (
 // it reports the median rate of each and the median of the per-round ratios.
 // A raw fdatasync latency of the same disk is measured in each round too.
 func BenchmarkPaired16(b *testing.B) {
-	bin := testutil.RequireBinary(b, *etcdBin)
+	_, ecs := etcdClients(b, 16)
 	s := server(b, "paired")
 	css := clients(b, s, 16)
-	e := fixture(b, "etcd", func() (*Etcd, func(), error) {
-		e, err := StartEtcd(bin, workDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		return e, e.Stop, nil
-	})
-	ecs := make([]*clientv3.Client, 16)
-	for i := range ecs {
-		c, err := e.Client()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		ecs[i] = c
-	}
 	path := filepath.Join(workDir, "paired.bbolt")
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
