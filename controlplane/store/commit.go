@@ -135,29 +135,13 @@ func (s *Store) do(ctx context.Context, o *op) error {
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	var spare []*op
-	// idle folds the overlay into bbolt when writes stop before a
-	// checkpoint was due; armed only while the overlay holds something.
-	idle := time.NewTimer(time.Hour)
-	idle.Stop()
-	defer idle.Stop()
-	armed := false
+	defer s.idle.Stop()
 	for {
 		select {
 		case <-s.wake:
-		case <-idle.C:
-			armed = false
-			if len(s.overlay) == 0 {
-				continue
-			}
-			if wait := s.opts.checkpointInterval - time.Since(s.lastCheckpoint); wait > 0 {
-				idle.Reset(wait)
-				armed = true
-				continue
-			}
-			if err := s.checkpoint(); err != nil { // logged
-				idle.Reset(s.opts.checkpointInterval)
-				armed = true
-			}
+		case <-s.idle.C:
+			s.idleArmed = false
+			_ = s.checkpoint() // logged; re-arms the timer on failure
 			continue
 		case <-s.closing:
 			s.mu.Lock()
@@ -196,9 +180,8 @@ func (s *Store) commitLoop() {
 			s.commit(ops)
 			if s.checkpointDue() {
 				_ = s.checkpoint()
-			} else if !armed && len(s.overlay) > 0 {
-				idle.Reset(s.opts.checkpointInterval)
-				armed = true
+			} else {
+				s.armIdle()
 			}
 			// Let the writers just acknowledged run and queue their next
 			// write before the next round is taken; otherwise closed-loop
@@ -362,11 +345,22 @@ func (s *Store) checkpointDue() bool {
 		time.Since(s.lastCheckpoint) >= s.opts.checkpointInterval)
 }
 
+// armIdle makes sure a checkpoint runs one interval from now if the overlay
+// holds writes and none is due sooner (writes may stop). Committer only.
+func (s *Store) armIdle() {
+	if !s.idleArmed && len(s.overlay) > 0 {
+		s.idle.Reset(s.opts.checkpointInterval)
+		s.idleArmed = true
+	}
+}
+
 // checkpoint writes every change not yet in bbolt in one bbolt transaction
 // (with bbolt's fsyncs), then empties the overlay and starts the WAL over.
 // Committer (or Open/Close) only. On failure nothing is lost: the WAL still
 // holds every acknowledged write, and the next checkpoint tries again.
 func (s *Store) checkpoint() error {
+	s.idle.Stop()
+	s.idleArmed = false
 	s.lastCheckpoint = time.Now()
 	if len(s.overlay) == 0 {
 		s.wal.reset()
@@ -403,6 +397,7 @@ func (s *Store) checkpoint() error {
 	if err != nil {
 		s.metrics.checkpointErrors.Inc()
 		s.log.Error("store checkpoint failed; the WAL keeps the writes", "writes", len(keys), "err", err)
+		s.armIdle() // try again even if no write comes
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	s.ovMu.Lock()

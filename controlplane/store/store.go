@@ -49,6 +49,8 @@ type Store struct {
 	overlay        map[string]walEntry
 	applied        int64 // the revision of the bbolt file
 	lastCheckpoint time.Time
+	idle           *time.Timer // checkpoints when writes stop before one was due
+	idleArmed      bool
 
 	mu      sync.Mutex // guards pending and closed
 	pending []*op
@@ -137,10 +139,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 		overlay:        map[string]walEntry{},
 		applied:        rev,
 		lastCheckpoint: time.Now(),
+		idle:           time.NewTimer(time.Hour),
 		wake:           make(chan struct{}, 1),
 		closing:        make(chan struct{}),
 		done:           make(chan struct{}),
 	}
+	s.idle.Stop()
 	s.revision.Store(rev)
 	if o.registerer != nil {
 		if err := s.metrics.register(o.registerer, s); err != nil {

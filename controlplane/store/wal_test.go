@@ -285,3 +285,23 @@ func TestListSnapshotDuringCheckpoints(t *testing.T) {
 		}
 	}
 }
+
+// When writes stop before a checkpoint is due, the idle timer still folds
+// them into bbolt one interval later.
+func TestIdleCheckpoint(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithCheckpoint(20*time.Millisecond, 1<<20))
+	rev := mustCreate(t, s, "/idle/a", "v")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.ovMu.RLock()
+		applied, pending := s.applied, len(s.overlay)
+		s.ovMu.RUnlock()
+		if applied == rev && pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bbolt at revision %d with %d writes pending 5 s after the last write at %d", applied, pending, rev)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
