@@ -11,6 +11,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/skep-dev/skep/controlplane/store"
+	"github.com/skep-dev/skep/controlplane/store/boltstore"
 )
 
 // Store files in the data directory.
@@ -43,12 +44,12 @@ func (e dataDirInUseError) Is(target error) bool { return target == ErrDataDirIn
 
 // openStore opens the bbolt store in the data directory.
 func openStore(dataDir string, reg prometheus.Registerer, log *slog.Logger) (store.Interface, error) {
-	st, err := store.Open(filepath.Join(dataDir, StateFile),
-		store.WithEncryptedPrefixes(secretsPrefix),
-		store.WithKeyFile(filepath.Join(dataDir, SecretsKeyFile)),
-		store.WithOpenTimeout(storeLockWait),
-		store.WithMetrics(reg),
-		store.WithLogger(log))
+	st, err := boltstore.Open(filepath.Join(dataDir, StateFile),
+		boltstore.WithEncryptedPrefixes(secretsPrefix),
+		boltstore.WithKeyFile(filepath.Join(dataDir, SecretsKeyFile)),
+		boltstore.WithOpenTimeout(storeLockWait),
+		boltstore.WithMetrics(reg),
+		boltstore.WithLogger(log))
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, dataDirInUseError(dataDir)
 	}

@@ -68,7 +68,7 @@ type WatchOptions struct {
 
 // Interface is the control plane's store with etcd's semantics: one global
 // revision bumped by each write, compare-and-swap on a key's revision, watch
-// from a revision. bbolt is the embedded implementation; an embedded etcd can
+// from a revision. boltstore is the embedded implementation; an embedded etcd can
 // implement the same interface later.
 type Interface interface {
 	// Get returns the current value of key, or ErrNotFound.

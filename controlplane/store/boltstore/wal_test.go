@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 )
 
 func putEntry(key string, rev int64, value string) walEntry {
@@ -164,7 +166,7 @@ func TestOverlayMatchesModel(t *testing.T) {
 				var got []string
 				after := ""
 				for {
-					res, err := s.List(ctx, "/m/", ListOptions{StartAfter: after, Limit: 6})
+					res, err := s.List(ctx, "/m/", store.ListOptions{StartAfter: after, Limit: 6})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -195,7 +197,7 @@ func TestOverlayMatchesModel(t *testing.T) {
 				switch rng.IntN(3) {
 				case 0:
 					rev, err := s.Create(ctx, key, []byte(val))
-					if _, ok := model[key]; ok != errors.Is(err, ErrExists) || (!ok && err != nil) {
+					if _, ok := model[key]; ok != errors.Is(err, store.ErrExists) || (!ok && err != nil) {
 						t.Fatalf("create %s: %v (present %v)", key, err, ok)
 					}
 					if err == nil {
@@ -270,7 +272,7 @@ func TestListSnapshotDuringCheckpoints(t *testing.T) {
 			return
 		default:
 		}
-		res, err := s.List(ctx, "/snap/", ListOptions{})
+		res, err := s.List(ctx, "/snap/", store.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

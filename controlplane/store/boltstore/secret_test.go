@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/skep-dev/skep/controlplane/store"
 )
 
 func TestSecretsEncryptedAtRest(t *testing.T) {
@@ -85,7 +87,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	if key2, _ := os.ReadFile(keyFile); !bytes.Equal(key1, key2) {
 		t.Fatal("key file rewritten on second start")
 	}
-	res, err := s2.List(ctx, "/registry/", ListOptions{})
+	res, err := s2.List(ctx, "/registry/", store.ListOptions{})
 	if err != nil || len(res.Items) != 2 {
 		t.Fatalf("list after reopen: %d items, %v", len(res.Items), err)
 	}

@@ -1,8 +1,10 @@
-package store
+package boltstore
 
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/skep-dev/skep/controlplane/store"
 )
 
 // On-disk record layout; see the package doc.
@@ -41,17 +43,17 @@ func recordRevisions(rec []byte) (create, mod int64, err error) {
 
 // decodeRecord returns the KV of rec, copying (or decrypting) the value out
 // of bbolt's memory map.
-func decodeRecord(key string, rec []byte, sl *sealer) (KV, error) {
+func decodeRecord(key string, rec []byte, sl *sealer) (store.KV, error) {
 	create, mod, err := recordRevisions(rec)
 	if err != nil {
-		return KV{}, fmt.Errorf("key %q: %w", key, err)
+		return store.KV{}, fmt.Errorf("key %q: %w", key, err)
 	}
-	kv := KV{Key: key, CreateRevision: create, ModRevision: mod}
+	kv := store.KV{Key: key, CreateRevision: create, ModRevision: mod}
 	payload := rec[recordHeaderLen:]
 	if rec[1]&flagEncrypted != 0 {
 		kv.Value, err = sl.open(key, payload)
 		if err != nil {
-			return KV{}, err
+			return store.KV{}, err
 		}
 		return kv, nil
 	}

@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"context"
@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 )
 
 // next receives one event or fails after a generous timeout.
-func next(t *testing.T, ch <-chan Event) Event {
+func next(t *testing.T, ch <-chan store.Event) store.Event {
 	t.Helper()
 	select {
 	case e, ok := <-ch:
@@ -20,10 +22,10 @@ func next(t *testing.T, ch <-chan Event) Event {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no event within 5s")
 	}
-	return Event{}
+	return store.Event{}
 }
 
-func expectNothing(t *testing.T, ch <-chan Event, d time.Duration) {
+func expectNothing(t *testing.T, ch <-chan store.Event, d time.Duration) {
 	t.Helper()
 	select {
 	case e, ok := <-ch:
@@ -42,21 +44,21 @@ func TestWatchReplayLiveAndPrefix(t *testing.T) {
 	r3, _ := s.Update(ctx, "/pods/a", []byte("a2"), r1)
 
 	// Replay strictly after r0 (fromRev 0 would mean "from now").
-	ch, err := s.Watch(ctx, "/pods/", r0, WatchOptions{})
+	ch, err := s.Watch(ctx, "/pods/", r0, store.WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := next(t, ch)
-	if e.Type != EventPut || e.KV.Key != "/pods/a" || string(e.KV.Value) != "a1" || e.Revision != r1 || e.PrevKV != nil {
+	if e.Type != store.EventPut || e.KV.Key != "/pods/a" || string(e.KV.Value) != "a1" || e.Revision != r1 || e.PrevKV != nil {
 		t.Fatalf("replayed create = %+v", e)
 	}
 	e = next(t, ch) // /svc/x is filtered out
-	if e.Type != EventPut || string(e.KV.Value) != "a2" || e.Revision != r3 || e.KV.CreateRevision != r1 ||
+	if e.Type != store.EventPut || string(e.KV.Value) != "a2" || e.Revision != r3 || e.KV.CreateRevision != r1 ||
 		e.PrevKV == nil || string(e.PrevKV.Value) != "a1" || e.PrevKV.ModRevision != r1 {
 		t.Fatalf("replayed update = %+v prev %+v", e, e.PrevKV)
 	}
 
-	now, err := s.Watch(ctx, "/pods/", 0, WatchOptions{})
+	now, err := s.Watch(ctx, "/pods/", 0, store.WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,13 +69,13 @@ func TestWatchReplayLiveAndPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []<-chan Event{ch, now} {
+	for _, w := range []<-chan store.Event{ch, now} {
 		e = next(t, w)
 		if e.KV.Key != "/pods/b" || e.Revision != r5 {
 			t.Fatalf("live create = %+v", e)
 		}
 		e = next(t, w)
-		if e.Type != EventDelete || e.KV.Key != "/pods/a" || string(e.KV.Value) != "a2" ||
+		if e.Type != store.EventDelete || e.KV.Key != "/pods/a" || string(e.KV.Value) != "a2" ||
 			e.Revision != del.ModRevision || e.KV.ModRevision != del.ModRevision || e.PrevKV.ModRevision != r3 {
 			t.Fatalf("live delete = %+v", e)
 		}
@@ -96,10 +98,10 @@ func TestWatchExpired(t *testing.T) {
 		mustCreate(t, s, fmt.Sprintf("/k%d", i), "v")
 	}
 	// The ring holds revisions 7..10: from 6 works, from 5 does not.
-	if _, err := s.Watch(ctx, "/", 5, WatchOptions{}); !errors.Is(err, ErrExpired) {
-		t.Fatalf("watch from compacted revision: %v, want ErrExpired", err)
+	if _, err := s.Watch(ctx, "/", 5, store.WatchOptions{}); !errors.Is(err, store.ErrExpired) {
+		t.Fatalf("watch from compacted revision: %v, want store.ErrExpired", err)
 	}
-	ch, err := s.Watch(ctx, "/", 6, WatchOptions{})
+	ch, err := s.Watch(ctx, "/", 6, store.WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,10 +114,10 @@ func TestWatchExpired(t *testing.T) {
 
 	// After a restart the log is empty: anything before the open revision is gone.
 	s2 := openTest(t, dir)
-	if _, err := s2.Watch(ctx, "/", 9, WatchOptions{}); !errors.Is(err, ErrExpired) {
-		t.Fatalf("watch from before reopen: %v, want ErrExpired", err)
+	if _, err := s2.Watch(ctx, "/", 9, store.WatchOptions{}); !errors.Is(err, store.ErrExpired) {
+		t.Fatalf("watch from before reopen: %v, want store.ErrExpired", err)
 	}
-	ch, err = s2.Watch(ctx, "/", 10, WatchOptions{})
+	ch, err = s2.Watch(ctx, "/", 10, store.WatchOptions{})
 	if err != nil {
 		t.Fatalf("watch from the open revision: %v", err)
 	}
@@ -130,13 +132,13 @@ func TestWatchProgressNotify(t *testing.T) {
 	defer cancel()
 	s := openTest(t, t.TempDir(), WithProgressInterval(50*time.Millisecond))
 	mustCreate(t, s, "/a/1", "v")
-	plain, _ := s.Watch(ctx, "/a/", 0, WatchOptions{})
-	ch, err := s.Watch(ctx, "/a/", 0, WatchOptions{ProgressNotify: true})
+	plain, _ := s.Watch(ctx, "/a/", 0, store.WatchOptions{})
+	ch, err := s.Watch(ctx, "/a/", 0, store.WatchOptions{ProgressNotify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := next(t, ch)
-	if e.Type != EventProgress || e.Revision != 1 {
+	if e.Type != store.EventProgress || e.Revision != 1 {
 		t.Fatalf("first progress = %+v", e)
 	}
 	// Writes elsewhere advance the bookmark without events under the prefix.
@@ -144,7 +146,7 @@ func TestWatchProgressNotify(t *testing.T) {
 	mustCreate(t, s, "/b/2", "v")
 	for {
 		e = next(t, ch)
-		if e.Type != EventProgress {
+		if e.Type != store.EventProgress {
 			t.Fatalf("got %+v for a write outside the prefix", e)
 		}
 		if e.Revision == 3 {
@@ -153,18 +155,18 @@ func TestWatchProgressNotify(t *testing.T) {
 	}
 	// In-band: a put then a bookmark at or after its revision, never before.
 	r := mustCreate(t, s, "/a/2", "v")
-	for e = next(t, ch); e.Type == EventProgress && e.Revision < r; e = next(t, ch) {
+	for e = next(t, ch); e.Type == store.EventProgress && e.Revision < r; e = next(t, ch) {
 		// bookmarks sent while the write was committing: older, so fine
 	}
-	if e.Type != EventPut || e.Revision != r {
+	if e.Type != store.EventPut || e.Revision != r {
 		t.Fatalf("got %+v, want the put at %d", e, r)
 	}
 	e = next(t, ch)
-	if e.Type != EventProgress || e.Revision < r {
+	if e.Type != store.EventProgress || e.Revision < r {
 		t.Fatalf("bookmark after put = %+v", e)
 	}
 	// Without ProgressNotify no bookmarks.
-	if e := next(t, plain); e.Type != EventPut || e.Revision != r {
+	if e := next(t, plain); e.Type != store.EventPut || e.Revision != r {
 		t.Fatalf("plain watcher got %+v", e)
 	}
 	expectNothing(t, plain, 150*time.Millisecond)
@@ -175,11 +177,11 @@ func TestWatchProgressNotify(t *testing.T) {
 func TestSlowWatcherClosed(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, t.TempDir(), WithEventLogSize(64), WithWatchBuffer(8))
-	slow, err := s.Watch(ctx, "/", 0, WatchOptions{})
+	slow, err := s.Watch(ctx, "/", 0, store.WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast, err := s.Watch(ctx, "/", 0, WatchOptions{})
+	fast, err := s.Watch(ctx, "/", 0, store.WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,19 +222,19 @@ func TestWatchFromFutureRevision(t *testing.T) {
 	defer cancel()
 	s := openTest(t, t.TempDir(), WithProgressInterval(30*time.Millisecond))
 	mustCreate(t, s, "/a", "v") // revision 1
-	ch, err := s.Watch(ctx, "/", 2, WatchOptions{ProgressNotify: true})
+	ch, err := s.Watch(ctx, "/", 2, store.WatchOptions{ProgressNotify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := next(t, ch)
-	if e.Type != EventProgress || e.Revision != 1 {
+	if e.Type != store.EventProgress || e.Revision != 1 {
 		t.Fatalf("bookmark = %+v, want progress at 1", e)
 	}
 	mustCreate(t, s, "/b", "v") // 2: not after fromRev
 	mustCreate(t, s, "/c", "v") // 3
 	for {
 		e = next(t, ch)
-		if e.Type == EventPut {
+		if e.Type == store.EventPut {
 			break
 		}
 	}
@@ -246,7 +248,7 @@ func TestWatchFromFutureRevision(t *testing.T) {
 func TestBlockedWatcherEndsOnCancel(t *testing.T) {
 	s := openTest(t, t.TempDir(), WithWatchBuffer(2))
 	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := s.Watch(ctx, "/", 0, WatchOptions{})
+	ch, err := s.Watch(ctx, "/", 0, store.WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +284,7 @@ func TestWatchPrevKV(t *testing.T) {
 			dir := t.TempDir()
 			s := openTest(t, dir, WithEventLogSize(logSize), WithWatchBuffer(100),
 				WithEncryptedPrefixes("/s/"), WithKeyFile(dir+"/k"))
-			ch, err := s.Watch(ctx, "/", 0, WatchOptions{})
+			ch, err := s.Watch(ctx, "/", 0, store.WatchOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

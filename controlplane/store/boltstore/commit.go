@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -39,8 +41,8 @@ type op struct {
 	state     atomic.Int32
 	done      chan struct{}
 
-	rev int64 // the write's revision
-	kv  KV    // delete: the deleted KV
+	rev int64    // the write's revision
+	kv  store.KV // delete: the deleted store.KV
 	err error
 }
 
@@ -69,13 +71,13 @@ func (s *Store) Update(ctx context.Context, key string, value []byte, expectRev 
 }
 
 // Delete removes key if its ModRevision is expectRev (0: any).
-func (s *Store) Delete(ctx context.Context, key string, expectRev int64) (KV, error) {
+func (s *Store) Delete(ctx context.Context, key string, expectRev int64) (store.KV, error) {
 	if err := validKey(key); err != nil {
-		return KV{}, err
+		return store.KV{}, err
 	}
 	o := &op{kind: opDelete, key: key, expectRev: expectRev, done: make(chan struct{})}
 	if err := s.do(ctx, o); err != nil {
-		return KV{}, err
+		return store.KV{}, err
 	}
 	return o.kv, nil
 }
@@ -110,7 +112,7 @@ func (s *Store) do(ctx context.Context, o *op) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return ErrClosed
+		return store.ErrClosed
 	}
 	s.pending = append(s.pending, o)
 	s.mu.Unlock()
@@ -149,7 +151,7 @@ func (s *Store) commitLoop() {
 			s.pending = nil
 			s.mu.Unlock()
 			for _, o := range rest {
-				o.err = ErrClosed
+				o.err = store.ErrClosed
 				close(o.done)
 			}
 			s.closeErr = s.checkpoint()
@@ -215,7 +217,7 @@ func (s *Store) commit(ops []*op) {
 	began := time.Now()
 	start := s.revision.Load()
 	rev := start
-	events := make([]Event, 0, len(ops))
+	events := make([]store.Event, 0, len(ops))
 	entries := make([]walEntry, 0, len(ops))
 	var staged map[string]int // key → index in entries, for groups of several ops
 	if len(ops) > 1 {
@@ -237,10 +239,10 @@ func (s *Store) commit(ops []*op) {
 		for _, o := range ops {
 			o.err = nil
 			cur := current(o.key)
-			var prev *KV
+			var prev *store.KV
 			if o.kind != opCreate {
 				if cur == nil {
-					o.err = ErrNotFound
+					o.err = store.ErrNotFound
 					continue
 				}
 				_, mod, err := recordRevisions(cur)
@@ -248,17 +250,17 @@ func (s *Store) commit(ops []*op) {
 					return fmt.Errorf("key %q: %w", o.key, err)
 				}
 				if o.expectRev != 0 && o.expectRev != mod {
-					o.err = ErrConflict
+					o.err = store.ErrConflict
 					continue
 				}
 				// The previous value is usually still in the event log:
 				// share it instead of copying (and decrypting) it again.
 				if v, ok := s.events.latestValue(o.key, mod); ok {
 					create, _, _ := recordRevisions(cur)
-					prev = &KV{Key: o.key, Value: v, CreateRevision: create, ModRevision: mod}
+					prev = &store.KV{Key: o.key, Value: v, CreateRevision: create, ModRevision: mod}
 				} else if i, ok := staged[o.key]; ok {
 					create, _, _ := recordRevisions(cur)
-					prev = &KV{Key: o.key, Value: events[i].KV.Value, CreateRevision: create, ModRevision: mod}
+					prev = &store.KV{Key: o.key, Value: events[i].KV.Value, CreateRevision: create, ModRevision: mod}
 				} else {
 					p, err := decodeRecord(o.key, cur, s.sealer)
 					if err != nil {
@@ -267,7 +269,7 @@ func (s *Store) commit(ops []*op) {
 					prev = &p
 				}
 			} else if cur != nil {
-				o.err = ErrExists
+				o.err = store.ErrExists
 				continue
 			}
 			rev++
@@ -281,16 +283,16 @@ func (s *Store) commit(ops []*op) {
 				}
 				setRevisions(o.record, create, rev)
 				e.rec = o.record
-				events = append(events, Event{
-					Type:     EventPut,
-					KV:       KV{Key: o.key, Value: o.value, CreateRevision: create, ModRevision: rev},
+				events = append(events, store.Event{
+					Type:     store.EventPut,
+					KV:       store.KV{Key: o.key, Value: o.value, CreateRevision: create, ModRevision: rev},
 					PrevKV:   prev,
 					Revision: rev,
 				})
 			case opDelete:
 				o.kv = *prev
 				o.kv.ModRevision = rev
-				events = append(events, Event{Type: EventDelete, KV: o.kv, PrevKV: prev, Revision: rev})
+				events = append(events, store.Event{Type: store.EventDelete, KV: o.kv, PrevKV: prev, Revision: rev})
 			}
 			if staged != nil {
 				staged[o.key] = len(entries)
@@ -314,7 +316,7 @@ func (s *Store) commit(ops []*op) {
 		s.log.Error("store commit failed", "ops", len(ops), "err", err)
 		for _, o := range ops {
 			o.err = fmt.Errorf("store commit: %w", err)
-			o.rev, o.kv = 0, KV{}
+			o.rev, o.kv = 0, store.KV{}
 			close(o.done)
 		}
 		return

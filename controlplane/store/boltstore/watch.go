@@ -1,17 +1,19 @@
-package store
+package boltstore
 
 import (
 	"context"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 )
 
 // eventLog is a ring of the most recent events, indexed by revision: every
 // revision is exactly one event, so event r lives at r % len(buf).
 type eventLog struct {
 	mu     sync.RWMutex
-	buf    []Event
+	buf    []store.Event
 	first  int64         // oldest revision held; first > last when empty
 	last   int64         // newest revision held (the store's revision)
 	notify chan struct{} // closed and replaced on every append
@@ -24,7 +26,7 @@ type eventLog struct {
 
 func newEventLog(size int, rev int64) *eventLog {
 	return &eventLog{
-		buf:    make([]Event, size),
+		buf:    make([]store.Event, size),
 		first:  rev + 1,
 		last:   rev,
 		notify: make(chan struct{}),
@@ -40,14 +42,14 @@ func (l *eventLog) latestValue(key string, modRev int64) ([]byte, bool) {
 		return nil, false
 	}
 	e := &l.buf[rev%int64(len(l.buf))]
-	if e.Revision != rev || e.Type != EventPut || e.KV.Key != key {
+	if e.Revision != rev || e.Type != store.EventPut || e.KV.Key != key {
 		return nil, false
 	}
 	return e.KV.Value, true
 }
 
 // append adds events of consecutive revisions. Committer only.
-func (l *eventLog) append(evs []Event) {
+func (l *eventLog) append(evs []store.Event) {
 	n := int64(len(l.buf))
 	l.mu.Lock()
 	for _, e := range evs {
@@ -57,7 +59,7 @@ func (l *eventLog) append(evs []Event) {
 		}
 		*slot = e
 		l.last = e.Revision
-		if e.Type == EventDelete {
+		if e.Type == store.EventDelete {
 			delete(l.latest, e.KV.Key)
 		} else {
 			l.latest[e.KV.Key] = e.Revision
@@ -74,7 +76,7 @@ func (l *eventLog) append(evs []Event) {
 // read copies up to max events from revision next on. ok is false when next
 // is no longer in the ring. With nothing to read, it returns the channel that
 // closes on the next append.
-func (l *eventLog) read(next int64, dst []Event) (evs []Event, ok bool, notify <-chan struct{}) {
+func (l *eventLog) read(next int64, dst []store.Event) (evs []store.Event, ok bool, notify <-chan struct{}) {
 	n := int64(len(l.buf))
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -88,7 +90,7 @@ func (l *eventLog) read(next int64, dst []Event) (evs []Event, ok bool, notify <
 }
 
 // Watch streams changes under prefix after fromRev; see Interface.
-func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, opts WatchOptions) (<-chan Event, error) {
+func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, opts store.WatchOptions) (<-chan store.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -100,16 +102,16 @@ func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64, opts Wa
 	expired := next < s.events.first
 	s.events.mu.RUnlock()
 	if expired {
-		return nil, ErrExpired
+		return nil, store.ErrExpired
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, ErrClosed
+		return nil, store.ErrClosed
 	}
 	s.watchers.Add(1)
 	s.mu.Unlock()
-	out := make(chan Event, s.opts.watchBuffer)
+	out := make(chan store.Event, s.opts.watchBuffer)
 	w := &watcher{s: s, ctx: ctx, prefix: prefix, next: next, out: out}
 	if opts.ProgressNotify {
 		w.progress = s.opts.progressInterval
@@ -125,7 +127,7 @@ type watcher struct {
 	ctx      context.Context
 	prefix   string
 	next     int64 // the next revision to look at
-	out      chan Event
+	out      chan store.Event
 	progress time.Duration // 0: no progress events
 }
 
@@ -142,7 +144,7 @@ func (w *watcher) run() {
 		timerC = timer.C
 	}
 	lastSent := time.Now()
-	buf := make([]Event, 0, 256)
+	buf := make([]store.Event, 0, 256)
 	for {
 		evs, ok, notify := w.s.events.read(w.next, buf[:0])
 		if !ok {
@@ -152,7 +154,7 @@ func (w *watcher) run() {
 		}
 		for i := range evs {
 			e := evs[i]
-			evs[i] = Event{} // drop references for the GC
+			evs[i] = store.Event{} // drop references for the GC
 			w.next = e.Revision + 1
 			if !strings.HasPrefix(e.KV.Key, w.prefix) {
 				continue
@@ -174,7 +176,7 @@ func (w *watcher) run() {
 		case <-timerC:
 			// Every change up to next-1 under the prefix has been sent.
 			// (A watch from a future revision reports the store's.)
-			if !w.send(Event{Type: EventProgress, Revision: min(w.next-1, w.s.Revision())}) {
+			if !w.send(store.Event{Type: store.EventProgress, Revision: min(w.next-1, w.s.Revision())}) {
 				return
 			}
 			lastSent = time.Now()
@@ -186,7 +188,7 @@ func (w *watcher) run() {
 	}
 }
 
-func (w *watcher) send(e Event) bool {
+func (w *watcher) send(e store.Event) bool {
 	// A select with both cases ready picks at random: check the end first
 	// so a cancelled watch stops promptly.
 	if w.ctx.Err() != nil {

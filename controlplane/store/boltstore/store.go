@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -64,7 +66,7 @@ type Store struct {
 	closeErr  error
 }
 
-var _ Interface = (*Store)(nil)
+var _ store.Interface = (*Store)(nil)
 
 // Open opens (or creates) the store in the bbolt file at path. It reads only
 // the revision, so it takes the same time with ten or a million objects.
@@ -161,26 +163,26 @@ func Open(path string, opts ...Option) (*Store, error) {
 func (s *Store) Revision() int64 { return s.revision.Load() }
 
 // Get returns the current value of key.
-func (s *Store) Get(ctx context.Context, key string) (KV, error) {
+func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 	if err := ctx.Err(); err != nil {
-		return KV{}, err
+		return store.KV{}, err
 	}
 	s.ovMu.RLock()
 	e, ok := s.overlay[key]
 	s.ovMu.RUnlock()
 	if ok { // written since the last checkpoint (or deleted: rec nil)
 		if e.rec == nil {
-			return KV{}, ErrNotFound
+			return store.KV{}, store.ErrNotFound
 		}
 		return decodeRecord(key, e.rec, s.sealer)
 	}
 	// Not in the overlay now, so bbolt from now on holds the key's latest
 	// write: the overlay drops a key only after a checkpoint committed it.
-	var kv KV
+	var kv store.KV
 	err := s.view(func(tx *bolt.Tx) error {
 		rec := kvBucket(tx).Get([]byte(key))
 		if rec == nil {
-			return ErrNotFound
+			return store.ErrNotFound
 		}
 		var err error
 		kv, err = decodeRecord(key, rec, s.sealer)
@@ -191,13 +193,13 @@ func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 
 // List returns the keys under prefix in key order, read from one snapshot:
 // the bbolt file at its last checkpoint with the later writes laid over it.
-func (s *Store) List(ctx context.Context, prefix string, opts ListOptions) (ListResult, error) {
+func (s *Store) List(ctx context.Context, prefix string, opts store.ListOptions) (store.ListResult, error) {
 	if err := ctx.Err(); err != nil {
-		return ListResult{}, err
+		return store.ListResult{}, err
 	}
 	after := opts.StartAfter > prefix // otherwise start at the prefix
 	for {
-		var res ListResult
+		var res store.ListResult
 		s.ovMu.RLock()
 		applied := s.applied
 		res.Revision = s.revision.Load()
@@ -237,7 +239,7 @@ var testHookListCopied func()
 // listMerged walks bbolt's keys under prefix and the overlay's (sorted)
 // together; an overlay entry replaces bbolt's value of its key or, when a
 // delete, hides it.
-func (s *Store) listMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts ListOptions, over []walEntry, res *ListResult) error {
+func (s *Store) listMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts store.ListOptions, over []walEntry, res *store.ListResult) error {
 	p := []byte(prefix)
 	c := kvBucket(tx).Cursor()
 	var k, v []byte
@@ -293,7 +295,7 @@ func (s *Store) listMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts
 func (s *Store) view(fn func(*bolt.Tx) error) error {
 	err := s.db.View(fn)
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-		return ErrClosed
+		return store.ErrClosed
 	}
 	return err
 }

@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 // Benchmarks; re-run with
 //
@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -98,7 +100,7 @@ func BenchmarkBoltUpdatePerWrite(b *testing.B) {
 				return db.Update(func(tx *bolt.Tx) error {
 					bk := tx.Bucket(bucket)
 					if bk.Get([]byte(key)) != nil {
-						return ErrExists
+						return store.ErrExists
 					}
 					return bk.Put([]byte(key), benchValue)
 				})
@@ -191,7 +193,7 @@ func TestOpenFastWith10kObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	res, err := s.List(context.Background(), "/registry/pods/ns07/", ListOptions{Limit: 1})
+	res, err := s.List(context.Background(), "/registry/pods/ns07/", store.ListOptions{Limit: 1})
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +223,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 	lat := make([][]time.Duration, watchers)
 	var done sync.WaitGroup
 	for w := range watchers {
-		ch, err := s.Watch(ctx, "/registry/pods/", 0, WatchOptions{})
+		ch, err := s.Watch(ctx, "/registry/pods/", 0, store.WatchOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -270,7 +272,7 @@ func BenchmarkList10k(b *testing.B) {
 	defer s.Close()
 	b.ResetTimer()
 	for range b.N {
-		res, err := s.List(context.Background(), "/registry/pods/", ListOptions{})
+		res, err := s.List(context.Background(), "/registry/pods/", store.ListOptions{})
 		if err != nil || len(res.Items) != 10000 {
 			b.Fatalf("list: %d items, %v", len(res.Items), err)
 		}

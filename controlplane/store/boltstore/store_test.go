@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 )
 
 func openTest(t testing.TB, dir string, opts ...Option) *Store {
@@ -37,8 +39,8 @@ func TestCreateGetExists(t *testing.T) {
 	if s.Revision() != 0 {
 		t.Fatalf("fresh store revision = %d, want 0", s.Revision())
 	}
-	if _, err := s.Get(ctx, "/a"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("get missing: %v, want ErrNotFound", err)
+	if _, err := s.Get(ctx, "/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get missing: %v, want store.ErrNotFound", err)
 	}
 	rev := mustCreate(t, s, "/a", "one")
 	if rev != 1 || s.Revision() != 1 {
@@ -51,8 +53,8 @@ func TestCreateGetExists(t *testing.T) {
 	if string(kv.Value) != "one" || kv.CreateRevision != 1 || kv.ModRevision != 1 || kv.Key != "/a" {
 		t.Fatalf("get = %+v", kv)
 	}
-	if _, err := s.Create(ctx, "/a", []byte("two")); !errors.Is(err, ErrExists) {
-		t.Fatalf("second create: %v, want ErrExists", err)
+	if _, err := s.Create(ctx, "/a", []byte("two")); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second create: %v, want store.ErrExists", err)
 	}
 	if s.Revision() != 1 {
 		t.Fatalf("a failed create bumped the revision to %d", s.Revision())
@@ -67,11 +69,11 @@ func TestUpdateDeleteCAS(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	r1 := mustCreate(t, s, "/k", "v1")
 	mustCreate(t, s, "/other", "x") // bumps the global revision only
-	if _, err := s.Update(ctx, "/missing", []byte("v"), 0); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Update(ctx, "/missing", []byte("v"), 0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}
-	if _, err := s.Update(ctx, "/k", []byte("v2"), r1+1); !errors.Is(err, ErrConflict) {
-		t.Fatalf("update with stale rev: %v, want ErrConflict", err)
+	if _, err := s.Update(ctx, "/k", []byte("v2"), r1+1); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update with stale rev: %v, want store.ErrConflict", err)
 	}
 	r3, err := s.Update(ctx, "/k", []byte("v2"), r1)
 	if err != nil {
@@ -84,14 +86,14 @@ func TestUpdateDeleteCAS(t *testing.T) {
 	if string(kv.Value) != "v2" || kv.CreateRevision != r1 || kv.ModRevision != r3 {
 		t.Fatalf("after update: %+v", kv)
 	}
-	if _, err := s.Update(ctx, "/k", []byte("v3"), r1); !errors.Is(err, ErrConflict) {
-		t.Fatalf("update with the old rev: %v, want ErrConflict", err)
+	if _, err := s.Update(ctx, "/k", []byte("v3"), r1); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update with the old rev: %v, want store.ErrConflict", err)
 	}
 	r4, err := s.Update(ctx, "/k", []byte("v3"), 0)
 	if err != nil || r4 != 4 {
 		t.Fatalf("unconditional update: rev %d err %v", r4, err)
 	}
-	if _, err := s.Delete(ctx, "/k", r3); !errors.Is(err, ErrConflict) {
+	if _, err := s.Delete(ctx, "/k", r3); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("delete with stale rev: %v", err)
 	}
 	del, err := s.Delete(ctx, "/k", r4)
@@ -101,10 +103,10 @@ func TestUpdateDeleteCAS(t *testing.T) {
 	if string(del.Value) != "v3" || del.ModRevision != 5 || del.CreateRevision != r1 {
 		t.Fatalf("deleted kv = %+v", del)
 	}
-	if _, err := s.Get(ctx, "/k"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(ctx, "/k"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("get after delete: %v", err)
 	}
-	if _, err := s.Delete(ctx, "/k", 0); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Delete(ctx, "/k", 0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("delete missing: %v", err)
 	}
 	// Re-creating starts a new life with a new CreateRevision.
@@ -134,11 +136,11 @@ func TestRevisionPersistsAcrossReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(ctx, "/late", nil); !errors.Is(err, ErrClosed) {
-		t.Fatalf("create after close: %v, want ErrClosed", err)
+	if _, err := s.Create(ctx, "/late", nil); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("create after close: %v, want store.ErrClosed", err)
 	}
-	if _, err := s.Get(ctx, "/k1"); !errors.Is(err, ErrClosed) {
-		t.Fatalf("get after close: %v, want ErrClosed", err)
+	if _, err := s.Get(ctx, "/k1"); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("get after close: %v, want store.ErrClosed", err)
 	}
 
 	s2 := openTest(t, dir)
@@ -161,7 +163,7 @@ func TestList(t *testing.T) {
 	for _, k := range []string{"/pods/b", "/pods/a", "/pods/c", "/podsx/z", "/pod", "/svc/a", "/pods/d"} {
 		mustCreate(t, s, k, "v"+k)
 	}
-	res, err := s.List(ctx, "/pods/", ListOptions{})
+	res, err := s.List(ctx, "/pods/", store.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +180,7 @@ func TestList(t *testing.T) {
 	var pages []string
 	after := ""
 	for {
-		res, err := s.List(ctx, "/pods/", ListOptions{StartAfter: after, Limit: 3})
+		res, err := s.List(ctx, "/pods/", store.ListOptions{StartAfter: after, Limit: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,21 +195,21 @@ func TestList(t *testing.T) {
 		t.Fatalf("pages = %q, want %q", pages, want)
 	}
 	// StartAfter a key that does not exist, and an empty prefix.
-	res, _ = s.List(ctx, "/pods/", ListOptions{StartAfter: "/pods/bb"})
+	res, _ = s.List(ctx, "/pods/", store.ListOptions{StartAfter: "/pods/bb"})
 	if got := keys(res.Items); got != "/pods/c /pods/d" {
 		t.Fatalf("list after /pods/bb = %s", got)
 	}
-	res, _ = s.List(ctx, "", ListOptions{Limit: 2})
+	res, _ = s.List(ctx, "", store.ListOptions{Limit: 2})
 	if got := keys(res.Items); got != "/pod /pods/a" || res.Remaining != 5 || !res.More {
 		t.Fatalf("list all = %s more %v remaining %d", got, res.More, res.Remaining)
 	}
-	res, _ = s.List(ctx, "/nothing/", ListOptions{})
+	res, _ = s.List(ctx, "/nothing/", store.ListOptions{})
 	if len(res.Items) != 0 || res.More {
 		t.Fatalf("empty prefix listed %s", keys(res.Items))
 	}
 }
 
-func keys(kvs []KV) string {
+func keys(kvs []store.KV) string {
 	var b bytes.Buffer
 	for i, kv := range kvs {
 		if i > 0 {
@@ -256,7 +258,7 @@ func TestConcurrentWritersDistinctRevisions(t *testing.T) {
 	}
 	s.Close()
 	s2 := openTest(t, dir)
-	res, err := s2.List(context.Background(), "/c/", ListOptions{})
+	res, err := s2.List(context.Background(), "/c/", store.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +291,7 @@ func TestConcurrentCASOneWinner(t *testing.T) {
 		switch {
 		case err == nil:
 			wins++
-		case errors.Is(err, ErrConflict):
+		case errors.Is(err, store.ErrConflict):
 		default:
 			t.Fatalf("unexpected error %v", err)
 		}
@@ -325,7 +327,7 @@ func TestGroupSeesEarlierOps(t *testing.T) {
 	}
 	s.commit(ops)
 	rev := s.Revision()
-	want := []error{nil, ErrExists, nil, ErrConflict, ErrConflict, nil, ErrNotFound}
+	want := []error{nil, store.ErrExists, nil, store.ErrConflict, store.ErrConflict, nil, store.ErrNotFound}
 	for i, o := range ops {
 		if !errors.Is(o.err, want[i]) || (want[i] == nil) != (o.err == nil) {
 			t.Errorf("op %d: err %v, want %v", i, o.err, want[i])
@@ -396,9 +398,9 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustCreate(t, s, "/a", "v")
-		var chans []<-chan Event
+		var chans []<-chan store.Event
 		for range 5 {
-			ch, err := s.Watch(context.Background(), "/", 0, WatchOptions{ProgressNotify: true})
+			ch, err := s.Watch(context.Background(), "/", 0, store.WatchOptions{ProgressNotify: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -411,7 +413,7 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				_, err := s.Create(context.Background(), fmt.Sprintf("/w%d", i), nil)
-				if err != nil && !errors.Is(err, ErrClosed) {
+				if err != nil && !errors.Is(err, store.ErrClosed) {
 					t.Errorf("create racing close: %v", err)
 				}
 			}()
@@ -424,7 +426,7 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 			for range ch { // drains, then must end: Close closes every watch
 			}
 		}
-		if _, err := s.Watch(context.Background(), "/", 0, WatchOptions{}); !errors.Is(err, ErrClosed) {
+		if _, err := s.Watch(context.Background(), "/", 0, store.WatchOptions{}); !errors.Is(err, store.ErrClosed) {
 			t.Fatalf("watch after close: %v", err)
 		}
 	}

@@ -1,4 +1,4 @@
-package store
+package boltstore
 
 import (
 	"bufio"
@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/skep-dev/skep/controlplane/store"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -138,7 +140,7 @@ func crashDurability(t *testing.T, walOnly bool) {
 		t.Fatalf("reopen after SIGKILL: %v", err)
 	}
 	defer s.Close()
-	res, err := s.List(context.Background(), "/crash/", ListOptions{})
+	res, err := s.List(context.Background(), "/crash/", store.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
