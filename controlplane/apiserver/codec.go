@@ -11,16 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
-	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/kubernetes/scheme"
 	k8sjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -37,25 +32,6 @@ func isProtobuf(ct string) bool {
 // maxBodyBytes is the largest request body accepted, like the real API
 // server's 3 MiB limit.
 const maxBodyBytes = 3 << 20
-
-func mustMeta(obj runtime.Object) metav1.Object {
-	m, err := meta.Accessor(obj)
-	if err != nil {
-		panic(fmt.Sprintf("object %T has no metadata: %v", obj, err))
-	}
-	return m
-}
-
-func equalSemantic(a, b interface{}) bool { return apiequality.Semantic.DeepEqual(a, b) }
-
-func labelsSet(m map[string]string) labels.Set { return labels.Set(m) }
-
-func age(t time.Time) string {
-	if t.IsZero() {
-		return "<unknown>"
-	}
-	return duration.HumanDuration(time.Since(t))
-}
 
 // fieldValidation is the directive of the fieldValidation query parameter.
 type fieldValidation string

@@ -41,7 +41,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	case path == "/apis":
 		list := &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}}
-		for _, gv := range s.reg.groupVersions() {
+		for _, gv := range s.reg.GroupVersions() {
 			if gv.Group != "" {
 				list.Groups = append(list.Groups, s.apiGroup(gv))
 			}
@@ -71,7 +71,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 			return true
 		}
 	}
-	for _, gv := range s.reg.groupVersions() {
+	for _, gv := range s.reg.GroupVersions() {
 		if gv.Group == "" {
 			continue
 		}
@@ -96,31 +96,22 @@ func (s *Server) apiGroup(gv schema.GroupVersion) metav1.APIGroup {
 
 func (s *Server) resourceList(gv schema.GroupVersion) *metav1.APIResourceList {
 	list := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: gv.String(), APIResources: []metav1.APIResource{}}
-	for _, r := range s.reg.all {
-		if r.gvk.GroupVersion() != gv {
+	for _, r := range s.reg.All {
+		if r.GVK.GroupVersion() != gv {
 			continue
 		}
 		list.APIResources = append(list.APIResources, metav1.APIResource{
-			Name: r.plural, SingularName: r.singular, Namespaced: r.namespaced, Kind: r.gvk.Kind,
+			Name: r.Plural, SingularName: r.Singular, Namespaced: r.Namespaced, Kind: r.GVK.Kind,
 			Verbs:      metav1.Verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"},
-			ShortNames: r.shortNames, Categories: r.categories,
+			ShortNames: r.ShortNames, Categories: r.Categories,
 		})
-		for _, sub := range r.subresources {
-			ar := metav1.APIResource{Name: r.plural + "/" + sub, Namespaced: r.namespaced, Kind: r.gvk.Kind}
-			switch sub {
-			case "status":
-				ar.Verbs = metav1.Verbs{"get", "patch", "update"}
-			case "scale":
-				ar.Group, ar.Version, ar.Kind = "autoscaling", "v1", "Scale"
-				ar.Verbs = metav1.Verbs{"get", "patch", "update"}
-			case "binding":
-				ar.Kind = "Binding"
-				ar.Verbs = metav1.Verbs{"create"}
-			case "log":
-				ar.Kind = "Pod"
-				ar.Verbs = metav1.Verbs{"get"}
-			case "finalize":
-				ar.Verbs = metav1.Verbs{"update"}
+		for _, sub := range r.Subresources {
+			ar := metav1.APIResource{Name: r.Plural + "/" + sub.Name, Namespaced: r.Namespaced, Kind: r.GVK.Kind, Verbs: sub.Verbs}
+			if sub.Kind.Kind != "" {
+				ar.Kind = sub.Kind.Kind
+				if gv := sub.Kind.GroupVersion(); gv != r.GVK.GroupVersion() {
+					ar.Group, ar.Version = gv.Group, gv.Version
+				}
 			}
 			list.APIResources = append(list.APIResources, ar)
 		}

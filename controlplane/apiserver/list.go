@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/store"
 )
 
@@ -70,7 +71,7 @@ func decodeContinue(tok, prefix string) (string, int64, error) {
 	return prefix + ct.StartKey, ct.ResourceVersion, nil
 }
 
-func parseListOptions(r *http.Request, res *resource) (*listOptions, error) {
+func parseListOptions(r *http.Request, res *registry.Resource) (*listOptions, error) {
 	q := r.URL.Query()
 	lo := &listOptions{labelSel: labels.Everything(), fieldSel: fields.Everything()}
 	var err error
@@ -83,7 +84,7 @@ func parseListOptions(r *http.Request, res *resource) (*listOptions, error) {
 		if lo.fieldSel, err = fields.ParseSelector(v); err != nil {
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid field selector: %v", err))
 		}
-		known := res.fieldLabels()
+		known := res.FieldLabels()
 		for _, req := range lo.fieldSel.Requirements() {
 			if !known[req.Field] {
 				return nil, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s", req.Field))
@@ -108,7 +109,7 @@ func parseListOptions(r *http.Request, res *resource) (*listOptions, error) {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid resourceVersionMatch %q: must be NotOlderThan or Exact", lo.rvMatch))
 	}
 	if v := q.Get("continue"); v != "" {
-		if lo.startAfter, lo.continueRV, err = decodeContinue(v, res.keyPrefix()); err != nil {
+		if lo.startAfter, lo.continueRV, err = decodeContinue(v, res.KeyPrefix()); err != nil {
 			return nil, err
 		}
 	}
@@ -127,11 +128,11 @@ func parseListOptions(r *http.Request, res *resource) (*listOptions, error) {
 	return lo, nil
 }
 
-func (lo *listOptions) matches(res *resource, obj runtime.Object) bool {
-	if !lo.labelSel.Empty() && !lo.labelSel.Matches(labels.Set(mustMeta(obj).GetLabels())) {
+func (lo *listOptions) matches(res *registry.Resource, obj runtime.Object) bool {
+	if !lo.labelSel.Empty() && !lo.labelSel.Matches(labels.Set(registry.Meta(obj).GetLabels())) {
 		return false
 	}
-	if !lo.fieldSel.Empty() && !lo.fieldSel.Matches(res.fieldSet(obj)) {
+	if !lo.fieldSel.Empty() && !lo.fieldSel.Matches(res.FieldSet(obj)) {
 		return false
 	}
 	return true
@@ -153,7 +154,7 @@ type labelsOnly struct {
 
 // listObjects returns one page of matching objects, the revision the list
 // reflects, the continue token and the remaining count.
-func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *listOptions) ([]runtime.Object, int64, string, *int64, error) {
+func (s *Server) listObjects(ctx context.Context, res *registry.Resource, ns string, lo *listOptions) ([]runtime.Object, int64, string, *int64, error) {
 	items, rev, cont, remaining, err := s.listItems(ctx, res, ns, lo, true)
 	if err != nil {
 		return nil, 0, "", nil, err
@@ -168,8 +169,8 @@ func (s *Server) listObjects(ctx context.Context, res *resource, ns string, lo *
 // listItems pages through the store, filtering by the selectors. Objects
 // are decoded only when needObj is set or a field selector needs them; a
 // label selector alone decodes just the labels.
-func (s *Server) listItems(ctx context.Context, res *resource, ns string, lo *listOptions, needObj bool) ([]listItem, int64, string, *int64, error) {
-	prefix := res.prefixFor(ns)
+func (s *Server) listItems(ctx context.Context, res *registry.Resource, ns string, lo *listOptions, needObj bool) ([]listItem, int64, string, *int64, error) {
+	prefix := res.PrefixFor(ns)
 	if lo.startAfter != "" && !strings.HasPrefix(lo.startAfter, prefix) {
 		return nil, 0, "", nil, apierrors.NewBadRequest("continue key is not valid: it belongs to another list")
 	}
@@ -243,7 +244,7 @@ func (s *Server) listItems(ctx context.Context, res *resource, ns string, lo *li
 						r := int64(len(lr.Items) - 1 - i)
 						remaining = &r
 					}
-					return items, rv, encodeContinue(rv, kv.Key, res.keyPrefix()), remaining, nil
+					return items, rv, encodeContinue(rv, kv.Key, res.KeyPrefix()), remaining, nil
 				}
 				break
 			}
@@ -349,7 +350,7 @@ func (s *Server) handleList(ctx context.Context, w http.ResponseWriter, r *http.
 
 // respondList writes a list as a typed list, a Table or metadata only. The
 // list JSON is assembled item by item (no reflection over the list type).
-func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *resource, objs []runtime.Object, lm metav1.ListMeta) error {
+func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *registry.Resource, objs []runtime.Object, lm metav1.ListMeta) error {
 	of, ok := negotiate(r.Header.Get("Accept"))
 	if !ok {
 		return notAcceptable(r.Header.Get("Accept"))
@@ -393,7 +394,7 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	prefix := res.prefixFor(ri.namespace)
+	prefix := res.PrefixFor(ri.namespace)
 	// Without selectors the stored bytes are spliced into the events: the
 	// whole object for plain JSON, its metadata for PartialObjectMetadata
 	// (as JSON, or decoded from the metadata alone for protobuf).
@@ -554,7 +555,7 @@ func partialMetaObject(value []byte, rev int64) *metav1.PartialObjectMetadata {
 // watchTransform turns a store event into a watch event type and object,
 // applying selectors the way the real API server does: an object that stops
 // matching is DELETED, one that starts matching is ADDED.
-func (s *Server) watchTransform(res *resource, lo *listOptions, ev store.Event) (string, runtime.Object, error) {
+func (s *Server) watchTransform(res *registry.Resource, lo *listOptions, ev store.Event) (string, runtime.Object, error) {
 	filtering := !lo.labelSel.Empty() || !lo.fieldSel.Empty()
 	if ev.Type == store.EventDelete {
 		kv := ev.KV
@@ -604,7 +605,7 @@ type watchWriter struct {
 	w           http.ResponseWriter
 	rc          *http.ResponseController
 	r           *http.Request
-	res         *resource
+	res         *registry.Resource
 	of          outputFormat
 	sentColumns bool
 }
@@ -641,7 +642,7 @@ func (tw *watchWriter) send(typ string, obj []byte) error {
 // sendItem sends one listed item as an ADDED event: from its stored bytes
 // when raw (or, metaOnly, from its metadata alone) and they have the
 // store's shape, else from the decoded object.
-func (tw *watchWriter) sendItem(res *resource, it listItem, raw, metaOnly bool, conv func([]byte, int64) []byte) error {
+func (tw *watchWriter) sendItem(res *registry.Resource, it listItem, raw, metaOnly bool, conv func([]byte, int64) []byte) error {
 	if it.obj == nil && raw {
 		if js := conv(it.kv.Value, it.kv.ModRevision); js != nil {
 			return tw.send("ADDED", js)
@@ -669,7 +670,7 @@ func (tw *watchWriter) sendObject(typ string, obj runtime.Object) error {
 	var v interface{} = obj
 	switch {
 	case tw.of.table:
-		t, err := tw.s.toTable(tw.r, tw.res, []runtime.Object{obj}, metav1.ListMeta{ResourceVersion: mustMeta(obj).GetResourceVersion()}, !tw.sentColumns)
+		t, err := tw.s.toTable(tw.r, tw.res, []runtime.Object{obj}, metav1.ListMeta{ResourceVersion: registry.Meta(obj).GetResourceVersion()}, !tw.sentColumns)
 		if err != nil {
 			return err
 		}
@@ -709,9 +710,9 @@ func (tw *watchWriter) encode(v interface{}) ([]byte, error) {
 // bookmark sends a BOOKMARK: an empty object of the kind carrying only the
 // resourceVersion (and the initial-events-end annotation when asked).
 func (tw *watchWriter) bookmark(rev int64, initialEnd bool) error {
-	obj := tw.res.newObj()
-	obj.GetObjectKind().SetGroupVersionKind(tw.res.gvk)
-	m := mustMeta(obj)
+	obj := tw.res.New()
+	obj.GetObjectKind().SetGroupVersionKind(tw.res.GVK)
+	m := registry.Meta(obj)
 	m.SetResourceVersion(strconv.FormatInt(rev, 10))
 	if initialEnd {
 		m.SetAnnotations(map[string]string{metav1.InitialEventsAnnotationKey: "true"})

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -42,15 +43,15 @@ func BenchmarkListPodsMem(b *testing.B) {
 
 // fill10kPods writes 10,000 defaulted pods (labels app=bench, i=0..9)
 // straight into the memory store behind srv.
-func fill10kPods(b *testing.B, srv *Server, ms *memStore) *resource {
+func fill10kPods(b *testing.B, srv *Server, ms *memStore) *registry.Resource {
 	b.Helper()
-	pres := srv.reg.byGVR[corev1.SchemeGroupVersion.WithResource("pods")]
+	pres := srv.reg.Lookup(corev1.SchemeGroupVersion.WithResource("pods"))
 	for i := 0; i < 10000; i++ {
 		p := testPod(fmt.Sprintf("p-%05d", i), map[string]string{"app": "bench", "i": fmt.Sprint(i % 10)})
 		p.Namespace = "default"
-		pres.defaults(p)
+		pres.Strategy.Default(p)
 		data, _ := encodeForStore(pres, p)
-		if _, err := ms.Create(context.Background(), pres.key("default", p.Name), data); err != nil {
+		if _, err := ms.Create(context.Background(), pres.Key("default", p.Name), data); err != nil {
 			b.Fatal(err)
 		}
 	}

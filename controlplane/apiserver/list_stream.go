@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -109,8 +110,8 @@ func writePartialMeta(dst listSink, value []byte, rev int64, scratch []byte) (bo
 // when they have the store's shape, else from the decoded object. Each
 // item is dropped from items once written so the garbage collector can
 // take its bytes while the rest of the list is still going out.
-func (s *Server) encodeListJSON(dst listSink, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
-	kind, apiVersion := res.gvk.Kind+"List", res.gvk.GroupVersion().String()
+func (s *Server) encodeListJSON(dst listSink, of outputFormat, res *registry.Resource, items []listItem, lm metav1.ListMeta) error {
+	kind, apiVersion := res.GVK.Kind+"List", res.GVK.GroupVersion().String()
 	if of.partial {
 		kind, apiVersion = "PartialObjectMetadataList", "meta.k8s.io/v1"
 	}
@@ -166,7 +167,7 @@ func (s *Server) encodeListJSON(dst listSink, of outputFormat, res *resource, it
 // Table of 10,000 pods never holds 10,000 decoded pods. The head (columns,
 // list metadata) is the Table toTable makes with no rows; the bytes are
 // those of encoding the whole Table at once.
-func (s *Server) encodeTableJSON(dst listSink, r *http.Request, res *resource, items []listItem, lm metav1.ListMeta) error {
+func (s *Server) encodeTableJSON(dst listSink, r *http.Request, res *registry.Resource, items []listItem, lm metav1.ListMeta) error {
 	head, err := s.toTable(r, res, nil, lm, true)
 	if err != nil {
 		return err
@@ -215,7 +216,7 @@ func (s *Server) encodeTableJSON(dst listSink, r *http.Request, res *resource, i
 // returned (and answered as a Status); after that the 200 is out, so the
 // response is cut off instead: the client sees a broken body, never a
 // short list that looks whole.
-func (s *Server) streamJSON(w http.ResponseWriter, res *resource, encode func(listSink) error) error {
+func (s *Server) streamJSON(w http.ResponseWriter, res *registry.Resource, encode func(listSink) error) error {
 	sw := &sentWriter{w: w}
 	bw := listWriterPool.Get().(*bufio.Writer)
 	bw.Reset(sw)
@@ -237,7 +238,7 @@ func (s *Server) streamJSON(w http.ResponseWriter, res *resource, encode func(li
 	case sw.err != nil:
 		return nil // the client went away: nothing more to tell it
 	}
-	s.log.Error("list encoding failed after the response began; aborting it", "resource", res.groupResource().String(), "err", err)
+	s.log.Error("list encoding failed after the response began; aborting it", "resource", res.GroupResource().String(), "err", err)
 	panic(http.ErrAbortHandler)
 }
 
@@ -261,7 +262,7 @@ func (sw *sentWriter) Write(p []byte) (int, error) {
 // respondItems writes one page of a list as a typed list, a Table or
 // metadata only, in JSON or YAML. Items without a decoded object are
 // decoded as they are encoded.
-func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputFormat, res *resource, items []listItem, lm metav1.ListMeta) error {
+func (s *Server) respondItems(w http.ResponseWriter, r *http.Request, of outputFormat, res *registry.Resource, items []listItem, lm metav1.ListMeta) error {
 	encode := func(dst listSink) error { return s.encodeListJSON(dst, of, res, items, lm) }
 	if of.table {
 		encode = func(dst listSink) error { return s.encodeTableJSON(dst, r, res, items, lm) }

@@ -19,17 +19,19 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/store"
 )
 
 // streamTestPods writes n pods into ms, each with labels, annotations that
 // hold JSON-looking strings, and an init container, so items are not all
 // the same size.
-func streamTestPods(t *testing.T, ts *testServer, ms *memStore, n int) *resource {
+func streamTestPods(t *testing.T, ts *testServer, ms *memStore, n int) *registry.Resource {
 	t.Helper()
-	pres := ts.reg.byGVR[corev1.SchemeGroupVersion.WithResource("pods")]
+	pres := ts.reg.Lookup(corev1.SchemeGroupVersion.WithResource("pods"))
 	for i := 0; i < n; i++ {
 		p := testPod(fmt.Sprintf("p-%05d", i), map[string]string{"app": "stream", "i": fmt.Sprint(i % 7)})
 		p.Namespace = "default"
@@ -39,12 +41,12 @@ func streamTestPods(t *testing.T, ts *testServer, ms *memStore, n int) *resource
 		if i%4 == 0 {
 			p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox", Command: []string{"sh", "-c", strings.Repeat("x", i)}}}
 		}
-		pres.defaults(p)
+		pres.Strategy.Default(p)
 		data, err := encodeForStore(pres, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ms.Create(context.Background(), pres.key("default", p.Name), data); err != nil {
+		if _, err := ms.Create(context.Background(), pres.Key("default", p.Name), data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,9 +55,9 @@ func streamTestPods(t *testing.T, ts *testServer, ms *memStore, n int) *resource
 
 // storedPods is what the store holds under the default namespace's pods,
 // decoded as the API answers single objects.
-func storedPods(t *testing.T, ts *testServer, ms *memStore, pres *resource) []corev1.Pod {
+func storedPods(t *testing.T, ts *testServer, ms *memStore, pres *registry.Resource) []corev1.Pod {
 	t.Helper()
-	lr, err := ms.List(context.Background(), pres.prefixFor("default"), store.ListOptions{})
+	lr, err := ms.List(context.Background(), pres.PrefixFor("default"), store.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +173,7 @@ func TestListUnencodableItem(t *testing.T) {
 	// Keys sort after the pods above: "p-~" > "p-00299"; "a-broken" sorts first.
 	bad := []byte(`{"kind":"Pod","apiVersion":"v1","spec":{"containers":"not a list"}}`)
 	for _, name := range []string{"a-broken", "p-~broken"} {
-		if _, err := ms.Create(context.Background(), pres.key("default", name), bad); err != nil {
+		if _, err := ms.Create(context.Background(), pres.Key("default", name), bad); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -187,7 +189,7 @@ func TestListUnencodableItem(t *testing.T) {
 
 	// Broken item after the first buffer went out: the body is cut off.
 	// The continue token starts the list after the first broken pod.
-	cont := encodeContinue(ms.Revision(), pres.key("default", "a-broken"), pres.keyPrefix())
+	cont := encodeContinue(ms.Revision(), pres.Key("default", "a-broken"), pres.KeyPrefix())
 	req, err := http.NewRequest(http.MethodGet, ts.base+"/api/v1/namespaces/default/pods?continue="+cont, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -315,7 +317,7 @@ func TestWatchInitialEventsFromStore(t *testing.T) {
 	pods := ts.cs.CoreV1().Pods("default")
 	for _, opts := range []metav1.ListOptions{
 		{ResourceVersion: "0"},
-		{SendInitialEvents: ptr(true), AllowWatchBookmarks: true, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan},
+		{SendInitialEvents: ptr.To(true), AllowWatchBookmarks: true, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan},
 	} {
 		w, err := pods.Watch(ctx, opts)
 		if err != nil {

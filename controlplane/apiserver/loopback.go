@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	"k8s.io/client-go/rest"
 )
 
@@ -48,7 +49,7 @@ func (s *Server) initLoopback() error {
 		return fmt.Errorf("loopback token: %w", err)
 	}
 	s.loopbackToken = hex.EncodeToString(b[:])
-	s.AddToken(s.loopbackToken, &User{Name: LoopbackUser, Groups: []string{"system:masters", "system:authenticated"}})
+	s.tokens.Add(s.loopbackToken, &auth.User{Name: LoopbackUser, Groups: []string{"system:masters", "system:authenticated"}})
 	s.loopback = newMemListener()
 	return nil
 }

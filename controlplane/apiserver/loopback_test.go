@@ -373,7 +373,7 @@ func BenchmarkWatchDelivery(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer w.Stop()
-			res := srv.reg.byGVR[gvr]
+			res := srv.reg.Lookup(gvr)
 			cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"},
 				ObjectMeta: metav1.ObjectMeta{Namespace: "default", UID: "6d7e0b3c-4a57-4b6e-9a1e-3c0f5d2a9b11",
 					Labels: map[string]string{"app": "bench"}, CreationTimestamp: metav1.Now()},
@@ -398,7 +398,7 @@ func BenchmarkWatchDelivery(b *testing.B) {
 					case <-ctx.Done():
 						return
 					}
-					if _, err := srv.store.Create(ctx, res.key("default", "cm-"+strconv.Itoa(i)), v); err != nil {
+					if _, err := srv.store.Create(ctx, res.Key("default", "cm-"+strconv.Itoa(i)), v); err != nil {
 						b.Error(err)
 						return
 					}

@@ -32,26 +32,26 @@ func (s *Server) openAPIDoc(gv schema.GroupVersion) []byte {
 	param := func(name string) map[string]interface{} {
 		return map[string]interface{}{"name": name, "in": "query", "schema": map[string]interface{}{"type": "string", "uniqueItems": true}}
 	}
-	for _, r := range s.reg.all {
-		if r.gvk.GroupVersion() != gv {
+	for _, r := range s.reg.All {
+		if r.GVK.GroupVersion() != gv {
 			continue
 		}
 		base := "/" + gvPath(gv) + "/"
-		if r.namespaced {
+		if r.Namespaced {
 			base += "namespaces/{namespace}/"
 		}
-		gvk := map[string]string{"group": r.gvk.Group, "version": r.gvk.Version, "kind": r.gvk.Kind}
+		gvk := map[string]string{"group": r.GVK.Group, "version": r.GVK.Version, "kind": r.GVK.Kind}
 		op := func(verb string) map[string]interface{} {
 			return map[string]interface{}{
-				"operationId":                     verb + r.gvk.Kind,
+				"operationId":                     verb + r.GVK.Kind,
 				"x-kubernetes-action":             verb,
 				"x-kubernetes-group-version-kind": gvk,
 				"parameters":                      []interface{}{param("dryRun"), param("fieldManager"), param("fieldValidation")},
 				"responses":                       map[string]interface{}{"200": map[string]interface{}{"description": "OK"}},
 			}
 		}
-		paths[base+r.plural+"/{name}"] = map[string]interface{}{"patch": op("patch"), "put": op("put")}
-		paths[base+r.plural] = map[string]interface{}{"post": op("post")}
+		paths[base+r.Plural+"/{name}"] = map[string]interface{}{"patch": op("patch"), "put": op("put")}
+		paths[base+r.Plural] = map[string]interface{}{"post": op("post")}
 	}
 	doc := map[string]interface{}{
 		"openapi": "3.0.0",
@@ -71,7 +71,7 @@ func (s *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	if path == "/openapi/v3" {
 		idx := map[string]interface{}{}
-		for _, gv := range s.reg.groupVersions() {
+		for _, gv := range s.reg.GroupVersions() {
 			sum := sha512.Sum512(s.openAPIDoc(gv))
 			idx[gvPath(gv)] = map[string]string{"serverRelativeURL": "/openapi/v3/" + gvPath(gv) + "?hash=" + strings.ToUpper(hex.EncodeToString(sum[:]))}
 		}
@@ -80,7 +80,7 @@ func (s *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	rest, ok := strings.CutPrefix(path, "/openapi/v3/")
 	if ok {
-		for _, gv := range s.reg.groupVersions() {
+		for _, gv := range s.reg.GroupVersions() {
 			if gvPath(gv) == rest {
 				w.Header().Set("Cache-Control", "public, immutable")
 				writeRaw(w, http.StatusOK, s.openAPIDoc(gv), false)

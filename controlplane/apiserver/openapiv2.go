@@ -36,14 +36,14 @@ func (s *Server) openAPIv2() []byte {
 			Consumes: []string{"application/json", "application/yaml"},
 			Produces: []string{"application/json", "application/yaml"},
 		}
-		for _, r := range s.reg.all {
-			base := "/" + gvPath(r.gvk.GroupVersion()) + "/"
-			if r.namespaced {
+		for _, r := range s.reg.All {
+			base := "/" + gvPath(r.GVK.GroupVersion()) + "/"
+			if r.Namespaced {
 				base += "namespaces/{namespace}/"
 			}
-			gvk := fmt.Sprintf("group: %q\nkind: %s\nversion: %s\n", r.gvk.Group, r.gvk.Kind, r.gvk.Version)
+			gvk := fmt.Sprintf("group: %q\nkind: %s\nversion: %s\n", r.GVK.Group, r.GVK.Kind, r.GVK.Version)
 			op := &openapi_v2.Operation{
-				OperationId: "patch" + r.gvk.Kind,
+				OperationId: "patch" + r.GVK.Kind,
 				Parameters:  []*openapi_v2.ParametersItem{query("dryRun"), query("fieldManager"), query("fieldValidation")},
 				Responses: &openapi_v2.Responses{ResponseCode: []*openapi_v2.NamedResponseValue{{Name: "200",
 					Value: &openapi_v2.ResponseValue{Oneof: &openapi_v2.ResponseValue_Response{Response: &openapi_v2.Response{Description: "OK"}}}}}},
@@ -52,7 +52,7 @@ func (s *Server) openAPIv2() []byte {
 					{Name: "x-kubernetes-group-version-kind", Value: &openapi_v2.Any{Yaml: gvk}},
 				},
 			}
-			doc.Paths.Path = append(doc.Paths.Path, &openapi_v2.NamedPathItem{Name: base + r.plural + "/{name}", Value: &openapi_v2.PathItem{Patch: op}})
+			doc.Paths.Path = append(doc.Paths.Path, &openapi_v2.NamedPathItem{Name: base + r.Plural + "/{name}", Value: &openapi_v2.PathItem{Patch: op}})
 		}
 		openAPIv2PB, _ = proto.Marshal(doc)
 	})

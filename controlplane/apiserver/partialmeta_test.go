@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
 
@@ -23,8 +22,8 @@ import (
 // the stored bytes carries the decoded object's whole metadata, for
 // metadata with strings that hold braces, brackets, quotes and escapes.
 func TestPartialMetaJSONMatchesDecodePath(t *testing.T) {
-	reg := newRegistry(builtinResources())
-	res := reg.byGVK[schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}]
+	reg := testTable()
+	res := reg.Lookup(corev1.SchemeGroupVersion.WithResource("configmaps"))
 	if res == nil {
 		t.Fatal("no configmaps resource")
 	}
@@ -50,7 +49,7 @@ func TestPartialMetaJSONMatchesDecodePath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			kv := store.KV{Key: res.key(cm.Namespace, cm.Name), Value: value, ModRevision: 42}
+			kv := store.KV{Key: res.Key(cm.Namespace, cm.Name), Value: value, ModRevision: 42}
 			obj, err := s0.decodeKV(res, kv)
 			if err != nil {
 				t.Fatal(err)
@@ -89,8 +88,8 @@ var s0 = &Server{}
 // configmap, from the stored bytes (path=bytes) and by decoding the object
 // (path=decode, as every event took before).
 func BenchmarkPartialMetaEvent(b *testing.B) {
-	reg := newRegistry(builtinResources())
-	res := reg.byGVK[schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}]
+	reg := testTable()
+	res := reg.Lookup(corev1.SchemeGroupVersion.WithResource("configmaps"))
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "cm-1", Namespace: "default", UID: "0d3c4f5e-1111-2222-3333-444455556666", CreationTimestamp: metav1.Now(), Labels: map[string]string{"app": "bench"}},
 		Data:       map[string]string{"key": strings.Repeat("v", 512)},
@@ -99,7 +98,7 @@ func BenchmarkPartialMetaEvent(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kv := store.KV{Key: res.key("default", "cm-1"), Value: value, ModRevision: 7}
+	kv := store.KV{Key: res.Key("default", "cm-1"), Value: value, ModRevision: 7}
 	b.Run("path=bytes", func(b *testing.B) {
 		for b.Loop() {
 			if partialMetaJSON(kv.Value, kv.ModRevision) == nil {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,7 +45,7 @@ func (a *reviewAPI) resourceList() *metav1.APIResourceList {
 
 // serveReview answers POST /apis/<review group>/v1/<review resource>; it
 // returns false for any other path.
-func (s *Server) serveReview(w http.ResponseWriter, r *http.Request, user *User) bool {
+func (s *Server) serveReview(w http.ResponseWriter, r *http.Request, user *auth.User) bool {
 	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	if len(segs) != 4 || segs[0] != "apis" || r.Method != http.MethodPost {
 		return false
@@ -60,7 +61,7 @@ func (s *Server) serveReview(w http.ResponseWriter, r *http.Request, user *User)
 		newObj = func() runtime.Object { return &authorizationv1.SelfSubjectAccessReview{} }
 		answer = func(o runtime.Object) {
 			rv := o.(*authorizationv1.SelfSubjectAccessReview)
-			attrs := Attributes{User: user}
+			attrs := auth.Attributes{User: user}
 			if ra := rv.Spec.ResourceAttributes; ra != nil {
 				attrs.ResourceRequest = true
 				attrs.Verb, attrs.APIGroup, attrs.Resource, attrs.Subresource = ra.Verb, ra.Group, ra.Resource, ra.Subresource
@@ -77,10 +78,10 @@ func (s *Server) serveReview(w http.ResponseWriter, r *http.Request, user *User)
 			rv := o.(*authorizationv1.SelfSubjectRulesReview)
 			rv.Status = authorizationv1.SubjectRulesReviewStatus{ResourceRules: []authorizationv1.ResourceRule{}, NonResourceRules: []authorizationv1.NonResourceRule{}}
 			// The authorizers allow all or nothing per user: probe with wildcards.
-			if ok, _ := s.authz.Authorize(Attributes{User: user, Verb: "*", APIGroup: "*", Resource: "*", Namespace: rv.Spec.Namespace, ResourceRequest: true}); ok {
+			if ok, _ := s.authz.Authorize(auth.Attributes{User: user, Verb: "*", APIGroup: "*", Resource: "*", Namespace: rv.Spec.Namespace, ResourceRequest: true}); ok {
 				rv.Status.ResourceRules = append(rv.Status.ResourceRules, authorizationv1.ResourceRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}})
 			}
-			if ok, _ := s.authz.Authorize(Attributes{User: user, Verb: "*", Path: "*"}); ok {
+			if ok, _ := s.authz.Authorize(auth.Attributes{User: user, Verb: "*", Path: "*"}); ok {
 				rv.Status.NonResourceRules = append(rv.Status.NonResourceRules, authorizationv1.NonResourceRule{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}})
 			}
 		}
@@ -98,7 +99,8 @@ func (s *Server) serveReview(w http.ResponseWriter, r *http.Request, user *User)
 			kind = res.Kind
 		}
 	}
-	obj, warnings, err := s.decodeBodyObject(r, nil, api.gv.WithKind(kind), newObj)
+	obj := newObj()
+	warnings, err := decodeBody(r, obj, api.gv.WithKind(kind))
 	if err != nil {
 		writeError(w, err)
 		return true

@@ -20,21 +20,36 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/apps"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/coordination"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/core"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/discovery"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/networking"
 	"github.com/skep-dev/skep/controlplane/store"
+	"github.com/skep-dev/skep/internal/pki"
+)
+
+// Files the server keeps in its data directory. The CA, serving
+// certificate and admin token are generated on first start and reused.
+const (
+	caCertFile      = "pki/ca.crt"
+	caKeyFile       = "pki/ca.key"
+	servingCertFile = "pki/apiserver.crt"
+	servingKeyFile  = "pki/apiserver.key"
+	adminTokenFile  = "admin.token"
+	// AdminKubeconfigFile is the admin kubeconfig, relative to the data dir.
+	AdminKubeconfigFile = "admin.kubeconfig"
 )
 
 // Config configures a Server.
@@ -72,15 +87,20 @@ type Server struct {
 	log        *slog.Logger
 	store      store.Interface
 	ownStore   bool
-	reg        *registry
+	reg        *registry.Table
 	ln         net.Listener
-	pki        *pki
-	authn      Authenticator
-	authz      Authorizer
+	ca         *pki.CA
+	serving    tls.Certificate
+	adminToken string
+	tokens     *auth.Tokens
+	authn      auth.Authenticator
+	authz      auth.Authorizer
 	metrics    *metrics
-	alloc      *serviceAllocator
-	ready      atomic.Bool
-	kubeconfig string
+	// serviceCIDR is the service cluster IP range (the kubernetes
+	// service has its first address).
+	serviceCIDR netip.Prefix
+	ready       atomic.Bool
+	kubeconfig  string
 	// nsState caches namespaces' lifecycle by name (checkNamespace); a
 	// deleted and recreated namespace has a new revision.
 	nsState sync.Map
@@ -121,8 +141,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil || !cidr.Addr().Is4() {
 		return nil, fmt.Errorf("service CIDR %q: must be an IPv4 prefix", cfg.ServiceCIDR)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: newRegistry(builtinResources()), metrics: newMetrics(),
-		alloc: newServiceAllocator(cidr, cfg.NodePortMin, cfg.NodePortMax)}
+	reg, err := newTable(cidr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: reg, metrics: newMetrics(), serviceCIDR: cidr.Masked()}
 
 	// The store's file lock says who owns the data directory: take it
 	// before writing anything there, so a second server on a directory in
@@ -146,7 +169,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	ca, caKey, caPEM, err := loadOrCreateCA(cfg.DataDir)
+	ca, err := pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, caCertFile), filepath.Join(cfg.DataDir, caKeyFile))
 	if err != nil {
 		return fail(fmt.Errorf("ca: %w", err))
 	}
@@ -155,26 +178,28 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("listen: %w", err))
 	}
 	s.ln = ln
-	names := []string{"127.0.0.1", "localhost", hostOf(cfg.Listen), hostOf(ln.Addr().String()), cfg.AdvertiseAddress, kubernetesServiceIP,
+	names := []string{"127.0.0.1", "localhost", hostOf(cfg.Listen), hostOf(ln.Addr().String()), cfg.AdvertiseAddress, core.KubernetesServiceIP(s.serviceCIDR).String(),
 		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
 	names = append(names, cfg.TLSSANs...)
-	serving, err := loadOrCreateServing(cfg.DataDir, ca, caKey, names)
+	serving, err := ca.LoadOrCreateServing(filepath.Join(cfg.DataDir, servingCertFile), filepath.Join(cfg.DataDir, servingKeyFile), "skep-apiserver", names)
 	if err != nil {
 		return fail(fmt.Errorf("serving certificate: %w", err))
 	}
-	token, err := loadOrCreateToken(filepath.Join(cfg.DataDir, adminTokenFile))
+	token, err := pki.LoadOrCreateToken(filepath.Join(cfg.DataDir, adminTokenFile))
 	if err != nil {
 		return fail(fmt.Errorf("admin token: %w", err))
 	}
-	s.pki = &pki{caPEM: caPEM, caCert: ca, caKey: caKey, serving: serving, adminToken: token}
-	s.authn = &tokenAuthenticator{tokens: map[string]*User{token: {Name: "skep-admin", Groups: []string{"system:masters", "system:authenticated"}}}}
-	s.authz = adminAuthorizer{}
+	s.ca, s.serving, s.adminToken = ca, serving, token
+	s.tokens = auth.NewTokens()
+	s.tokens.Add(token, &auth.User{Name: "skep-admin", Groups: []string{"system:masters", "system:authenticated"}})
+	s.authn = s.tokens
+	s.authz = auth.AllowAuthenticated{}
 	if err := s.initLoopback(); err != nil {
 		return fail(err)
 	}
 
 	s.kubeconfig = filepath.Join(cfg.DataDir, AdminKubeconfigFile)
-	if err := writeKubeconfig(s.kubeconfig, "https://"+s.clientAddr(), caPEM, "skep-admin", token); err != nil {
+	if err := pki.WriteKubeconfig(s.kubeconfig, "https://"+s.clientAddr(), ca.PEM, "skep-admin", token); err != nil {
 		return fail(fmt.Errorf("write admin kubeconfig: %w", err))
 	}
 
@@ -207,15 +232,15 @@ func (s *Server) clientAddr() string {
 func (s *Server) KubeconfigPath() string { return s.kubeconfig }
 
 // AdminToken is the admin bearer token.
-func (s *Server) AdminToken() string { return s.pki.adminToken }
+func (s *Server) AdminToken() string { return s.adminToken }
 
 // CAPEM is the cluster CA certificate.
-func (s *Server) CAPEM() []byte { return s.pki.caPEM }
+func (s *Server) CAPEM() []byte { return s.ca.PEM }
 
 // RESTConfig is a client-go config for the admin user.
 func (s *Server) RESTConfig() *rest.Config {
-	return &rest.Config{Host: "https://" + s.clientAddr(), BearerToken: s.pki.adminToken,
-		TLSClientConfig: rest.TLSClientConfig{CAData: s.pki.caPEM}, QPS: -1}
+	return &rest.Config{Host: "https://" + s.clientAddr(), BearerToken: s.adminToken,
+		TLSClientConfig: rest.TLSClientConfig{CAData: s.ca.PEM}, QPS: -1}
 }
 
 // Handler is the full HTTP handler (without TLS), for in-process tests.
@@ -234,7 +259,7 @@ func (s *Server) Run(ctx context.Context) error {
 		// connection; allow as many streams as kube-apiserver does.
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1000},
 		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{s.pki.serving},
+			Certificates: []tls.Certificate{s.serving},
 			MinVersion:   tls.VersionTLS12,
 			NextProtos:   []string{"h2", "http/1.1"},
 		},
@@ -301,7 +326,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes+1)
 
 	path := r.URL.Path
-	var user *User
+	var user *auth.User
 	if !isPublic(path) {
 		u, err := s.authn.AuthenticateRequest(r)
 		if err != nil {
@@ -333,7 +358,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.serveReview(w, r, user) {
 		return
 	}
-	attrs := Attributes{User: user, Path: path, Verb: strings.ToLower(r.Method)}
+	attrs := auth.Attributes{User: user, Path: path, Verb: strings.ToLower(r.Method)}
 	if strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/") {
 		if ri, err := s.parseResourcePath(path); err == nil {
 			verb, err := verbFor(r, ri)
@@ -346,13 +371,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			ri.verb = verb
-			attrs.Verb, attrs.Resource, attrs.Subresource = verb, ri.res.plural, ri.sub
-			attrs.APIGroup, attrs.Namespace, attrs.Name, attrs.ResourceRequest = ri.res.gvk.Group, ri.namespace, ri.name, true
+			attrs.Verb, attrs.Resource, attrs.Subresource = verb, ri.res.Plural, ri.subName()
+			attrs.APIGroup, attrs.Namespace, attrs.Name, attrs.ResourceRequest = ri.res.GVK.Group, ri.namespace, ri.name, true
 			if ok, reason := s.authz.Authorize(attrs); !ok {
-				writeError(w, apierrors.NewForbidden(ri.res.groupResource(), ri.name, fmt.Errorf("user %q cannot %s resource %q: %s", user.Name, verb, ri.res.plural, reason)))
+				writeError(w, apierrors.NewForbidden(ri.res.GroupResource(), ri.name, fmt.Errorf("user %q cannot %s resource %q: %s", user.Name, verb, ri.res.Plural, reason)))
 				return
 			}
-			setRequestInfo(r, verb, ri.res.plural+subSuffix(ri.sub))
+			setRequestInfo(r, verb, ri.res.Plural+subSuffix(ri.subName()))
 			s.serveResource(w, r, ri)
 			return
 		}
@@ -370,8 +395,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveOpenAPI(w, r)
 	case r.Method == http.MethodGet && s.serveDiscovery(w, r):
 	default:
-		if ri, err := s.parseResourcePath(path); err != nil && (strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/")) {
-			_ = ri
+		if _, err := s.parseResourcePath(path); err != nil && (strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/")) {
 			writeError(w, err)
 			return
 		}
@@ -401,117 +425,11 @@ func (s *Server) recoverMiddleware(next http.Handler) http.Handler {
 	})
 }
 
-// bootstrap creates the default namespaces and the kubernetes service
-// (with its Endpoints and EndpointSlice pointing at this server), and
-// rebuilds the service allocator from the store.
-func (s *Server) bootstrap(ctx context.Context) error {
-	nsRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("namespaces")]
-	for _, name := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {
-		ns := &corev1.Namespace{}
-		ns.Name = name
-		if err := s.ensure(ctx, nsRes, ns, nil); err != nil {
-			return fmt.Errorf("namespace %s: %w", name, err)
-		}
-	}
-	svcRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("services")]
-	if err := s.alloc.rebuild(ctx, s.store, s, svcRes); err != nil {
-		return err
-	}
-	_, port, _ := net.SplitHostPort(s.ln.Addr().String())
-	portNum, _ := strconv.ParseInt(port, 10, 32)
-	svc := &corev1.Service{}
-	svc.Name, svc.Namespace = "kubernetes", "default"
-	svc.Labels = map[string]string{"component": "apiserver", "provider": "kubernetes"}
-	svc.Spec = corev1.ServiceSpec{ClusterIP: kubernetesServiceIP, Type: corev1.ServiceTypeClusterIP,
-		Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(int32(portNum))}}}
-	if err := s.ensure(ctx, svcRes, svc, func(cur runtime.Object) runtime.Object {
-		c := cur.(*corev1.Service)
-		c.Spec.Ports = svc.Spec.Ports
-		return c
-	}); err != nil {
-		return fmt.Errorf("kubernetes service: %w", err)
-	}
-	host := s.cfg.AdvertiseAddress
-	if host == "" {
-		host = hostOf(s.clientAddr())
-	}
-	ip := net.ParseIP(host)
-	if ip == nil || ip.To4() == nil {
-		return nil
-	}
-	epRes := s.reg.byGVR[corev1.SchemeGroupVersion.WithResource("endpoints")]
-	ep := &corev1.Endpoints{Subsets: []corev1.EndpointSubset{{
-		Addresses: []corev1.EndpointAddress{{IP: host}},
-		Ports:     []corev1.EndpointPort{{Name: "https", Port: int32(portNum), Protocol: corev1.ProtocolTCP}},
-	}}}
-	ep.Name, ep.Namespace = "kubernetes", "default"
-	// The server writes the slice itself: the mirroring controller skips it.
-	ep.Labels = map[string]string{discoveryv1.LabelSkipMirror: "true"}
-	if err := s.ensure(ctx, epRes, ep, func(cur runtime.Object) runtime.Object {
-		c := cur.(*corev1.Endpoints)
-		c.Subsets = ep.Subsets
-		return c
-	}); err != nil {
-		return fmt.Errorf("kubernetes endpoints: %w", err)
-	}
-	sliceRes := s.reg.byGVR[discoveryv1.SchemeGroupVersion.WithResource("endpointslices")]
-	slice := &discoveryv1.EndpointSlice{
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr("https"), Port: ptr(int32(portNum)), Protocol: ptr(corev1.ProtocolTCP)}},
-	}
-	slice.Name, slice.Namespace = "kubernetes", "default"
-	slice.Labels = map[string]string{discoveryv1.LabelServiceName: "kubernetes", discoveryv1.LabelManagedBy: "skep-apiserver"}
-	if err := s.ensure(ctx, sliceRes, slice, func(cur runtime.Object) runtime.Object {
-		c := cur.(*discoveryv1.EndpointSlice)
-		c.Endpoints, c.Ports = slice.Endpoints, slice.Ports
-		return c
-	}); err != nil {
-		return fmt.Errorf("kubernetes endpointslice: %w", err)
-	}
-	return nil
-}
-
-// ensure creates an object the server itself owns; when it exists and
-// reconcile is set, reconcile brings the stored object up to date (a
-// restart on another address or port).
-func (s *Server) ensure(ctx context.Context, res *resource, obj runtime.Object, reconcile func(cur runtime.Object) runtime.Object) error {
-	m := mustMeta(obj)
-	if _, err := s.store.Get(ctx, res.key(m.GetNamespace(), m.GetName())); err == nil {
-		if reconcile == nil {
-			return nil
-		}
-		_, err := s.guaranteedUpdate(ctx, res, m.GetNamespace(), m.GetName(), "", false, func(cur runtime.Object) (runtime.Object, int64, error) {
-			return reconcile(cur), 0, nil
-		})
-		return err
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	obj.GetObjectKind().SetGroupVersionKind(res.gvk)
-	data, err := encodeJSON(obj)
+// newTable is the resource table: the rows of every served API group.
+func newTable(cidr netip.Prefix, cfg Config) (*registry.Table, error) {
+	coreRows, err := core.Resources(core.Options{ServiceCIDR: cidr, NodePortMin: cfg.NodePortMin, NodePortMax: cfg.NodePortMax})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", strings.NewReader(string(data)))
-	req.Header.Set("Content-Type", "application/json")
-	ri := &requestInfo{res: res, namespace: m.GetNamespace(), verb: "create"}
-	if err := s.handleCreate(ctx, &captureWriter{header: http.Header{}}, req, ri); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	return nil
-}
-
-// captureWriter is a ResponseWriter for internal requests.
-type captureWriter struct {
-	header http.Header
-	code   int
-	body   []byte
-}
-
-func (c *captureWriter) Header() http.Header  { return c.header }
-func (c *captureWriter) WriteHeader(code int) { c.code = code }
-func (c *captureWriter) Write(b []byte) (int, error) {
-	c.body = append(c.body, b...)
-	return len(b), nil
+	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources())
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/store"
 )
 
@@ -135,7 +138,7 @@ func TestDefaultNamespacesAndKubernetesService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svc.Spec.ClusterIP != kubernetesServiceIP {
+	if svc.Spec.ClusterIP != "10.96.0.1" {
 		t.Errorf("kubernetes service IP = %s", svc.Spec.ClusterIP)
 	}
 	code, body, _ := ts.do(t, "GET", "/readyz", "", "")
@@ -286,13 +289,13 @@ func TestPatchTypes(t *testing.T) {
 	// Status through the main resource is ignored; through /status it sticks.
 	cur, _ := deps.Get(ctx, "web", metav1.GetOptions{})
 	cur.Status.Replicas = 7
-	cur.Spec.Replicas = ptr(int32(5))
+	cur.Spec.Replicas = ptr.To(int32(5))
 	up, err := deps.Update(ctx, cur, metav1.UpdateOptions{})
 	if err != nil || up.Status.Replicas != 0 || *up.Spec.Replicas != 5 {
 		t.Fatalf("main update touched status: %v %+v", err, up.Status)
 	}
 	up.Status.Replicas = 7
-	up.Spec.Replicas = ptr(int32(1))
+	up.Spec.Replicas = ptr.To(int32(1))
 	st, err := deps.UpdateStatus(ctx, up, metav1.UpdateOptions{})
 	if err != nil || st.Status.Replicas != 7 || *st.Spec.Replicas != 5 {
 		t.Fatalf("status update: %v status=%d spec=%d", err, st.Status.Replicas, *st.Spec.Replicas)
@@ -482,7 +485,7 @@ func TestWatchInitialEvents(t *testing.T) {
 	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	w, err := cms.Watch(ctx, metav1.ListOptions{SendInitialEvents: ptr(true), AllowWatchBookmarks: true,
+	w, err := cms.Watch(ctx, metav1.ListOptions{SendInitialEvents: ptr.To(true), AllowWatchBookmarks: true,
 		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan})
 	if err != nil {
 		t.Fatal(err)
@@ -626,7 +629,7 @@ func TestServiceAllocation(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := context.Background()
 	svcs := ts.cs.CoreV1().Services("default")
-	seen := map[string]bool{kubernetesServiceIP: true}
+	seen := map[string]bool{"10.96.0.1": true}
 	for i := 0; i < 20; i++ {
 		s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%d", i)},
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80}}}}
@@ -635,7 +638,7 @@ func TestServiceAllocation(t *testing.T) {
 			t.Fatal(err)
 		}
 		ip := out.Spec.ClusterIP
-		if seen[ip] || ip == dnsServiceIP || !strings.HasPrefix(ip, "10.") {
+		if seen[ip] || ip == "10.96.0.10" || !strings.HasPrefix(ip, "10.") {
 			t.Fatalf("bad or duplicate cluster IP %s", ip)
 		}
 		seen[ip] = true
@@ -648,11 +651,11 @@ func TestServiceAllocation(t *testing.T) {
 		}
 	}
 	// The DNS address can be asked for; a taken address cannot.
-	dns := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kube-dns"}, Spec: corev1.ServiceSpec{ClusterIP: dnsServiceIP, Ports: []corev1.ServicePort{{Port: 53}}}}
+	dns := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kube-dns"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Ports: []corev1.ServicePort{{Port: 53}}}}
 	if _, err := svcs.Create(ctx, dns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	dup := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "dup"}, Spec: corev1.ServiceSpec{ClusterIP: dnsServiceIP, Ports: []corev1.ServicePort{{Port: 53}}}}
+	dup := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "dup"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10", Ports: []corev1.ServicePort{{Port: 53}}}}
 	if _, err := svcs.Create(ctx, dup, metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
 		t.Fatalf("taken IP: %v", err)
 	}
@@ -706,7 +709,7 @@ func TestPodBindingAndGracefulDelete(t *testing.T) {
 	if err != nil || p.DeletionTimestamp == nil || *p.DeletionGracePeriodSeconds != 30 {
 		t.Fatalf("graceful delete: %v %+v", err, p.ObjectMeta)
 	}
-	if err := pods.Delete(ctx, "b", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+	if err := pods.Delete(ctx, "b", metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pods.Get(ctx, "b", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -757,4 +760,13 @@ func TestFinalizers(t *testing.T) {
 	if err != nil || len(cm.Finalizers) != 1 || cm.Finalizers[0] != metav1.FinalizerDeleteDependents {
 		t.Fatalf("foreground: %v %+v", err, cm)
 	}
+}
+
+// testTable is the resource table of a server with the default settings.
+func testTable() *registry.Table {
+	reg, err := newTable(netip.MustParsePrefix("10.96.0.0/12"), Config{NodePortMin: 30000, NodePortMax: 32767})
+	if err != nil {
+		panic(err)
+	}
+	return reg
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -12,19 +13,19 @@ import (
 
 // tableColumns is the full column list of a resource: NAME, the resource's
 // priority-0 columns, AGE, then the wide (priority 1) columns.
-func tableColumns(res *resource) []metav1.TableColumnDefinition {
+func tableColumns(res *registry.Resource) []metav1.TableColumnDefinition {
 	name := metav1.TableColumnDefinition{Name: "Name", Type: "string", Format: "name",
 		Description: "Name must be unique within a namespace. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"}
 	ageCol := metav1.TableColumnDefinition{Name: "Age", Type: "string",
 		Description: "CreationTimestamp is a timestamp representing the server time when this object was created."}
 	cols := []metav1.TableColumnDefinition{name}
-	for _, c := range res.columns {
+	for _, c := range res.Columns {
 		if c.Priority == 0 {
 			cols = append(cols, c)
 		}
 	}
 	cols = append(cols, ageCol)
-	for _, c := range res.columns {
+	for _, c := range res.Columns {
 		if c.Priority != 0 {
 			cols = append(cols, c)
 		}
@@ -32,20 +33,20 @@ func tableColumns(res *resource) []metav1.TableColumnDefinition {
 	return cols
 }
 
-func tableCells(res *resource, obj runtime.Object) []interface{} {
-	m := mustMeta(obj)
+func tableCells(res *registry.Resource, obj runtime.Object) []interface{} {
+	m := registry.Meta(obj)
 	var extra []interface{}
-	if res.row != nil {
-		extra = res.row(obj)
+	if res.Row != nil {
+		extra = res.Row(obj)
 	}
 	cells := []interface{}{m.GetName()}
-	for i, c := range res.columns {
+	for i, c := range res.Columns {
 		if c.Priority == 0 && i < len(extra) {
 			cells = append(cells, extra[i])
 		}
 	}
-	cells = append(cells, age(m.GetCreationTimestamp().Time))
-	for i, c := range res.columns {
+	cells = append(cells, registry.Age(m.GetCreationTimestamp().Time))
+	for i, c := range res.Columns {
 		if c.Priority != 0 && i < len(extra) {
 			cells = append(cells, extra[i])
 		}
@@ -54,7 +55,7 @@ func tableCells(res *resource, obj runtime.Object) []interface{} {
 }
 
 // toTable converts objects to the meta.k8s.io/v1 Table kubectl get asks for.
-func (s *Server) toTable(r *http.Request, res *resource, items []runtime.Object, lm metav1.ListMeta, withColumns bool) (*metav1.Table, error) {
+func (s *Server) toTable(r *http.Request, res *registry.Resource, items []runtime.Object, lm metav1.ListMeta, withColumns bool) (*metav1.Table, error) {
 	include := metav1.IncludeMetadata
 	switch v := metav1.IncludeObjectPolicy(r.URL.Query().Get("includeObject")); v {
 	case "":

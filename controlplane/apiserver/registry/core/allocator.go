@@ -1,7 +1,6 @@
-package apiserver
+package core
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -9,23 +8,22 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-
-	"github.com/skep-dev/skep/controlplane/store"
+	"k8s.io/utils/ptr"
 )
 
-// Well-known service addresses in the default 10.96.0.0/12 range.
-const (
-	kubernetesServiceIP = "10.96.0.1"
-	dnsServiceIP        = "10.96.0.10"
-)
+// KubernetesServiceIP is the first address of the service range, the
+// kubernetes service's cluster IP, as in Kubernetes.
+func KubernetesServiceIP(cidr netip.Prefix) netip.Addr { return addrAt(cidr.Masked().Addr(), 1) }
 
-// serviceAllocator hands out service cluster IPs and node ports at create
-// time like the real API server: each address or port belongs to one
-// service, and is freed when the service goes. Its state is rebuilt from
-// the stored services at start.
+// DNSServiceIP is the tenth address of the service range, kube-dns's cluster
+// IP by convention (10.96.0.10 in the default range).
+func DNSServiceIP(cidr netip.Prefix) netip.Addr { return addrAt(cidr.Masked().Addr(), 10) }
+
+// serviceAllocator hands out service cluster IPs and node ports like the
+// real API server: each address or port belongs to one service, and is
+// freed when the service goes. It is rebuilt from the stored services at
+// start (Restore).
 type serviceAllocator struct {
 	mu        sync.Mutex
 	cidr      netip.Prefix
@@ -33,39 +31,25 @@ type serviceAllocator struct {
 	portMin   int32
 	portMax   int32
 	nodePorts map[int32]bool
+	// reserved addresses are never handed out at random: the kubernetes
+	// and DNS services ask for them by address.
+	reserved map[netip.Addr]bool
 }
 
 func newServiceAllocator(cidr netip.Prefix, portMin, portMax int32) *serviceAllocator {
-	return &serviceAllocator{cidr: cidr.Masked(), ips: map[netip.Addr]bool{}, portMin: portMin, portMax: portMax, nodePorts: map[int32]bool{}}
+	return &serviceAllocator{cidr: cidr.Masked(), ips: map[netip.Addr]bool{}, portMin: portMin, portMax: portMax, nodePorts: map[int32]bool{},
+		reserved: map[netip.Addr]bool{KubernetesServiceIP(cidr): true, DNSServiceIP(cidr): true}}
 }
 
-// rebuild marks every address and port of the stored services as used.
-func (a *serviceAllocator) rebuild(ctx context.Context, st store.Interface, s *Server, res *resource) error {
-	start := ""
-	for {
-		lr, err := st.List(ctx, res.keyPrefix(), store.ListOptions{StartAfter: start, Limit: 1000})
-		if err != nil {
-			return fmt.Errorf("list services: %w", err)
-		}
-		for _, kv := range lr.Items {
-			obj, err := s.decodeKV(res, kv)
-			if err != nil {
-				return err
-			}
-			svc := obj.(*corev1.Service)
-			a.mu.Lock()
-			for _, ip := range svcIPs(svc) {
-				a.ips[ip] = true
-			}
-			for _, p := range svcNodePorts(svc) {
-				a.nodePorts[p] = true
-			}
-			a.mu.Unlock()
-		}
-		if !lr.More || len(lr.Items) == 0 {
-			return nil
-		}
-		start = lr.Items[len(lr.Items)-1].Key
+// restore marks what a stored service holds as used.
+func (a *serviceAllocator) restore(svc *corev1.Service) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ip := range svcIPs(svc) {
+		a.ips[ip] = true
+	}
+	for _, p := range svcNodePorts(svc) {
+		a.nodePorts[p] = true
 	}
 }
 
@@ -121,13 +105,11 @@ func (a *serviceAllocator) allocateIP(want string) (netip.Addr, *field.Error) {
 	}
 	size := uint32(1) << (32 - a.cidr.Bits())
 	base := a.cidr.Addr()
-	reservedDNS := netip.MustParseAddr(dnsServiceIP)
-	reservedAPI := netip.MustParseAddr(kubernetesServiceIP)
 	start := uint32(rand.IntN(int(size - 2)))
 	for i := uint32(0); i < size; i++ {
 		off := (start+i)%(size-2) + 1 // skip the network and broadcast addresses
 		ip := addrAt(base, off)
-		if a.ips[ip] || ip == reservedDNS || ip == reservedAPI {
+		if a.ips[ip] || a.reserved[ip] {
 			continue
 		}
 		a.ips[ip] = true
@@ -159,42 +141,27 @@ func (a *serviceAllocator) allocatePort(want int32, p *field.Path) (int32, *fiel
 	return 0, field.Invalid(p, want, "range is full")
 }
 
-// allocate assigns cluster IP and node ports to a service being created
-// (old nil) or updated, keeping what old already holds.
-func (s *Server) allocate(res *resource, obj, old runtime.Object) error {
-	svc, ok := obj.(*corev1.Service)
-	if !ok {
-		return nil
-	}
-	var prev *corev1.Service
-	if old != nil {
-		prev = old.(*corev1.Service)
-	}
-	a := s.alloc
+// allocate assigns the cluster IP and node ports of a service being created
+// (prev nil) or updated, keeping what prev already holds. It returns what
+// it took, for a rollback.
+func (a *serviceAllocator) allocate(svc, prev *corev1.Service) (field.ErrorList, []netip.Addr, []int32) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var errs field.ErrorList
 	var got []netip.Addr
 	var gotPorts []int32
-	undo := func() {
-		for _, ip := range got {
-			delete(a.ips, ip)
-		}
-		for _, p := range gotPorts {
-			delete(a.nodePorts, p)
-		}
-	}
 	// Cluster IP.
-	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+	switch {
+	case svc.Spec.Type == corev1.ServiceTypeExternalName:
 		svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "", nil
-	} else if prev != nil && prev.Spec.ClusterIP != "" && prev.Spec.Type != corev1.ServiceTypeExternalName {
+	case prev != nil && prev.Spec.ClusterIP != "" && prev.Spec.Type != corev1.ServiceTypeExternalName:
 		if svc.Spec.ClusterIP == "" {
 			svc.Spec.ClusterIP = prev.Spec.ClusterIP
 		}
 		svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
-	} else if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+	case svc.Spec.ClusterIP == corev1.ClusterIPNone:
 		svc.Spec.ClusterIPs = []string{corev1.ClusterIPNone}
-	} else {
+	default:
 		want := svc.Spec.ClusterIP
 		if want == "" && len(svc.Spec.ClusterIPs) > 0 {
 			want = svc.Spec.ClusterIPs[0]
@@ -213,7 +180,7 @@ func (s *Server) allocate(res *resource, obj, old runtime.Object) error {
 			svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
 		}
 		if svc.Spec.IPFamilyPolicy == nil {
-			svc.Spec.IPFamilyPolicy = ptr(corev1.IPFamilyPolicySingleStack)
+			svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicySingleStack)
 		}
 	}
 	// Node ports.
@@ -253,50 +220,67 @@ func (s *Server) allocate(res *resource, obj, old runtime.Object) error {
 		port.NodePort = np
 	}
 	if len(errs) > 0 {
-		undo()
-		return apierrors.NewInvalid(res.gvk.GroupKind(), svc.Name, errs)
+		a.freeLocked(got, gotPorts)
+		return errs, nil, nil
 	}
-	return nil
+	return nil, got, gotPorts
 }
 
-// free releases what a holds and b does not.
-func (s *Server) free(a, b runtime.Object) {
-	sa, ok := a.(*corev1.Service)
-	if !ok || sa == nil {
-		return
+func (a *serviceAllocator) freeLocked(ips []netip.Addr, ports []int32) {
+	for _, ip := range ips {
+		delete(a.ips, ip)
 	}
+	for _, p := range ports {
+		delete(a.nodePorts, p)
+	}
+}
+
+// free releases what svc holds and keep (which may be nil) does not.
+func (a *serviceAllocator) free(svc, keep *corev1.Service) {
 	keepIP, keepPort := map[netip.Addr]bool{}, map[int32]bool{}
-	if sb, ok := b.(*corev1.Service); ok && sb != nil {
-		for _, ip := range svcIPs(sb) {
+	if keep != nil {
+		for _, ip := range svcIPs(keep) {
 			keepIP[ip] = true
 		}
-		for _, p := range svcNodePorts(sb) {
+		for _, p := range svcNodePorts(keep) {
 			keepPort[p] = true
 		}
 	}
-	s.alloc.mu.Lock()
-	defer s.alloc.mu.Unlock()
-	for _, ip := range svcIPs(sa) {
+	var ips []netip.Addr
+	var ports []int32
+	for _, ip := range svcIPs(svc) {
 		if !keepIP[ip] {
-			delete(s.alloc.ips, ip)
+			ips = append(ips, ip)
 		}
 	}
-	for _, p := range svcNodePorts(sa) {
+	for _, p := range svcNodePorts(svc) {
 		if !keepPort[p] {
-			delete(s.alloc.nodePorts, p)
+			ports = append(ports, p)
 		}
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.freeLocked(ips, ports)
 }
 
-// release undoes the allocations of a failed write of obj (old: what was
-// stored before); with obj nil it frees everything old held (a delete).
-func (s *Server) release(res *resource, obj, old runtime.Object) {
-	if obj == nil {
-		s.free(old, nil)
-		return
+// serviceReservation holds what one write of a service took.
+type serviceReservation struct {
+	a        *serviceAllocator
+	svc, old *corev1.Service // what is written (nil: a delete) and what was stored
+	ips      []netip.Addr
+	ports    []int32
+}
+
+// Commit frees what the old service held and the new one does not.
+func (r *serviceReservation) Commit() {
+	if r.old != nil {
+		r.a.free(r.old, r.svc)
 	}
-	s.free(obj, old)
 }
 
-// releaseOld frees what an updated service no longer holds.
-func (s *Server) releaseOld(res *resource, obj, old runtime.Object) { s.free(old, obj) }
+// Rollback frees what the write took.
+func (r *serviceReservation) Rollback() {
+	r.a.mu.Lock()
+	defer r.a.mu.Unlock()
+	r.a.freeLocked(r.ips, r.ports)
+}

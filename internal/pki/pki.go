@@ -1,4 +1,8 @@
-package apiserver
+// Package pki is the cluster's certificates and secrets on disk: the CA
+// generated on a server's first start (as k3s does), the certificates it
+// signs, bearer tokens and kubeconfigs. Files are written atomically with
+// keys readable by root only.
+package pki
 
 import (
 	"crypto/ecdsa"
@@ -23,27 +27,18 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// Files the server keeps in its data directory. The CA, serving
-// certificate and admin token are generated on first start and reused.
-const (
-	caCertFile      = "pki/ca.crt"
-	caKeyFile       = "pki/ca.key"
-	servingCertFile = "pki/apiserver.crt"
-	servingKeyFile  = "pki/apiserver.key"
-	adminTokenFile  = "admin.token"
-	// AdminKubeconfigFile is the admin kubeconfig, relative to the data dir.
-	AdminKubeconfigFile = "admin.kubeconfig"
-)
-
-type pki struct {
-	caPEM      []byte
-	caCert     *x509.Certificate
-	caKey      *ecdsa.PrivateKey
-	serving    tls.Certificate
-	adminToken string
+// CA is the cluster certificate authority.
+type CA struct {
+	Cert *x509.Certificate
+	Key  *ecdsa.PrivateKey
+	// PEM is the CA certificate as clients embed it (kubeconfigs, pods'
+	// ca.crt).
+	PEM []byte
 }
 
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+// WriteFileAtomic writes data to path through a temporary file and a
+// rename, creating the directory (0700) when missing.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -67,33 +62,33 @@ func serial() *big.Int {
 	return n
 }
 
-// loadOrCreateCA returns the cluster CA, generating it on first start.
-func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+// LoadOrCreateCA returns the CA stored at certPath and keyPath, generating
+// it when they do not exist.
+func LoadOrCreateCA(certPath, keyPath string) (*CA, error) {
 	if certPEM, err := os.ReadFile(certPath); err == nil {
 		keyPEM, err := os.ReadFile(keyPath)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("read CA key: %w", err)
+			return nil, fmt.Errorf("read CA key: %w", err)
 		}
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("load CA: %w", err)
+			return nil, fmt.Errorf("load CA: %w", err)
 		}
 		cert, err := x509.ParseCertificate(pair.Certificate[0])
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("parse CA: %w", err)
+			return nil, fmt.Errorf("parse CA: %w", err)
 		}
 		key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
 		if !ok {
-			return nil, nil, nil, errors.New("CA key is not ECDSA")
+			return nil, errors.New("CA key is not ECDSA")
 		}
-		return cert, key, certPEM, nil
+		return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, nil, fmt.Errorf("read CA: %w", err)
+		return nil, fmt.Errorf("read CA: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -107,21 +102,21 @@ func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, e
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("create CA: %w", err)
+		return nil, fmt.Errorf("create CA: %w", err)
 	}
 	cert, _ := x509.ParseCertificate(der)
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM, err := encodeKey(key)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
-		return nil, nil, nil, fmt.Errorf("write CA key: %w", err)
+	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("write CA key: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
-		return nil, nil, nil, fmt.Errorf("write CA: %w", err)
+	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("write CA: %w", err)
 	}
-	return cert, key, certPEM, nil
+	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
 }
 
 // sans splits the wanted subject alternative names into IPs and DNS names.
@@ -161,10 +156,11 @@ func coversSANs(cert *x509.Certificate, ips []net.IP, dns []string) bool {
 	return time.Now().Add(30 * 24 * time.Hour).Before(cert.NotAfter)
 }
 
-// loadOrCreateServing returns the serving certificate, (re)issuing it when
-// missing, near expiry or lacking a wanted SAN.
-func loadOrCreateServing(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, names []string) (tls.Certificate, error) {
-	certPath, keyPath := filepath.Join(dir, servingCertFile), filepath.Join(dir, servingKeyFile)
+// LoadOrCreateServing returns the serving certificate stored at certPath
+// and keyPath, (re)issuing it, signed by ca with the given common name,
+// when missing, near expiry or lacking one of names (IPs or DNS names; a
+// wildcard address names no host and is left out).
+func (ca *CA) LoadOrCreateServing(certPath, keyPath, commonName string, names []string) (tls.Certificate, error) {
 	ips, dns := sans(names)
 	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil && coversSANs(leaf, ips, dns) {
@@ -178,7 +174,7 @@ func loadOrCreateServing(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateK
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "skep-apiserver"},
+		Subject:      pkix.Name{CommonName: commonName},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
@@ -186,7 +182,7 @@ func loadOrCreateServing(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateK
 		IPAddresses:  ips,
 		DNSNames:     dns,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("create serving cert: %w", err)
 	}
@@ -195,17 +191,17 @@ func loadOrCreateServing(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateK
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write serving key: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write serving cert: %w", err)
 	}
 	return tls.X509KeyPair(certPEM, keyPEM)
 }
 
-// loadOrCreateToken returns a secret token stored in file, generating it once.
-func loadOrCreateToken(path string) (string, error) {
+// LoadOrCreateToken returns a secret token stored in file, generating it once.
+func LoadOrCreateToken(path string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		if t := strings.TrimSpace(string(b)); t != "" {
 			return t, nil
@@ -218,12 +214,12 @@ func loadOrCreateToken(path string) (string, error) {
 		return "", err
 	}
 	t := hex.EncodeToString(b)
-	return t, writeFileAtomic(path, []byte(t+"\n"), 0o600)
+	return t, WriteFileAtomic(path, []byte(t+"\n"), 0o600)
 }
 
-// writeKubeconfig writes a kubeconfig for server with the CA embedded and a
+// WriteKubeconfig writes a kubeconfig for server with the CA embedded and a
 // bearer token.
-func writeKubeconfig(path, server string, caPEM []byte, user, token string) error {
+func WriteKubeconfig(path, server string, caPEM []byte, user, token string) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["skep"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
 	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
@@ -233,5 +229,5 @@ func writeKubeconfig(path, server string, caPEM []byte, user, token string) erro
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, 0o600)
+	return WriteFileAtomic(path, data, 0o600)
 }

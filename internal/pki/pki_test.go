@@ -1,8 +1,9 @@
-package apiserver
+package pki
 
 import (
 	"crypto/x509"
 	"net"
+	"path/filepath"
 	"testing"
 )
 
@@ -10,17 +11,19 @@ import (
 // and is reissued (by the same CA) when a new SAN is asked for.
 func TestServingCertSANs(t *testing.T) {
 	dir := t.TempDir()
-	ca, key, _, err := loadOrCreateCA(dir)
+	caCert, caKey := filepath.Join(dir, "pki/ca.crt"), filepath.Join(dir, "pki/ca.key")
+	cert, key := filepath.Join(dir, "pki/serving.crt"), filepath.Join(dir, "pki/serving.key")
+	c, err := LoadOrCreateCA(caCert, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := loadOrCreateServing(dir, ca, key, []string{"127.0.0.1", "localhost", "0.0.0.0", "10.1.2.3"})
+	pair, err := c.LoadOrCreateServing(cert, key, "test", []string{"127.0.0.1", "localhost", "0.0.0.0", "10.1.2.3"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool.AddCert(c.Cert)
 	for _, host := range []string{"127.0.0.1", "localhost", "10.1.2.3"} {
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: host}); err != nil {
 			t.Errorf("%s: %v", host, err)
@@ -32,12 +35,12 @@ func TestServingCertSANs(t *testing.T) {
 		}
 	}
 	// Same names: the same certificate is reused.
-	again, err := loadOrCreateServing(dir, ca, key, []string{"127.0.0.1", "localhost"})
+	again, err := c.LoadOrCreateServing(cert, key, "test", []string{"127.0.0.1", "localhost"})
 	if err != nil || string(again.Certificate[0]) != string(pair.Certificate[0]) {
 		t.Fatalf("certificate not reused: %v", err)
 	}
 	// A new SAN reissues it.
-	more, err := loadOrCreateServing(dir, ca, key, []string{"127.0.0.1", "skep.example"})
+	more, err := c.LoadOrCreateServing(cert, key, "test", []string{"127.0.0.1", "skep.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +49,8 @@ func TestServingCertSANs(t *testing.T) {
 		t.Errorf("new SAN: %v", err)
 	}
 	// The CA survives a reload.
-	ca2, _, _, err := loadOrCreateCA(dir)
-	if err != nil || !ca2.Equal(ca) {
+	c2, err := LoadOrCreateCA(caCert, caKey)
+	if err != nil || !c2.Cert.Equal(c.Cert) {
 		t.Fatalf("CA changed: %v", err)
 	}
 }

@@ -1,4 +1,7 @@
-package apiserver
+// Package auth is who the API server's callers are and what they may do:
+// authenticators turn a request into a User, authorizers decide on its
+// Attributes.
+package auth
 
 import (
 	"crypto/subtle"
@@ -41,19 +44,31 @@ type Authorizer interface {
 	Authorize(a Attributes) (allowed bool, reason string)
 }
 
-var errUnauthorized = errors.New("unauthorized")
+// ErrUnauthorized is returned for a request without a credential the
+// authenticator knows.
+var ErrUnauthorized = errors.New("unauthorized")
 
-// tokenAuthenticator maps static bearer tokens to users.
-type tokenAuthenticator struct {
+// Tokens maps static bearer tokens to users.
+type Tokens struct {
 	mu     sync.RWMutex
 	tokens map[string]*User
 }
 
-func (t *tokenAuthenticator) AuthenticateRequest(r *http.Request) (*User, error) {
+// NewTokens returns an authenticator that knows no token yet.
+func NewTokens() *Tokens { return &Tokens{tokens: map[string]*User{}} }
+
+// Add registers a bearer token for u.
+func (t *Tokens) Add(token string, u *User) {
+	t.mu.Lock()
+	t.tokens[token] = u
+	t.mu.Unlock()
+}
+
+func (t *Tokens) AuthenticateRequest(r *http.Request) (*User, error) {
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
-		return nil, errUnauthorized
+		return nil, ErrUnauthorized
 	}
 	tok = strings.TrimSpace(tok)
 	t.mu.RLock()
@@ -63,22 +78,14 @@ func (t *tokenAuthenticator) AuthenticateRequest(r *http.Request) (*User, error)
 			return u, nil
 		}
 	}
-	return nil, errUnauthorized
+	return nil, ErrUnauthorized
 }
 
-// AddToken registers another bearer token (e.g. a node's credential).
-func (s *Server) AddToken(token string, u *User) {
-	if ta, ok := s.authn.(*tokenAuthenticator); ok {
-		ta.mu.Lock()
-		ta.tokens[token] = u
-		ta.mu.Unlock()
-	}
-}
+// AllowAuthenticated allows every authenticated request: today every
+// caller is an administrator.
+type AllowAuthenticated struct{}
 
-// adminAuthorizer allows every authenticated request.
-type adminAuthorizer struct{}
-
-func (adminAuthorizer) Authorize(a Attributes) (bool, string) {
+func (AllowAuthenticated) Authorize(a Attributes) (bool, string) {
 	if a.User == nil {
 		return false, "not authenticated"
 	}
