@@ -71,6 +71,16 @@ func (ri *requestInfo) updateStrategy() registry.UpdateStrategy {
 
 // handleSubresource serves a subresource with a handler of its own.
 func (s *Server) handleSubresource(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
+	if ri.verb == "patch" {
+		// A patch of an unknown type is refused before anything is read,
+		// as for the object itself.
+		if _, err := patchType(r); err != nil {
+			return err
+		}
+		if _, err := parseFieldValidation(r); err != nil {
+			return err
+		}
+	}
 	dryRun, err := isDryRun(r)
 	if err != nil {
 		return err

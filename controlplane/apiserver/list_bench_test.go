@@ -9,9 +9,10 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 )
 
 // BenchmarkListPodsMem lists 10,000 pods written straight into a memory

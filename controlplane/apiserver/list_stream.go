@@ -10,10 +10,11 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 )
 
 // Lists are encoded item by item straight into the response, as

@@ -4,12 +4,13 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 )
 
 // The review APIs are create-only and store nothing: they ask the server

@@ -37,6 +37,7 @@ import (
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/discovery"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/networking"
 	"github.com/skep-dev/skep/controlplane/store"
+	"github.com/skep-dev/skep/internal/memnet"
 	"github.com/skep-dev/skep/internal/pki"
 )
 
@@ -106,7 +107,7 @@ type Server struct {
 	nsState sync.Map
 
 	// loopback serves the in-process clients (loopback.go).
-	loopback      *memListener
+	loopback      *memnet.Listener
 	loopbackToken string
 }
 
