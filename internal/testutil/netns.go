@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -84,4 +85,57 @@ func (n *Netns) Remove() error {
 		n.err = testutils.UnmountNS(n.NetNS)
 	})
 	return n.err
+}
+
+// ServeAddrs runs in namespace n a TCP server and a UDP echo on each
+// addr:port that answer with their own address (addr:port), until the test
+// ends: a client sees which backend it reached.
+func ServeAddrs(t testing.TB, n ns.NetNS, port int, addrs ...string) {
+	t.Helper()
+	for _, a := range addrs {
+		id := []byte(net.JoinHostPort(a, strconv.Itoa(port)))
+		var (
+			ln net.Listener
+			pc net.PacketConn
+		)
+		err := n.Do(func(ns.NetNS) error {
+			var err error
+			if ln, err = net.Listen("tcp4", string(id)); err != nil {
+				return err
+			}
+			pc, err = net.ListenPacket("udp4", string(id))
+			return err
+		})
+		t.Cleanup(func() {
+			if ln != nil {
+				ln.Close()
+			}
+			if pc != nil {
+				pc.Close()
+			}
+		})
+		if err != nil {
+			t.Fatalf("listen %s: %v", id, err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write(id)
+				c.Close()
+			}
+		}()
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(id, from)
+			}
+		}()
+	}
 }

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"time"
 
@@ -138,4 +139,32 @@ func Sockaddr(ap netip.AddrPort, v6 bool) unix.Sockaddr {
 		return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
 	}
 	return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+}
+
+// Change is one change a churn test made to a service's backends, timed on
+// MonoNow: begun at Start, seen in the data path at Landed (0: never seen),
+// leaving Ready the ready backends. It is in force from Landed until the
+// next change's Start.
+type Change struct {
+	Start, Landed int64
+	Ready         []string
+}
+
+// EachInForce calls fn with each attempt that succeeded and was made
+// entirely while a change was in force, and that change's index.
+func EachInForce(log []Attempt, changes []Change, fn func(i int, a Attempt)) {
+	for _, a := range log {
+		if a.Err != "" {
+			continue
+		}
+		for i, c := range changes {
+			next := int64(math.MaxInt64)
+			if i+1 < len(changes) {
+				next = changes[i+1].Start
+			}
+			if c.Landed != 0 && a.Start >= c.Landed && a.End <= next {
+				fn(i, a)
+			}
+		}
+	}
 }
