@@ -17,10 +17,10 @@ func TestAffinityEndsWhenBackendLeaves(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireBinary(t, "nsenter")
 	bes := []string{"10.244.1.11", "10.244.1.12"}
-	n := newTestNetns(t, bes...)
-	serveBackends(t, n, 8080, bes...)
+	n := testutil.NewNetns(t, bes...)
+	testutil.ServeAddrs(t, n, 8080, bes...)
 	lb := newTestLB(t, Options{NodeIP: nodeIP})
-	cg := newTestCgroup(t)
+	cg := testutil.NewCgroup(t)
 	must(t, lb.AttachCgroup(cg), "attach cgroup")
 
 	sticky := datapath.Service{Frontend: tcpFrontend("10.96.0.11", 80), Name: "default/sticky:http", Backends: backends(datapath.BackendActive, 8080, bes...), AffinityTimeout: time.Hour}
@@ -29,7 +29,7 @@ func TestAffinityEndsWhenBackendLeaves(t *testing.T) {
 	must(t, lb.UpsertService(sticky), "upsert sticky")
 	must(t, lb.UpsertService(other), "upsert other")
 
-	res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.11:80", N: 20}, nil)
+	res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.11:80", N: 20}, nil)
 	if len(res.Errnos) > 0 || len(res.Counts) != 1 {
 		t.Fatalf("affinity: %v %v, want one backend", res.Counts, res.Errnos)
 	}
@@ -45,7 +45,7 @@ func TestAffinityEndsWhenBackendLeaves(t *testing.T) {
 	}
 	sticky.Backends = backends(datapath.BackendActive, 8080, rest)
 	must(t, lb.UpsertService(sticky), "upsert sticky without %s", pinned)
-	res = runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.11:80", N: 20}, nil)
+	res = runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.11:80", N: 20}, nil)
 	if len(res.Errnos) > 0 || res.Counts[rest+":8080"] != 20 {
 		t.Fatalf("after %s left the service: %v %v, want all to %s:8080", pinned, res.Counts, res.Errnos, rest)
 	}

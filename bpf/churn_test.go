@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf/link"
 
+	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
@@ -16,20 +17,17 @@ import (
 // update landed (and before the next began) reaches a backend of that update.
 func TestChurn(t *testing.T) {
 	bes := []string{"10.244.1.11", "10.244.1.12", "10.244.1.13", "10.244.1.14"}
-	n := newTestNetns(t, bes...)
-	serveBackends(t, n, 8080, bes...)
+	n := testutil.NewNetns(t, bes...)
+	testutil.ServeAddrs(t, n, 8080, bes...)
 	lb := newTestLB(t, Options{})
-	cg := newTestCgroup(t)
+	cg := testutil.NewCgroup(t)
 	must(t, lb.AttachCgroup(cg), "attach cgroup")
 
 	svc := datapath.Service{Frontend: tcpFrontend("10.96.0.10", 80), Name: "default/churn:http", Backends: backends(datapath.BackendActive, 8080, bes[0])}
 	must(t, lb.UpsertService(svc), "upsert")
 
-	type update struct {
-		start, end int64
-		set        []string
-	}
-	var updates []update
+	// An update is in force once UpsertService returned.
+	var updates []testutil.Change
 	sets := [][]string{
 		{bes[0], bes[1]}, {bes[1], bes[2], bes[3]}, {bes[3]}, {bes[0], bes[2]}, {bes[2]}, {bes[0], bes[1], bes[2], bes[3]},
 	}
@@ -41,38 +39,31 @@ func TestChurn(t *testing.T) {
 			set := sets[i%len(sets)]
 			s := svc
 			s.Backends = backends(datapath.BackendActive, 8080, set...)
-			u := update{start: monoNow(), set: set}
+			u := testutil.Change{Start: testutil.MonoNow(), Ready: set}
 			if err := lb.UpsertService(s); err != nil {
 				t.Errorf("upsert: %v", err)
 				return
 			}
-			u.end = monoNow()
+			u.Landed = testutil.MonoNow()
 			updates = append(updates, u)
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-loop", Target: "10.96.0.10:80", For: 2300 * time.Millisecond}, nil)
+	res := runChildOp(t, cg, n, childOp{Op: "tcp-loop", Target: "10.96.0.10:80", For: 2300 * time.Millisecond}, nil)
 	<-done
 
 	failed, checked := 0, 0
 	for _, a := range res.Log {
 		if a.Err != "" {
 			failed++
-			continue
-		}
-		for i, u := range updates {
-			next := int64(1 << 62)
-			if i+1 < len(updates) {
-				next = updates[i+1].start
-			}
-			if a.Start >= u.end && a.End <= next {
-				checked++
-				if !slices.Contains(u.set, a.Reply[:len(a.Reply)-5]) {
-					t.Errorf("connect after update %d (%v) reached removed backend %s", i, u.set, a.Reply)
-				}
-			}
 		}
 	}
+	testutil.EachInForce(res.Log, updates, func(i int, a testutil.Attempt) {
+		checked++
+		if !slices.Contains(updates[i].Ready, a.Reply[:len(a.Reply)-5]) {
+			t.Errorf("connect after update %d (%v) reached removed backend %s", i, updates[i].Ready, a.Reply)
+		}
+	})
 	t.Logf("%d connects during %d updates, %d checked against their update, %d failed", len(res.Log), len(updates), checked, failed)
 	if failed > 0 || len(updates) < 20 || checked < len(res.Log)/2 {
 		t.Fatalf("%d of %d connects failed (%d checked)", failed, len(res.Log), checked)
@@ -84,13 +75,13 @@ func TestChurn(t *testing.T) {
 // swaps its programs into the pinned links; no connect fails.
 func TestRestartHitless(t *testing.T) {
 	bes := []string{"10.244.1.11", "10.244.1.12"}
-	n := newTestNetns(t, bes...)
-	serveBackends(t, n, 8080, bes...)
-	pin := filepath.Join(PinRoot, "test-"+randSuffix())
+	n := testutil.NewNetns(t, bes...)
+	testutil.ServeAddrs(t, n, 8080, bes...)
+	pin := filepath.Join(PinRoot, "test-"+testutil.RandSuffix())
 	lb1, err := Load(Options{PinDir: pin})
 	must(t, err, "load")
 	t.Cleanup(func() { _ = Uninstall(pin) })
-	cg := newTestCgroup(t)
+	cg := testutil.NewCgroup(t)
 	must(t, lb1.AttachCgroup(cg), "attach cgroup")
 	svc := datapath.Service{Frontend: tcpFrontend("10.96.0.10", 80), Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, bes...)}
 	must(t, lb1.UpsertService(svc), "upsert")
@@ -114,7 +105,7 @@ func TestRestartHitless(t *testing.T) {
 	go func() {
 		time.Sleep(300 * time.Millisecond)
 		// The old process goes away without detaching anything...
-		closed = monoNow()
+		closed = testutil.MonoNow()
 		if err := lb1.Close(); err != nil {
 			done <- err
 			return
@@ -131,10 +122,10 @@ func TestRestartHitless(t *testing.T) {
 			return
 		}
 		err = lb2.UpsertService(svc)
-		adopted = monoNow()
+		adopted = testutil.MonoNow()
 		done <- err
 	}()
-	res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-loop", Target: "10.96.0.10:80", For: time.Second}, nil)
+	res := runChildOp(t, cg, n, childOp{Op: "tcp-loop", Target: "10.96.0.10:80", For: time.Second}, nil)
 	must(t, <-done, "restart")
 	defer lb2.Close()
 

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
@@ -114,10 +115,10 @@ func TestNodePortTrafficClsact(t *testing.T) {
 }
 
 func testNodePortTraffic(t *testing.T) {
-	wire := newTestNetns(t)
-	node := newTestNetns(t)
-	pod := newTestNetns(t)
-	remote := newTestNetns(t, "10.244.2.21")
+	wire := testutil.NewNetns(t)
+	node := testutil.NewNetns(t)
+	pod := testutil.NewNetns(t)
+	remote := testutil.NewNetns(t, "10.244.2.21")
 
 	err := wire.Do(func(ns.NetNS) error {
 		return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}})
@@ -154,9 +155,9 @@ func testNodePortTraffic(t *testing.T) {
 	})
 	must(t, err, "forwarding")
 
-	serveBackends(t, pod, 8080, "10.244.1.11")
-	serveBackends(t, pod, 5353, "10.244.1.11")
-	serveBackends(t, remote, 8080, "10.244.2.21")
+	testutil.ServeAddrs(t, pod, 8080, "10.244.1.11")
+	testutil.ServeAddrs(t, pod, 5353, "10.244.1.11")
+	testutil.ServeAddrs(t, remote, 8080, "10.244.2.21")
 
 	rulesBefore := ruleSets(t, node)
 	lb := newTestLB(t, Options{NodeIP: nodeIP, PodCIDR: podCIDR})

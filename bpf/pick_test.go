@@ -76,15 +76,15 @@ func TestPickSkipsSlotsOfAnotherGeneration(t *testing.T) {
 
 	t.Run("socket", func(t *testing.T) {
 		testutil.RequireBinary(t, "nsenter")
-		n := newTestNetns(t, append(active, term.Addr().String())...)
-		serveBackends(t, n, 8080, append(active, term.Addr().String())...)
+		n := testutil.NewNetns(t, append(active, term.Addr().String())...)
+		testutil.ServeAddrs(t, n, 8080, append(active, term.Addr().String())...)
 		lb := newTestLB(t, Options{NodeIP: nodeIP})
-		cg := newTestCgroup(t)
+		cg := testutil.NewCgroup(t)
 		must(t, lb.AttachCgroup(cg), "attach cgroup")
 		f := tcpFrontend("10.96.0.10", 80)
 		must(t, lb.UpsertService(datapath.Service{Frontend: f, Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, active...)}), "upsert")
 		raceBank(t, lb, f, term, datapath.BackendTerminating)
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.10:80", N: 200}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.10:80", N: 200}, nil)
 		if len(res.Errnos) > 0 || len(res.Counts) != 1 || res.Counts["10.244.1.11:8080"] != 200 {
 			t.Fatalf("connects: %v errors %v, want all 200 to 10.244.1.11:8080", res.Counts, res.Errnos)
 		}

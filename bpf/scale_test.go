@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -103,18 +102,18 @@ func BenchmarkProgram10kServices(b *testing.B) {
 	var cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		lb, err := Load(Options{PinDir: filepath.Join(PinRoot, "bench-"+randSuffix())})
+		lb, err := Load(Options{PinDir: filepath.Join(PinRoot, "bench-"+testutil.RandSuffix())})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		c0 := cpuTime()
+		c0 := testutil.CPUTime()
 		for _, s := range svcs {
 			if err := lb.UpsertService(s); err != nil {
 				b.Fatal(err)
 			}
 		}
-		cpu += cpuTime() - c0
+		cpu += testutil.CPUTime() - c0
 		b.StopTimer()
 		if err := lb.Remove(); err != nil {
 			b.Fatal(err)
@@ -125,14 +124,6 @@ func BenchmarkProgram10kServices(b *testing.B) {
 	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/10k-services")
 }
 
-// cpuTime is the user+system CPU this process used: on a machine shared
-// with other work it says more about the cost than the wall clock does.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // BenchmarkProgram10kServicesBatch is the same through UpsertServices (a
 // proxy's initial sync).
 func BenchmarkProgram10kServicesBatch(b *testing.B) {
@@ -141,16 +132,16 @@ func BenchmarkProgram10kServicesBatch(b *testing.B) {
 	var cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		lb, err := Load(Options{PinDir: filepath.Join(PinRoot, "bench-"+randSuffix())})
+		lb, err := Load(Options{PinDir: filepath.Join(PinRoot, "bench-"+testutil.RandSuffix())})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		c0 := cpuTime()
+		c0 := testutil.CPUTime()
 		if err := lb.UpsertServices(svcs); err != nil {
 			b.Fatal(err)
 		}
-		cpu += cpuTime() - c0
+		cpu += testutil.CPUTime() - c0
 		b.StopTimer()
 		if err := lb.Remove(); err != nil {
 			b.Fatal(err)
@@ -165,7 +156,7 @@ func BenchmarkProgram10kServicesBatch(b *testing.B) {
 // reconcile: open the pinned maps and read 10,000 services back.
 func BenchmarkAdopt10kServices(b *testing.B) {
 	testutil.RequireRoot(b)
-	pin := filepath.Join(PinRoot, "bench-"+randSuffix())
+	pin := filepath.Join(PinRoot, "bench-"+testutil.RandSuffix())
 	lb, err := Load(Options{PinDir: pin})
 	if err != nil {
 		b.Fatal(err)

@@ -19,16 +19,16 @@ func TestInternalFrontendWinsForPods(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireBinary(t, "nsenter")
 	local, remote := "10.244.1.11", "10.244.2.21"
-	n := newTestNetns(t, local, remote)
-	serveBackends(t, n, 8080, local, remote)
+	n := testutil.NewNetns(t, local, remote)
+	testutil.ServeAddrs(t, n, 8080, local, remote)
 	lb := newTestLB(t, Options{NodeIP: nodeIP, PodCIDR: podCIDR})
-	cg := newTestCgroup(t)
+	cg := testutil.NewCgroup(t)
 	must(t, lb.AttachCgroup(cg), "attach cgroup")
 
 	ext := datapath.Frontend{IP: netip.MustParseAddr("172.31.77.100"), Port: 80, Proto: datapath.TCP, Scope: datapath.ScopeExternal}
 	must(t, lb.UpsertService(datapath.Service{Frontend: ext, Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, local)}), "upsert external")
 
-	res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "172.31.77.100:80", N: 20}, nil)
+	res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "172.31.77.100:80", N: 20}, nil)
 	if len(res.Errnos) > 0 || res.Counts[local+":8080"] != 20 {
 		t.Fatalf("external frontend only: %v %v, want all to the local backend", res.Counts, res.Errnos)
 	}
@@ -36,7 +36,7 @@ func TestInternalFrontendWinsForPods(t *testing.T) {
 	in := ext
 	in.Scope = datapath.ScopeInternal
 	must(t, lb.UpsertService(datapath.Service{Frontend: in, Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, remote)}), "upsert internal")
-	res = runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "172.31.77.100:80", N: 20}, nil)
+	res = runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "172.31.77.100:80", N: 20}, nil)
 	if len(res.Errnos) > 0 || res.Counts[remote+":8080"] != 20 {
 		t.Fatalf("pod connects: %v %v, want all to the Internal frontend's backend", res.Counts, res.Errnos)
 	}

@@ -2,7 +2,6 @@ package bpf
 
 import (
 	"bytes"
-	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -10,89 +9,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
-	"github.com/vishvananda/netlink"
 
 	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
-
-// newTestNetns makes a network namespace of the test's own with lo up and
-// addrs on lo, removed when the test ends.
-func newTestNetns(t testing.TB, addrs ...string) ns.NetNS {
-	t.Helper()
-	testutil.RequireRoot(t)
-	n, err := testutils.NewNS()
-	must(t, err, "new netns")
-	t.Cleanup(func() {
-		n.Close()
-		if err := testutils.UnmountNS(n); err != nil {
-			t.Errorf("remove netns: %v", err)
-		}
-	})
-	err = n.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: netlink.NewIPNet(net.ParseIP(a))}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	must(t, err, "set up netns")
-	return n
-}
-
-// serveBackends runs, in netns n, a TCP server and a UDP echo on each
-// addr:port that answer with their own address, until the test ends.
-func serveBackends(t testing.TB, n ns.NetNS, port int, addrs ...string) {
-	t.Helper()
-	for _, a := range addrs {
-		id := []byte(net.JoinHostPort(a, itoa(port)))
-		var (
-			ln net.Listener
-			pc net.PacketConn
-		)
-		err := n.Do(func(ns.NetNS) error {
-			var err error
-			if ln, err = net.Listen("tcp4", string(id)); err != nil {
-				return err
-			}
-			pc, err = net.ListenPacket("udp4", string(id))
-			return err
-		})
-		must(t, err, "listen %s", id)
-		t.Cleanup(func() { ln.Close(); pc.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write(id)
-				c.Close()
-			}
-		}()
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				_, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				pc.WriteTo(id, from)
-			}
-		}()
-	}
-}
-
-func itoa(i int) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(i)).String()[8:] }
 
 // ruleSets is what iptables and nftables hold in the root netns and in n.
 func ruleSets(t *testing.T, n ns.NetNS) []byte {
@@ -145,15 +65,15 @@ func TestSocketLB(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireBinary(t, "nsenter")
 	bes := []string{"10.244.1.11", "10.244.1.12", "10.244.1.13"}
-	n := newTestNetns(t, bes...)
-	serveBackends(t, n, 8080, bes...)
-	serveBackends(t, n, 5353, bes...)
+	n := testutil.NewNetns(t, bes...)
+	testutil.ServeAddrs(t, n, 8080, bes...)
+	testutil.ServeAddrs(t, n, 5353, bes...)
 	rulesBefore := ruleSets(t, n)
 
 	// No Options.PodNetns: the UDP socket sweep finds the client's netns
 	// through the processes of the attached cgroup.
 	lb := newTestLB(t, Options{NodeIP: nodeIP})
-	cg := newTestCgroup(t)
+	cg := testutil.NewCgroup(t)
 	must(t, lb.AttachCgroup(cg), "attach cgroup")
 
 	web := datapath.Service{Frontend: tcpFrontend("10.96.0.10", 80), Name: "default/web:http", Backends: backends(datapath.BackendActive, 8080, bes...)}
@@ -169,7 +89,7 @@ func TestSocketLB(t *testing.T) {
 
 	t.Run("ClusterIPSpread", func(t *testing.T) {
 		const n3 = 3000
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.10:80", N: n3}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.10:80", N: n3}, nil)
 		if len(res.Errnos) > 0 {
 			t.Fatalf("failures: %v", res.Errnos)
 		}
@@ -188,7 +108,7 @@ func TestSocketLB(t *testing.T) {
 	})
 
 	t.Run("OwnNodePort", func(t *testing.T) {
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "172.31.77.10:30080", N: 10}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "172.31.77.10:30080", N: 10}, nil)
 		if len(res.Errnos) > 0 || res.Counts["10.244.1.13:8080"] != 10 {
 			t.Fatalf("pod to its node's NodePort: %v %v", res.Counts, res.Errnos)
 		}
@@ -198,14 +118,14 @@ func TestSocketLB(t *testing.T) {
 	})
 
 	t.Run("Affinity", func(t *testing.T) {
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.11:80", N: 200}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.11:80", N: 200}, nil)
 		if len(res.Errnos) > 0 || len(res.Counts) != 1 {
 			t.Fatalf("with ClientIP affinity a client stays on one backend: %v %v", res.Counts, res.Errnos)
 		}
 	})
 
 	t.Run("NoEndpointsRefused", func(t *testing.T) {
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.12:80", N: 50}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.12:80", N: 50}, nil)
 		if res.Errnos["connect: ECONNREFUSED"] != 50 || len(res.Counts) != 0 {
 			t.Fatalf("want 50 ECONNREFUSED: %v %v", res.Errnos, res.Counts)
 		}
@@ -219,7 +139,7 @@ func TestSocketLB(t *testing.T) {
 	})
 
 	t.Run("UDPReplyFromVIP", func(t *testing.T) {
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-sendto", Target: "10.96.0.53:53", N: 300}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "udp-sendto", Target: "10.96.0.53:53", N: 300}, nil)
 		if len(res.Errnos) > 0 {
 			t.Fatalf("failures: %v", res.Errnos)
 		}
@@ -233,18 +153,18 @@ func TestSocketLB(t *testing.T) {
 
 	t.Run("DualStackSockets", func(t *testing.T) {
 		// AF_INET6 sockets reach the IPv4 frontend as ::ffff:10.96.0.10.
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.10:80", N: 300, IPv6: true}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.10:80", N: 300, IPv6: true}, nil)
 		if len(res.Errnos) > 0 || len(res.Counts) != 3 {
 			t.Fatalf("v6 socket to v4-mapped ClusterIP: %v %v", res.Counts, res.Errnos)
 		}
 		if res.Peer != "[::ffff:10.96.0.10]:80" {
 			t.Fatalf("getpeername = %q, want [::ffff:10.96.0.10]:80", res.Peer)
 		}
-		res = runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-sendto", Target: "10.96.0.53:53", N: 30, IPv6: true}, nil)
+		res = runChildOp(t, cg, n, childOp{Op: "udp-sendto", Target: "10.96.0.53:53", N: 30, IPv6: true}, nil)
 		if len(res.Errnos) > 0 || res.From != "[::ffff:10.96.0.53]:53" {
 			t.Fatalf("v6 UDP to v4-mapped ClusterIP: from %q, %v", res.From, res.Errnos)
 		}
-		res = runChildOp(t, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: "10.96.0.12:80", N: 5, IPv6: true}, nil)
+		res = runChildOp(t, cg, n, childOp{Op: "tcp-connect", Target: "10.96.0.12:80", N: 5, IPv6: true}, nil)
 		if res.Errnos["connect: ECONNREFUSED"] != 5 {
 			t.Fatalf("v6 socket to a frontend without backends: %v", res.Errnos)
 		}
@@ -253,7 +173,7 @@ func TestSocketLB(t *testing.T) {
 	t.Run("UDPNoEndpointsRefused", func(t *testing.T) {
 		none := datapath.Service{Frontend: datapath.Frontend{IP: netip.MustParseAddr("10.96.0.55"), Port: 53, Proto: datapath.UDP}, Name: "default/none:dns"}
 		must(t, lb.UpsertService(none), "upsert")
-		res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-sendto", Target: "10.96.0.55:53", N: 5}, nil)
+		res := runChildOp(t, cg, n, childOp{Op: "udp-sendto", Target: "10.96.0.55:53", N: 5}, nil)
 		if res.Errnos["sendto: ECONNREFUSED"] != 5 {
 			t.Fatalf("sendto a UDP frontend without backends: %v, want 5 ECONNREFUSED", res.Errnos)
 		}
@@ -275,7 +195,7 @@ func TestSocketLB(t *testing.T) {
 			vip := netip.MustParseAddrPort(c.vip)
 			one := datapath.Service{Frontend: datapath.Frontend{IP: vip.Addr(), Port: vip.Port(), Proto: datapath.UDP}, Name: "default/one:dns", Backends: backends(datapath.BackendActive, 5353, c.old)}
 			must(t, lb.UpsertService(one), "upsert")
-			res := runChildOp(t, cg, childOp{Netns: n.Path(), Op: "udp-term", Target: c.vip, IPv6: c.ipv6}, func() {
+			res := runChildOp(t, cg, n, childOp{Op: "udp-term", Target: c.vip, IPv6: c.ipv6}, func() {
 				one.Backends = backends(datapath.BackendActive, 5353, c.new)
 				dns.Backends = backends(datapath.BackendActive, 5353, c.dns...)
 				must(t, lb.UpsertService(dns), "shrink dns")
@@ -316,10 +236,10 @@ func TestSocketLB(t *testing.T) {
 // child's median. Re-run with go test -run '^$' -bench Connect ./bpf
 func BenchmarkConnect(b *testing.B) {
 	bes := []string{"10.244.1.11", "10.244.1.12", "10.244.1.13"}
-	n := newTestNetns(b, bes...)
-	serveBackends(b, n, 8080, bes...)
+	n := testutil.NewNetns(b, bes...)
+	testutil.ServeAddrs(b, n, 8080, bes...)
 	lb := newTestLB(b, Options{})
-	cg := newTestCgroup(b)
+	cg := testutil.NewCgroup(b)
 	if err := lb.AttachCgroup(cg); err != nil {
 		b.Fatal(err)
 	}
@@ -337,7 +257,7 @@ func BenchmarkConnect(b *testing.B) {
 		{"Refused", "10.96.0.12:80"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			res := runChildOp(b, cg, childOp{Netns: n.Path(), Op: "tcp-connect", Target: c.target, N: b.N}, nil)
+			res := runChildOp(b, cg, n, childOp{Op: "tcp-connect", Target: c.target, N: b.N}, nil)
 			slices.Sort(res.Nanos)
 			b.ReportMetric(float64(res.Nanos[len(res.Nanos)/2]), "ns/connect-p50")
 			b.ReportMetric(float64(res.Nanos[len(res.Nanos)*99/100]), "ns/connect-p99")

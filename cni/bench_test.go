@@ -43,7 +43,7 @@ func BenchmarkAddDel(b *testing.B) {
 // benchPlugin is one plugin set-up under test on its own node.
 type benchPlugin struct {
 	name       string
-	node       *netnsT
+	node       *testutil.Netns
 	rtm        *libcni.CNIConfig
 	conf       *libcni.NetworkConfigList
 	adds, dels []time.Duration
@@ -55,11 +55,11 @@ func newBenchPlugin(b *testing.B, name, dir string, list map[string]any) *benchP
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &benchPlugin{name: name, node: newNetns(b), rtm: newRuntime([]string{dir}, b.TempDir()), conf: conf}
+	return &benchPlugin{name: name, node: testutil.NewNetns(b), rtm: newRuntime([]string{dir}, b.TempDir()), conf: conf}
 }
 
 // addDel runs one ADD and one DEL from a thread in the plugin's node.
-func (p *benchPlugin) addDel(id string, pod *netnsT) (add, del time.Duration, err error) {
+func (p *benchPlugin) addDel(id string, pod *testutil.Netns) (add, del time.Duration, err error) {
 	err = p.node.Do(func(ns.NetNS) error {
 		r := &libcni.RuntimeConf{ContainerID: id, NetNS: pod.Path(), IfName: "eth0"}
 		t0 := time.Now()
@@ -96,9 +96,9 @@ func benchAddDel(b *testing.B, par int) {
 		}},
 	})
 	plugins := []*benchPlugin{skep, ref}
-	pods := make([]*netnsT, par)
+	pods := make([]*testutil.Netns, par)
 	for i := range pods {
-		pods[i] = newNetns(b)
+		pods[i] = testutil.NewNetns(b)
 	}
 	// Warm up: the first ADD creates the bridge and the store.
 	for _, p := range plugins {

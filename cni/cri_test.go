@@ -46,7 +46,7 @@ func TestContainerdCRI(t *testing.T) {
 	t.Cleanup(func() { cleanupMounts(t, dir); os.RemoveAll(dir) })
 
 	const pauseRef = "skep.local/pause:test"
-	node := newNetns(t)
+	node := testutil.NewNetns(t)
 	n := newNetwork(t, "10.244.50.0/24", withNode(node), withVersion("1.0.0")) // containerd 1.6's libcni speaks up to 1.0.0
 
 	// bin_dir: skep-cni and the loopback plugin the CRI plugin always adds.
@@ -145,7 +145,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 	rs, is := cri.NewRuntimeServiceClient(conn), cri.NewImageServiceClient(conn)
 
 	// Ready when the CRI plugin answers and has loaded the CNI config.
-	waitFor(t, ctx, "CRI network ready", func() error {
+	testutil.Eventually(t, 2*time.Minute, "CRI network ready", func() error {
 		st, err := rs.Status(ctx, &cri.StatusRequest{})
 		if err != nil {
 			return err
@@ -162,7 +162,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 		"--snapshotter", "native", archive).CombinedOutput(); err != nil {
 		t.Fatalf("ctr import: %v\n%s", err, out)
 	}
-	waitFor(t, ctx, "CRI sees the pause image", func() error {
+	testutil.Eventually(t, 2*time.Minute, "CRI sees the pause image", func() error {
 		st, err := is.ImageStatus(ctx, &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: pauseRef}})
 		if err != nil {
 			return err
@@ -173,10 +173,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 		return nil
 	})
 
-	cgroupParent := "/skepcri-" + randSuffix()
+	cgroupParent := "/skepcri-" + testutil.RandSuffix()
 	t.Cleanup(func() { removeCgroup(cgroupParent) })
 	run, err := rs.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: &cri.PodSandboxConfig{
-		Metadata:     &cri.PodSandboxMetadata{Name: "web", Uid: "uid-" + randSuffix(), Namespace: "default"},
+		Metadata:     &cri.PodSandboxMetadata{Name: "web", Uid: "uid-" + testutil.RandSuffix(), Namespace: "default"},
 		Hostname:     "web",
 		LogDirectory: filepath.Join(dir, "logs"),
 		Linux:        &cri.LinuxPodSandboxConfig{CgroupParent: cgroupParent},
@@ -214,7 +214,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 		t.Fatalf("skep store %v, want %s holding %s", recs, id, podIP)
 	}
 	hostVeth := HostVethName(n.name, ipam.Attachment{ContainerID: id, IfName: "eth0"})
-	node.do(t, func() error {
+	node.Run(t, func() error {
 		l, err := netlinksafe.LinkByName(hostVeth)
 		if err != nil {
 			return err
@@ -230,7 +230,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 	})
 	// The node reaches the pod through the bridge.
 	testutil.RequireBinary(t, "busybox")
-	if out, err := node.exec("busybox", "ping", "-c", "1", "-W", "2", podIP.String()); err != nil {
+	if out, err := node.Command("busybox", "ping", "-c", "1", "-W", "2", podIP.String()).CombinedOutput(); err != nil {
 		t.Fatalf("ping sandbox from node: %v\n%s", err, out)
 	}
 
@@ -247,21 +247,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 		t.Fatalf("RemovePodSandbox: %v", err)
 	}
 	removed = true
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, f func() error) {
-	t.Helper()
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 func stopProcess(cmd *exec.Cmd) {

@@ -2,8 +2,6 @@ package cni
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +21,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/skep-dev/skep/cni/ipam"
@@ -54,60 +51,11 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-func randSuffix() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// netnsT is a network namespace the test made, bind-mounted under
-// /run/netns so `ip netns exec <Name>` works too.
-type netnsT struct {
-	ns.NetNS
-	Name string
-}
-
-func newNetns(t testing.TB) *netnsT {
-	t.Helper()
-	testutil.RequireRoot(t)
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		testutils.UnmountNS(n)
-	})
-	nt := &netnsT{NetNS: n, Name: filepath.Base(n.Path())}
-	nt.do(t, func() error {
-		lo, err := netlinksafe.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})
-	return nt
-}
-
-// do runs fn on a thread inside the namespace.
-func (n *netnsT) do(t testing.TB, fn func() error) {
-	t.Helper()
-	if err := n.Do(func(ns.NetNS) error { return fn() }); err != nil {
-		t.Fatalf("in %s: %v", n.Name, err)
-	}
-}
-
-// exec runs a command inside the namespace and returns its combined output.
-func (n *netnsT) exec(name string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
 // network is one skep network on one test node: a node namespace (where the
 // runtime, and so the plugin, runs), a data dir and a libcni runtime.
 type network struct {
 	t       testing.TB
-	node    *netnsT
+	node    *testutil.Netns
 	name    string
 	subnet  string
 	bridge  string
@@ -120,8 +68,8 @@ type network struct {
 
 type netOpt func(*network)
 
-func withVersion(v string) netOpt  { return func(n *network) { n.version = v } }
-func withNode(node *netnsT) netOpt { return func(n *network) { n.node = node } }
+func withVersion(v string) netOpt          { return func(n *network) { n.version = v } }
+func withNode(node *testutil.Netns) netOpt { return func(n *network) { n.node = node } }
 func withPluginField(k string, v any) netOpt {
 	return func(n *network) { n.extra = map[string]any{k: v} }
 }
@@ -131,7 +79,7 @@ func newNetwork(t testing.TB, subnet string, opts ...netOpt) *network {
 	testutil.RequireRoot(t)
 	n := &network{
 		t:       t,
-		name:    "skeptest-" + randSuffix(),
+		name:    "skeptest-" + testutil.RandSuffix(),
 		subnet:  subnet,
 		bridge:  "skep0",
 		dataDir: t.TempDir(),
@@ -141,7 +89,7 @@ func newNetwork(t testing.TB, subnet string, opts ...netOpt) *network {
 		o(n)
 	}
 	if n.node == nil {
-		n.node = newNetns(t)
+		n.node = testutil.NewNetns(t)
 	}
 	n.cni = newRuntime([]string{pluginDir}, t.TempDir())
 	var err error
@@ -189,11 +137,11 @@ func (n *network) inNode(fn func() error) error {
 	return n.node.Do(func(ns.NetNS) error { return fn() })
 }
 
-func rt(id string, pod *netnsT) *libcni.RuntimeConf {
+func rt(id string, pod *testutil.Netns) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{ContainerID: id, NetNS: pod.Path(), IfName: "eth0"}
 }
 
-func (n *network) add(id string, pod *netnsT) (*current.Result, error) {
+func (n *network) add(id string, pod *testutil.Netns) (*current.Result, error) {
 	var res types.Result
 	err := n.inNode(func() (err error) {
 		res, err = n.cni.AddNetworkList(context.Background(), n.list, rt(id, pod))
@@ -205,7 +153,7 @@ func (n *network) add(id string, pod *netnsT) (*current.Result, error) {
 	return current.NewResultFromResult(res)
 }
 
-func (n *network) mustAdd(id string, pod *netnsT) *current.Result {
+func (n *network) mustAdd(id string, pod *testutil.Netns) *current.Result {
 	n.t.Helper()
 	r, err := n.add(id, pod)
 	if err != nil {
@@ -214,11 +162,11 @@ func (n *network) mustAdd(id string, pod *netnsT) *current.Result {
 	return r
 }
 
-func (n *network) check(id string, pod *netnsT) error {
+func (n *network) check(id string, pod *testutil.Netns) error {
 	return n.inNode(func() error { return n.cni.CheckNetworkList(context.Background(), n.list, rt(id, pod)) })
 }
 
-func (n *network) del(id string, pod *netnsT) error {
+func (n *network) del(id string, pod *testutil.Netns) error {
 	return n.inNode(func() error { return n.cni.DelNetworkList(context.Background(), n.list, rt(id, pod)) })
 }
 
@@ -274,7 +222,7 @@ func (n *network) conf() *NetConf {
 func (n *network) links() []netlink.Link {
 	n.t.Helper()
 	var ls []netlink.Link
-	n.node.do(n.t, func() (err error) { ls, err = netlinksafe.LinkList(); return err })
+	n.node.Run(n.t, func() (err error) { ls, err = netlinksafe.LinkList(); return err })
 	return ls
 }
 
@@ -309,19 +257,19 @@ func cniCode(err error) uint {
 }
 
 // ping sends one ICMP echo from inside from.
-func ping(t testing.TB, from *netnsT, dst net.IP) {
+func ping(t testing.TB, from *testutil.Netns, dst net.IP) {
 	t.Helper()
 	testutil.RequireBinary(t, "busybox")
-	if out, err := from.exec("busybox", "ping", "-c", "1", "-W", "2", dst.String()); err != nil {
+	if out, err := from.Command("busybox", "ping", "-c", "1", "-W", "2", dst.String()).CombinedOutput(); err != nil {
 		t.Fatalf("ping %s from %s: %v\n%s", dst, from.Name, err, out)
 	}
 }
 
 // tcpRoundTrip connects from `from` to a listener in `to` and echoes a line.
-func tcpRoundTrip(t testing.TB, from, to *netnsT, dst net.IP) {
+func tcpRoundTrip(t testing.TB, from, to *testutil.Netns, dst net.IP) {
 	t.Helper()
 	var ln net.Listener
-	to.do(t, func() (err error) {
+	to.Run(t, func() (err error) {
 		ln, err = net.Listen("tcp4", net.JoinHostPort(dst.String(), "0"))
 		return err
 	})
@@ -336,7 +284,7 @@ func tcpRoundTrip(t testing.TB, from, to *netnsT, dst net.IP) {
 		io.Copy(c, c)
 	}()
 	var conn net.Conn
-	from.do(t, func() (err error) {
+	from.Run(t, func() (err error) {
 		conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 3*time.Second)
 		return err
 	})

@@ -20,16 +20,16 @@ import (
 // node routes the other's pod range via the other's underlay address, the way
 // the node agent will.
 func TestCrossNodeHostGW(t *testing.T) {
-	node1, node2 := newNetns(t), newNetns(t)
+	node1, node2 := testutil.NewNetns(t), testutil.NewNetns(t)
 	// The underlay: one veth between the two nodes.
-	node1.do(t, func() error {
+	node1.Run(t, func() error {
 		a := netlink.NewLinkAttrs()
 		a.Name = "ul0"
 		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "ul0", PeerNamespace: netlink.NsFd(int(node2.Fd()))})
 	})
-	underlay := map[*netnsT]string{node1: "172.31.77.1/24", node2: "172.31.77.2/24"}
+	underlay := map[*testutil.Netns]string{node1: "172.31.77.1/24", node2: "172.31.77.2/24"}
 	for node, addr := range underlay {
-		node.do(t, func() error {
+		node.Run(t, func() error {
 			l, err := netlinksafe.LinkByName("ul0")
 			if err != nil {
 				return err
@@ -43,12 +43,12 @@ func TestCrossNodeHostGW(t *testing.T) {
 	}
 	n1 := newNetwork(t, "10.244.21.0/24", withNode(node1))
 	n2 := newNetwork(t, "10.244.22.0/24", withNode(node2))
-	p1, p2 := newNetns(t), newNetns(t)
+	p1, p2 := testutil.NewNetns(t), testutil.NewNetns(t)
 	ip1 := podIP(t, n1.mustAdd("p1", p1))
 	ip2 := podIP(t, n2.mustAdd("p2", p2))
 
-	route := func(node *netnsT, dst, via string) {
-		node.do(t, func() error {
+	route := func(node *testutil.Netns, dst, via string) {
+		node.Run(t, func() error {
 			_, d, _ := net.ParseCIDR(dst)
 			return netlink.RouteAdd(&netlink.Route{Dst: d, Gw: net.ParseIP(via)})
 		})
@@ -98,9 +98,9 @@ func TestCnitool(t *testing.T) {
 	}
 
 	must("status", n.name, "/unused")
-	pod1, pod2 := newNetns(t), newNetns(t)
+	pod1, pod2 := testutil.NewNetns(t), testutil.NewNetns(t)
 	var ips []net.IP
-	for _, pod := range []*netnsT{pod1, pod2} {
+	for _, pod := range []*testutil.Netns{pod1, pod2} {
 		out := must("add", n.name, pod.Path())
 		var r current.Result
 		if err := json.Unmarshal([]byte(out), &r); err != nil {

@@ -9,6 +9,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // Two pods on one node: ADD through libcni, the results, the node side
@@ -16,7 +18,7 @@ import (
 // pods and to the gateway, then DEL and its idempotence.
 func TestTwoPodsOnOneNode(t *testing.T) {
 	n := newNetwork(t, "10.244.7.0/24")
-	podA, podB := newNetns(t), newNetns(t)
+	podA, podB := testutil.NewNetns(t), testutil.NewNetns(t)
 
 	ra := n.mustAdd("pod-a", podA)
 	rb := n.mustAdd("pod-b", podB)
@@ -29,7 +31,7 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 
 	// Node side.
 	var br netlink.Link
-	n.node.do(t, func() (err error) { br, err = netlinksafe.LinkByName("skep0"); return err })
+	n.node.Run(t, func() (err error) { br, err = netlinksafe.LinkByName("skep0"); return err })
 	if got := br.Attrs().HardwareAddr.String(); got != "0a:58:0a:f4:07:01" {
 		t.Errorf("bridge mac %s, want pinned 0a:58:0a:f4:07:01", got)
 	}
@@ -37,7 +39,7 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 		t.Errorf("bridge mtu %d", br.Attrs().MTU)
 	}
 	for _, r := range []*current.Result{ra, rb} {
-		n.node.do(t, func() error {
+		n.node.Run(t, func() error {
 			host, err := netlinksafe.LinkByName(r.Interfaces[1].Name)
 			if err != nil {
 				return err
@@ -55,7 +57,7 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 			return nil
 		})
 	}
-	n.node.do(t, func() error {
+	n.node.Run(t, func() error {
 		b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 		if strings.TrimSpace(string(b)) != "1" {
 			t.Errorf("ip_forward in node = %q", b)
@@ -63,7 +65,7 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 		return err
 	})
 
-	for id, pod := range map[string]*netnsT{"pod-a": podA, "pod-b": podB} {
+	for id, pod := range map[string]*testutil.Netns{"pod-a": podA, "pod-b": podB} {
 		if err := n.check(id, pod); err != nil {
 			t.Fatalf("CHECK %s: %v", id, err)
 		}
@@ -78,9 +80,9 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 
 	// The bridge keeps its MAC when a port with a lower MAC joins: the
 	// kernel would otherwise adopt the lowest port MAC.
-	n.node.do(t, func() error {
+	n.node.Run(t, func() error {
 		a := netlink.NewLinkAttrs()
-		a.Name = "lowmac" + randSuffix()[:4]
+		a.Name = "lowmac" + testutil.RandSuffix()[:4]
 		a.HardwareAddr = net.HardwareAddr{0, 0, 0, 0, 0, 1}
 		a.MasterIndex = br.Attrs().Index
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: a.Name + "p"}); err != nil {
@@ -107,7 +109,7 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 		t.Fatalf("CHECK pod-b after deleting pod-a: %v", err)
 	}
 	var left []netlink.Link
-	podA.do(t, func() (err error) { left, err = netlinksafe.LinkList(); return err })
+	podA.Run(t, func() (err error) { left, err = netlinksafe.LinkList(); return err })
 	if len(left) != 1 {
 		t.Errorf("pod-a namespace still has %d links after DEL", len(left))
 	}
@@ -121,7 +123,7 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 		t.Errorf("host veths left after DEL: %v", v)
 	}
 	// DEL for a pod whose namespace is gone, and with no netns at all.
-	if err := n.delPath("pod-a", "/run/netns/gone-"+randSuffix()); err != nil {
+	if err := n.delPath("pod-a", "/run/netns/gone-"+testutil.RandSuffix()); err != nil {
 		t.Errorf("DEL with a vanished netns: %v", err)
 	}
 	if err := n.delPath("never-added", ""); err != nil {
@@ -130,7 +132,7 @@ func TestTwoPodsOnOneNode(t *testing.T) {
 }
 
 // checkResult asserts the shape of an ADD result.
-func checkResult(t *testing.T, r *current.Result, pod *netnsT, bridge string) {
+func checkResult(t *testing.T, r *current.Result, pod *testutil.Netns, bridge string) {
 	t.Helper()
 	if len(r.Interfaces) != 3 || r.Interfaces[0].Name != bridge ||
 		!strings.HasPrefix(r.Interfaces[1].Name, hostVethPrefix) ||
@@ -145,7 +147,7 @@ func checkResult(t *testing.T, r *current.Result, pod *netnsT, bridge string) {
 		t.Fatalf("routes: %v", r.Routes)
 	}
 	var eth0 netlink.Link
-	pod.do(t, func() (err error) { eth0, err = netlinksafe.LinkByName("eth0"); return err })
+	pod.Run(t, func() (err error) { eth0, err = netlinksafe.LinkByName("eth0"); return err })
 	if eth0.Attrs().HardwareAddr.String() != r.Interfaces[2].Mac || eth0.Attrs().MTU != 1400 {
 		t.Fatalf("eth0 mac %s mtu %d, result %s", eth0.Attrs().HardwareAddr, eth0.Attrs().MTU, r.Interfaces[2].Mac)
 	}
@@ -155,16 +157,16 @@ func checkResult(t *testing.T, r *current.Result, pod *netnsT, bridge string) {
 // pins its MAC, brings it up and gives it the gateway.
 func TestAdoptsExistingBridge(t *testing.T) {
 	n := newNetwork(t, "10.244.24.0/24")
-	n.node.do(t, func() error {
+	n.node.Run(t, func() error {
 		a := netlink.NewLinkAttrs()
 		a.Name = "skep0"
 		return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: a})
 	})
-	r := n.mustAdd("adopt", newNetns(t))
+	r := n.mustAdd("adopt", testutil.NewNetns(t))
 	if r.Interfaces[0].Mac != "0a:58:0a:f4:18:01" {
 		t.Errorf("result bridge mac %s", r.Interfaces[0].Mac)
 	}
-	n.node.do(t, func() error {
+	n.node.Run(t, func() error {
 		br, err := netlinksafe.LinkByName("skep0")
 		if err != nil {
 			return err
@@ -179,9 +181,9 @@ func TestAdoptsExistingBridge(t *testing.T) {
 // hairpinMode false is honoured, and CHECK expects it.
 func TestHairpinOff(t *testing.T) {
 	n := newNetwork(t, "10.244.25.0/24", withPluginField("hairpinMode", false))
-	pod := newNetns(t)
+	pod := testutil.NewNetns(t)
 	r := n.mustAdd("nohairpin", pod)
-	n.node.do(t, func() error {
+	n.node.Run(t, func() error {
 		l, err := netlinksafe.LinkByName(r.Interfaces[1].Name)
 		if err != nil {
 			return err

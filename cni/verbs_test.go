@@ -20,7 +20,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
 	"github.com/skep-dev/skep/cni/ipam"
@@ -30,11 +29,11 @@ import (
 // Every configuration version the plugin supports round-trips ADD, CHECK and
 // DEL, with the result in the version asked for; older ones are refused.
 func TestConfigVersions(t *testing.T) {
-	node := newNetns(t)
+	node := testutil.NewNetns(t)
 	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
 			n := newNetwork(t, "10.244.8.0/24", withVersion(v), withNode(node))
-			pod := newNetns(t)
+			pod := testutil.NewNetns(t)
 			var res types.Result
 			if err := n.inNode(func() (err error) {
 				res, err = n.cni.AddNetworkList(context.Background(), n.list, rt("c1", pod))
@@ -68,7 +67,7 @@ func TestConfigVersions(t *testing.T) {
 	})
 	t.Run("0.3.1 refused", func(t *testing.T) {
 		n := newNetwork(t, "10.244.8.0/24", withVersion("0.3.1"), withNode(node))
-		_, err := n.add("c1", newNetns(t))
+		_, err := n.add("c1", testutil.NewNetns(t))
 		if cniCode(err) != types.ErrIncompatibleCNIVersion {
 			t.Fatalf("ADD with 0.3.1: %v (code %d), want code 1", err, cniCode(err))
 		}
@@ -77,9 +76,9 @@ func TestConfigVersions(t *testing.T) {
 
 // execPlugin runs the binary directly with raw stdin, as a runtime does,
 // and returns the error object it printed.
-func execPlugin(t *testing.T, node *netnsT, command string, stdin []byte, pod *netnsT) error {
+func execPlugin(t *testing.T, node *testutil.Netns, command string, stdin []byte, pod *testutil.Netns) error {
 	t.Helper()
-	args := &invoke.Args{Command: command, ContainerID: "bad-" + randSuffix(), IfName: "eth0", Path: pluginDir}
+	args := &invoke.Args{Command: command, ContainerID: "bad-" + testutil.RandSuffix(), IfName: "eth0", Path: pluginDir}
 	if pod != nil {
 		args.NetNS = pod.Path()
 	}
@@ -95,7 +94,7 @@ func execPlugin(t *testing.T, node *netnsT, command string, stdin []byte, pod *n
 // bridge, no store, nothing in the pod.
 func TestBadConfig(t *testing.T) {
 	n := newNetwork(t, "10.244.9.0/24")
-	pod := newNetns(t)
+	pod := testutil.NewNetns(t)
 	conf := func(mut func(m map[string]any)) []byte {
 		m := n.pluginConf()
 		m["name"], m["cniVersion"] = n.name, "1.1.0"
@@ -135,7 +134,7 @@ func TestBadConfig(t *testing.T) {
 		t.Errorf("node has %d links after bad configs, want only lo", len(ls))
 	}
 	var podLinks []netlink.Link
-	pod.do(t, func() (err error) { podLinks, err = netlinksafe.LinkList(); return err })
+	pod.Run(t, func() (err error) { podLinks, err = netlinksafe.LinkList(); return err })
 	if len(podLinks) != 1 {
 		t.Errorf("pod has %d links after bad configs", len(podLinks))
 	}
@@ -156,7 +155,7 @@ func TestAddRollback(t *testing.T) {
 	}()
 	for _, step := range []string{"allocate", "bridge", "veth", "hairpin", "pod"} {
 		t.Run(step, func(t *testing.T) {
-			pod := newNetns(t)
+			pod := testutil.NewNetns(t)
 			stepHook = func(s string) error {
 				if s == step {
 					return fmt.Errorf("injected failure after %s", s)
@@ -165,7 +164,7 @@ func TestAddRollback(t *testing.T) {
 			}
 			defer func() { stepHook = func(string) error { return nil } }()
 			var err error
-			n.node.do(t, func() error {
+			n.node.Run(t, func() error {
 				err = cmdAdd(&skel.CmdArgs{ContainerID: "rb-" + step, Netns: pod.Path(), IfName: "eth0", StdinData: stdin})
 				return nil
 			})
@@ -182,8 +181,8 @@ func TestAddRollback(t *testing.T) {
 		if cniCode(err) != types.ErrInvalidNetNS {
 			t.Fatalf("ADD into the node's own netns: %v, want code 8", err)
 		}
-		assertNothingFor(t, n, newNetns(t))
-		n.node.do(t, func() error {
+		assertNothingFor(t, n, testutil.NewNetns(t))
+		n.node.Run(t, func() error {
 			if _, err := netlinksafe.LinkByName("eth0"); err == nil {
 				t.Error("eth0 created in the node")
 			}
@@ -198,8 +197,8 @@ func TestAddRollback(t *testing.T) {
 	})
 	// A real failure: the pod already has an eth0.
 	t.Run("ifname taken", func(t *testing.T) {
-		pod := newNetns(t)
-		pod.do(t, func() error {
+		pod := testutil.NewNetns(t)
+		pod.Run(t, func() error {
 			a := netlink.NewLinkAttrs()
 			a.Name = "eth0"
 			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "eth0peer"})
@@ -215,14 +214,14 @@ func TestAddRollback(t *testing.T) {
 		}
 	})
 	// And ADD still works afterwards, reusing the bridge.
-	pod := newNetns(t)
+	pod := testutil.NewNetns(t)
 	r := n.mustAdd("after", pod)
 	if got := podIP(t, r).String(); got == "" {
 		t.Fatal("no ip")
 	}
 }
 
-func assertNothingFor(t *testing.T, n *network, pod *netnsT) {
+func assertNothingFor(t *testing.T, n *network, pod *testutil.Netns) {
 	t.Helper()
 	if recs := n.allocations(); len(recs) != 0 {
 		t.Errorf("allocations held: %v", recs)
@@ -231,7 +230,7 @@ func assertNothingFor(t *testing.T, n *network, pod *netnsT) {
 		t.Errorf("host veths left: %v", v)
 	}
 	var ls []netlink.Link
-	pod.do(t, func() (err error) { ls, err = netlinksafe.LinkList(); return err })
+	pod.Run(t, func() (err error) { ls, err = netlinksafe.LinkList(); return err })
 	if len(ls) != 1 {
 		t.Errorf("pod has %d links, want only lo", len(ls))
 	}
@@ -241,9 +240,9 @@ func assertNothingFor(t *testing.T, n *network, pod *netnsT) {
 func TestConcurrentAdds(t *testing.T) {
 	const pods = 200
 	n := newNetwork(t, "10.244.11.0/24")
-	nss := make([]*netnsT, pods)
+	nss := make([]*testutil.Netns, pods)
 	for i := range nss {
-		nss[i] = newNetns(t)
+		nss[i] = testutil.NewNetns(t)
 	}
 	ips := make([]net.IP, pods)
 	errs := make([]error, pods)
@@ -305,17 +304,16 @@ func TestConcurrentAdds(t *testing.T) {
 // DEL never came. GC with the surviving attachment frees the rest.
 func TestGCAfterCrash(t *testing.T) {
 	n := newNetwork(t, "10.244.12.0/28") // 13 pod addresses
-	keep := newNetns(t)
+	keep := testutil.NewNetns(t)
 	n.mustAdd("keep", keep)
 	var leakedIPs []string
 	for i := range 4 {
-		pod := newNetns(t)
+		pod := testutil.NewNetns(t)
 		leakedIPs = append(leakedIPs, podIP(t, n.mustAdd(fmt.Sprint("dead", i), pod)).String())
 		if i%2 == 0 {
 			// The pod's namespace goes away without DEL: its veth dies
 			// with it, the address stays held.
-			pod.Close()
-			if err := testutils.UnmountNS(pod.NetNS); err != nil {
+			if err := pod.Remove(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -323,19 +321,19 @@ func TestGCAfterCrash(t *testing.T) {
 	// An orphan veth of this network no record accounts for (an ADD killed
 	// after creating it), and one of another network sharing the bridge,
 	// which GC must leave alone.
-	foreign := hostVethPrefix + "foreign" + randSuffix()[:3]
-	n.node.do(t, func() error {
+	foreign := hostVethPrefix + "foreign" + testutil.RandSuffix()[:3]
+	n.node.Run(t, func() error {
 		br, err := netlinksafe.LinkByName("skep0")
 		if err != nil {
 			return err
 		}
 		for name, alias := range map[string]string{
-			hostVethPrefix + "orphan" + randSuffix()[:3]: hostVethAlias(n.name, ipam.Attachment{ContainerID: "ghost", IfName: "eth0"}),
+			hostVethPrefix + "orphan" + testutil.RandSuffix()[:3]: hostVethAlias(n.name, ipam.Attachment{ContainerID: "ghost", IfName: "eth0"}),
 			foreign: hostVethAlias("other-net", ipam.Attachment{ContainerID: "x", IfName: "eth0"}),
 		} {
 			a := netlink.NewLinkAttrs()
 			a.Name, a.MasterIndex = name, br.Attrs().Index
-			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "p" + randSuffix()}); err != nil {
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "p" + testutil.RandSuffix()}); err != nil {
 				return err
 			}
 			if err := netlink.LinkSetAlias(&netlink.Veth{LinkAttrs: a}, alias); err != nil {
@@ -351,13 +349,12 @@ func TestGCAfterCrash(t *testing.T) {
 		t.Fatalf("%d allocations before GC, want 5", got)
 	}
 	// A namespace is torn down asynchronously; its veths go with it.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(n.skepVeths()) != 5 && time.Now().Before(deadline) { // keep, dead1, dead3, orphan, foreign
-		time.Sleep(50 * time.Millisecond)
-	}
-	if v := n.skepVeths(); len(v) != 5 {
-		t.Fatalf("host veths before GC: %v", v)
-	}
+	testutil.Eventually(t, 10*time.Second, "host veths before GC: keep, dead1, dead3, orphan, foreign", func() error {
+		if v := n.skepVeths(); len(v) != 5 {
+			return fmt.Errorf("%v", v)
+		}
+		return nil
+	})
 
 	if err := n.gc("keep"); err != nil {
 		t.Fatalf("GC: %v", err)
@@ -376,7 +373,7 @@ func TestGCAfterCrash(t *testing.T) {
 	// The leaked addresses come back: allocate the rest of the pool.
 	got := map[string]bool{}
 	for i := range 12 {
-		got[podIP(t, n.mustAdd(fmt.Sprint("new", i), newNetns(t))).String()] = true
+		got[podIP(t, n.mustAdd(fmt.Sprint("new", i), testutil.NewNetns(t))).String()] = true
 	}
 	for _, ip := range leakedIPs {
 		if !got[ip] {
@@ -394,17 +391,17 @@ func TestStatus(t *testing.T) {
 	if err := n.status(); err != nil {
 		t.Fatalf("STATUS on a fresh node: %v", err)
 	}
-	n.mustAdd("only", newNetns(t))
+	n.mustAdd("only", testutil.NewNetns(t))
 	if err := n.status(); cniCode(err) != 50 {
 		t.Fatalf("STATUS with the range exhausted: %v, want 50", err)
 	}
-	if _, err := n.add("one-too-many", newNetns(t)); cniCode(err) != types.ErrTryAgainLater {
+	if _, err := n.add("one-too-many", testutil.NewNetns(t)); cniCode(err) != types.ErrTryAgainLater {
 		t.Fatalf("ADD with the range exhausted: %v, want 11", err)
 	}
 
 	// The bridge's name is taken by something that is not a bridge.
 	taken := newNetwork(t, "10.244.14.0/24")
-	taken.node.do(t, func() error {
+	taken.node.Run(t, func() error {
 		a := netlink.NewLinkAttrs()
 		a.Name = "skep0"
 		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: a, PeerName: "notabridge"})
@@ -426,34 +423,34 @@ func TestStatus(t *testing.T) {
 // CHECK notices when what ADD made is damaged.
 func TestCheckDetectsDamage(t *testing.T) {
 	n := newNetwork(t, "10.244.15.0/24")
-	damage := map[string]func(pod *netnsT, hostIf string){
-		"address removed": func(pod *netnsT, _ string) {
-			pod.do(t, func() error {
+	damage := map[string]func(pod *testutil.Netns, hostIf string){
+		"address removed": func(pod *testutil.Netns, _ string) {
+			pod.Run(t, func() error {
 				l, _ := netlinksafe.LinkByName("eth0")
 				addrs, _ := netlinksafe.AddrList(l, netlink.FAMILY_V4)
 				return netlink.AddrDel(l, &addrs[0])
 			})
 		},
-		"default route removed": func(pod *netnsT, _ string) {
-			pod.do(t, func() error {
+		"default route removed": func(pod *testutil.Netns, _ string) {
+			pod.Run(t, func() error {
 				_, dst, _ := net.ParseCIDR("0.0.0.0/0")
 				return netlink.RouteDel(&netlink.Route{Dst: dst, Gw: net.ParseIP("10.244.15.1")})
 			})
 		},
-		"pod link down": func(pod *netnsT, _ string) {
-			pod.do(t, func() error {
+		"pod link down": func(pod *testutil.Netns, _ string) {
+			pod.Run(t, func() error {
 				l, _ := netlinksafe.LinkByName("eth0")
 				return netlink.LinkSetDown(l)
 			})
 		},
-		"hairpin off": func(_ *netnsT, hostIf string) {
-			n.node.do(t, func() error {
+		"hairpin off": func(_ *testutil.Netns, hostIf string) {
+			n.node.Run(t, func() error {
 				l, _ := netlinksafe.LinkByName(hostIf)
 				return netlink.LinkSetHairpin(l, false)
 			})
 		},
-		"host veth off bridge": func(_ *netnsT, hostIf string) {
-			n.node.do(t, func() error {
+		"host veth off bridge": func(_ *testutil.Netns, hostIf string) {
+			n.node.Run(t, func() error {
 				l, _ := netlinksafe.LinkByName(hostIf)
 				return netlink.LinkSetNoMaster(l)
 			})
@@ -464,7 +461,7 @@ func TestCheckDetectsDamage(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			i++
 			id := fmt.Sprint("chk", i)
-			pod := newNetns(t)
+			pod := testutil.NewNetns(t)
 			r := n.mustAdd(id, pod)
 			if err := n.check(id, pod); err != nil {
 				t.Fatalf("CHECK before damage: %v", err)
@@ -486,7 +483,7 @@ func TestCheckDetectsDamage(t *testing.T) {
 func TestChaining(t *testing.T) {
 	t.Run("prevResult kept", func(t *testing.T) {
 		n := newNetwork(t, "10.244.16.0/24")
-		pod := newNetns(t)
+		pod := testutil.NewNetns(t)
 		m := n.pluginConf()
 		m["name"], m["cniVersion"] = n.name, "1.1.0"
 		m["prevResult"] = map[string]any{
@@ -535,9 +532,9 @@ func TestChaining(t *testing.T) {
 			t.Fatal(err)
 		}
 		n.cni.Path = []string{pluginDir, referencePluginDir}
-		pod := newNetns(t)
+		pod := testutil.NewNetns(t)
 		n.mustAdd("tuned", pod)
-		pod.do(t, func() error {
+		pod.Run(t, func() error {
 			v, err := os.ReadFile("/proc/sys/net/ipv4/conf/eth0/arp_notify")
 			if strings.TrimSpace(string(v)) != "1" {
 				t.Errorf("tuning did not run on skep's eth0: %q", v)
@@ -560,7 +557,7 @@ func TestChaining(t *testing.T) {
 // invocations of the binary).
 func TestFreedAddressNotReusedAtOnce(t *testing.T) {
 	n := newNetwork(t, "10.244.18.0/24")
-	p1, p2 := newNetns(t), newNetns(t)
+	p1, p2 := testutil.NewNetns(t), testutil.NewNetns(t)
 	first := podIP(t, n.mustAdd("first", p1))
 	if err := n.del("first", p1); err != nil {
 		t.Fatal(err)
@@ -589,8 +586,8 @@ func TestAddTryAgainWhenStoreBusy(t *testing.T) {
 	m := n.pluginConf()
 	m["name"], m["cniVersion"] = n.name, "1.1.0"
 	stdin, _ := json.Marshal(m)
-	pod := newNetns(t)
-	n.node.do(t, func() error {
+	pod := testutil.NewNetns(t)
+	n.node.Run(t, func() error {
 		err = cmdAdd(&skel.CmdArgs{ContainerID: "busy", Netns: pod.Path(), IfName: "eth0", StdinData: stdin})
 		return nil
 	})
@@ -607,11 +604,10 @@ func TestAddTryAgainWhenStoreBusy(t *testing.T) {
 // the pod died) still frees the address and succeeds; a repeat is a no-op.
 func TestDelAfterNetnsGone(t *testing.T) {
 	n := newNetwork(t, "10.244.20.0/24")
-	pod := newNetns(t)
+	pod := testutil.NewNetns(t)
 	n.mustAdd("gone", pod)
 	path := pod.Path()
-	pod.Close()
-	if err := testutils.UnmountNS(pod.NetNS); err != nil {
+	if err := pod.Remove(); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -622,11 +618,10 @@ func TestDelAfterNetnsGone(t *testing.T) {
 	if recs := n.allocations(); len(recs) != 0 {
 		t.Fatalf("address still held: %v", recs)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(n.skepVeths()) != 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if v := n.skepVeths(); len(v) != 0 {
-		t.Fatalf("host veth left: %v", v)
-	}
+	testutil.Eventually(t, 10*time.Second, "no host veth left", func() error {
+		if v := n.skepVeths(); len(v) != 0 {
+			return fmt.Errorf("%v", v)
+		}
+		return nil
+	})
 }

@@ -3,11 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,9 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/skep-dev/skep/bpf"
-	"github.com/skep-dev/skep/controlplane/apiserver"
 	"github.com/skep-dev/skep/internal/testutil"
+	"github.com/skep-dev/skep/internal/testutil/apitest"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
@@ -35,50 +30,19 @@ import (
 // through client-go's fake clientset.
 func BenchmarkEndpointSliceToDatapath(b *testing.B) {
 	b.Run("fake", func(b *testing.B) { benchSliceChange(b, fake.NewClientset(), newFakeDatapath()) })
-	b.Run("bpf", func(b *testing.B) { benchSliceChange(b, fake.NewClientset(), benchLB(b)) })
-	b.Run("apiserver+bpf", func(b *testing.B) { benchSliceChange(b, benchAPIServer(b), benchLB(b)) })
+	b.Run("bpf", func(b *testing.B) { benchSliceChange(b, fake.NewClientset(), loadLB(b)) })
+	b.Run("apiserver+bpf", func(b *testing.B) { benchSliceChange(b, benchAPIServer(b), loadLB(b)) })
 }
 
-// benchLB loads a data path pinned in a directory of its own.
-func benchLB(b *testing.B) *bpf.LB {
-	testutil.RequireRoot(b)
-	lb, err := bpf.Load(bpf.Options{PinDir: filepath.Join(bpf.PinRoot, "test-proxy-bench-"+randSuffix())})
-	if err != nil {
-		b.Fatalf("load data path: %v", err)
-	}
-	b.Cleanup(func() {
-		if err := lb.Remove(); err != nil {
-			b.Errorf("remove data path: %v", err)
-		}
-	})
-	return lb
-}
-
-// benchAPIServer runs skep's API server on a free loopback port until the
-// benchmark ends and returns an admin client of it.
+// benchAPIServer runs skep's API server in process until the benchmark
+// ends and returns an admin client of it.
 func benchAPIServer(b *testing.B) kubernetes.Interface {
-	srv, err := apiserver.New(apiserver.Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatalf("api server: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { defer close(stopped); _ = srv.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-stopped })
-	c, err := kubernetes.NewForConfig(srv.RESTConfig())
+	_, cfg := apitest.Start(b)
+	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The server creates the default namespace as it starts.
-	for i := 0; ; i++ {
-		if _, err := c.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			return c
-		} else if i == 100 {
-			b.Fatalf("api server not serving: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return c
 }
 
 func benchSliceChange(b *testing.B, c kubernetes.Interface, dp datapath.Datapath) {
@@ -96,7 +60,7 @@ func benchSliceChange(b *testing.B, c kubernetes.Interface, dp datapath.Datapath
 	}
 	p, err := New(Config{
 		Client: c, Datapath: dp, Node: node("127.0.0.1"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: testutil.QuietLogger(),
 		OnApplied: func(key string, event, at time.Time) {
 			if key == "default/web" {
 				done <- applied{event, at}
@@ -182,15 +146,14 @@ func BenchmarkInitialSync(b *testing.B) {
 			b.StopTimer()
 			c := fake.NewClientset(objs...)
 			dp := newDP(b)
-			p, err := New(Config{Client: c, Datapath: dp, Node: node("127.0.0.1"),
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			p, err := New(Config{Client: c, Datapath: dp, Node: node("127.0.0.1"), Logger: testutil.QuietLogger()})
 			if err != nil {
 				b.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			stopped := make(chan struct{})
 			b.StartTimer()
-			start, cpu0 := time.Now(), cpuTime()
+			start, cpu0 := time.Now(), testutil.CPUTime()
 			go func() { defer close(stopped); _ = p.Run(ctx) }()
 			for p.applier.count() < services {
 				time.Sleep(time.Millisecond)
@@ -198,7 +161,7 @@ func BenchmarkInitialSync(b *testing.B) {
 			// Wall time suffers from the machine's other load; CPU time
 			// (this process, all threads) much less so.
 			b.ReportMetric(time.Since(start).Seconds(), "s-to-program")
-			b.ReportMetric((cpuTime() - cpu0).Seconds(), "cpu-s")
+			b.ReportMetric((testutil.CPUTime() - cpu0).Seconds(), "cpu-s")
 			b.StopTimer()
 			cancel()
 			<-stopped
@@ -209,24 +172,6 @@ func BenchmarkInitialSync(b *testing.B) {
 	})
 	b.Run("bpf", func(b *testing.B) {
 		testutil.RequireRoot(b)
-		run(b, func(b *testing.B) datapath.Datapath {
-			lb, err := bpf.Load(bpf.Options{PinDir: filepath.Join(bpf.PinRoot, "test-proxy-bench-"+randSuffix())})
-			if err != nil {
-				b.Fatalf("load data path: %v", err)
-			}
-			b.Cleanup(func() {
-				if err := lb.Remove(); err != nil {
-					b.Errorf("remove data path: %v", err)
-				}
-			})
-			return lb
-		})
+		run(b, func(b *testing.B) datapath.Datapath { return loadLB(b) })
 	})
-}
-
-// cpuTime is the user+system CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -27,6 +27,45 @@ type Node struct {
 	PodCIDRs []netip.Prefix
 }
 
+// CompleteFrom returns n with the addresses it leaves empty taken from its
+// Node object: IPs from the InternalIPs, PodCIDRs from spec.podCIDRs (or
+// spec.podCIDR where only that is set). IPv4-mapped IPv6 addresses and
+// prefixes become IPv4 ones, as the data path and endpoint addresses are
+// compared that way; entries that do not parse are left out.
+func (n Node) CompleteFrom(obj *corev1.Node) Node {
+	if len(n.IPs) == 0 {
+		for _, a := range obj.Status.Addresses {
+			if a.Type != corev1.NodeInternalIP {
+				continue
+			}
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				n.IPs = append(n.IPs, ip.Unmap())
+			}
+		}
+	}
+	if len(n.PodCIDRs) == 0 {
+		cidrs := obj.Spec.PodCIDRs
+		if len(cidrs) == 0 && obj.Spec.PodCIDR != "" {
+			cidrs = []string{obj.Spec.PodCIDR}
+		}
+		for _, c := range cidrs {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				n.PodCIDRs = append(n.PodCIDRs, unmapPrefix(p))
+			}
+		}
+	}
+	return n
+}
+
+// unmapPrefix turns an IPv4-mapped IPv6 prefix (::ffff:10.244.1.0/120) into
+// the IPv4 one it covers (10.244.1.0/24).
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
+}
+
 // desired is everything one Service asks of this node.
 type desired struct {
 	services []datapath.Service

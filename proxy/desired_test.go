@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -241,4 +242,30 @@ func TestPodCIDRDecidesLocalityWithoutNodeName(t *testing.T) {
 	n.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}
 	d := desiredState(svc, []*discoveryv1.EndpointSlice{s}, n)
 	wantBackends(t, byFrontend(t, d.services), "10.96.0.20:80/TCP/int", "10.244.0.7:8080/A")
+}
+
+// A Node object fills in only what the configuration left empty; an
+// IPv4-mapped InternalIP or pod CIDR reads as IPv4, as endpoints do.
+func TestNodeCompleteFrom(t *testing.T) {
+	obj := &corev1.Node{
+		Spec: corev1.NodeSpec{PodCIDR: "::ffff:10.244.1.0/120"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeHostName, Address: "n1"},
+			{Type: corev1.NodeExternalIP, Address: "192.0.2.1"},
+			{Type: corev1.NodeInternalIP, Address: "::ffff:172.31.77.10"},
+			{Type: corev1.NodeInternalIP, Address: "not an address"},
+		}},
+	}
+	got := Node{Name: "n1"}.CompleteFrom(obj)
+	if fmt.Sprint(got.IPs, got.PodCIDRs) != "[172.31.77.10] [10.244.1.0/24]" {
+		t.Fatalf("completed from the Node: %v %v", got.IPs, got.PodCIDRs)
+	}
+	obj.Spec.PodCIDRs = []string{"10.244.2.0/24", "fd00::/64"}
+	if got := (Node{Name: "n1"}).CompleteFrom(obj); fmt.Sprint(got.PodCIDRs) != "[10.244.2.0/24 fd00::/64]" {
+		t.Fatalf("spec.podCIDRs: %v", got.PodCIDRs)
+	}
+	set := Node{Name: "n1", IPs: []netip.Addr{netip.MustParseAddr("172.31.77.99")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.9.0/24")}}
+	if got := set.CompleteFrom(obj); fmt.Sprint(got.IPs, got.PodCIDRs) != "[172.31.77.99] [10.244.9.0/24]" {
+		t.Fatalf("configured addresses overridden: %v %v", got.IPs, got.PodCIDRs)
+	}
 }

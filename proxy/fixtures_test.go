@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -135,10 +133,4 @@ func wantBackends(t *testing.T, m map[string]datapath.Service, frontend, want st
 	if got := backends(s.Backends); got != want {
 		t.Fatalf("%s backends:\n got %q\nwant %q", frontend, got, want)
 	}
-}
-
-func randSuffix() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -3,19 +3,19 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"sync/atomic"
 	"testing"
+
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 func TestHealthCheckReportsUnhealthyProxy(t *testing.T) {
 	var healthy atomic.Bool
 	healthy.Store(true)
 	h := newHealthServer(func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("127.0.0.1")} },
-		healthy.Load, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		healthy.Load, testutil.QuietLogger())
 	t.Cleanup(h.closeAll)
 	port := freePort(t)
 	if err := h.sync("ns1/lb", uint16(port), 3); err != nil {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
@@ -96,17 +96,11 @@ func isState(bs []datapath.Backend, ready []string, gen int) bool {
 	return marker && slices.Equal(active, want)
 }
 
-// update is one endpoint change: when the parent made it and when it was
-// seen in the data path (0: never, e.g. while no proxy ran).
-type update struct {
-	start, landed int64
-	ready         []string
-}
-
 // checkChurn fails the test on any failed connect, and on any connect made
 // entirely after an update landed (and before the next began) that reached a
-// backend not ready in that update. It returns how many connects it checked.
-func checkChurn(t *testing.T, log []attempt, updates []update) int {
+// backend not ready in that update. An update that never landed (e.g. while
+// no proxy ran) checks nothing. It returns how many connects it checked.
+func checkChurn(t *testing.T, log []testutil.Attempt, updates []testutil.Change) int {
 	t.Helper()
 	failed, checked, toTerminating := 0, 0, 0
 	for _, a := range log {
@@ -118,23 +112,15 @@ func checkChurn(t *testing.T, log []attempt, updates []update) int {
 			if failed <= 5 {
 				t.Errorf("connect failed: %s", a.Err)
 			}
-			continue
-		}
-		for i, u := range updates {
-			next := int64(1 << 62)
-			if i+1 < len(updates) {
-				next = updates[i+1].start
-			}
-			if u.landed == 0 || a.Start < u.landed || a.End > next {
-				continue
-			}
-			checked++
-			host, _, _ := strings.Cut(a.Reply, ":")
-			if !slices.Contains(u.ready, host) {
-				t.Errorf("connect after update %d (ready %v) reached %s", i, u.ready, a.Reply)
-			}
 		}
 	}
+	testutil.EachInForce(log, updates, func(i int, a testutil.Attempt) {
+		checked++
+		host, _, _ := strings.Cut(a.Reply, ":")
+		if !slices.Contains(updates[i].Ready, host) {
+			t.Errorf("connect after update %d (ready %v) reached %s", i, updates[i].Ready, a.Reply)
+		}
+	})
 	t.Logf("%d connects, %d updates, %d connects checked against their update, %d failed", len(log), len(updates), checked, failed)
 	if toTerminating > 0 {
 		// Outside the checked windows, i.e. while an update was being
@@ -157,15 +143,10 @@ func checkChurn(t *testing.T, log []attempt, updates []update) int {
 // an update landed reaches a backend that update took away.
 func TestChurnThroughControlLoop(t *testing.T) {
 	requireIntegration(t)
-	n := newNetns(t, churnAddrs()...)
-	serveTCP(t, n, 8080, churnAddrs()...)
-	cg := newCgroup(t)
-	pin := newPinDir(t)
-	lb, err := bpf.Load(bpf.Options{PinDir: pin, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatalf("load data path: %v", err)
-	}
-	t.Cleanup(func() { lb.Close() })
+	n := testutil.NewNetns(t, churnAddrs()...)
+	testutil.ServeAddrs(t, n, 8080, churnAddrs()...)
+	cg := testutil.NewCgroup(t)
+	lb := loadLB(t)
 	if err := lb.AttachCgroup(cg); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +159,7 @@ func TestChurnThroughControlLoop(t *testing.T) {
 		deadline := time.Now().Add(within)
 		for time.Now().Before(deadline) {
 			if isState(p.Applied()[churnFrontend].Backends, want, gen) {
-				return monoNow()
+				return testutil.MonoNow()
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -190,22 +171,22 @@ func TestChurnThroughControlLoop(t *testing.T) {
 
 	stop := startClient(t, cg, n, "10.96.0.10:80")
 	time.Sleep(100 * time.Millisecond)
-	var updates []update
+	var updates []testutil.Change
 	var lat []time.Duration
 	for i := range 20 { // 2 s at 10 Hz, slower if the machine is
 		set := churnSets[i%len(churnSets)]
-		u := update{start: monoNow(), ready: set}
+		u := testutil.Change{Start: testutil.MonoNow(), Ready: set}
 		s = churnSlice(set, i%2 == 1, i+1)
 		if _, err := c.DiscoveryV1().EndpointSlices("default").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		// A sanity bound, not a timing target (that is the benchmark's).
-		if u.landed = landed(set, i+1, 10*time.Second); u.landed == 0 {
+		if u.Landed = landed(set, i+1, 10*time.Second); u.Landed == 0 {
 			t.Fatalf("update %d (%v) did not land", i, set)
 		}
-		lat = append(lat, time.Duration(u.landed-u.start))
+		lat = append(lat, time.Duration(u.Landed-u.Start))
 		updates = append(updates, u)
-		time.Sleep(time.Duration(u.start + 100e6 - monoNow()))
+		time.Sleep(time.Duration(u.Start + 100e6 - testutil.MonoNow()))
 	}
 	log := stop()
 	if checked := checkChurn(t, log, updates); checked == 0 {
@@ -252,12 +233,7 @@ func writeState(t *testing.T, path string, st proxyState) {
 }
 
 // proxyChild runs the control loop over the real data path until killed.
-func proxyChild(payload string) int {
-	var a proxyArgs
-	if err := json.Unmarshal([]byte(payload), &a); err != nil {
-		fmt.Fprintln(os.Stderr, "proxy child:", err)
-		return 2
-	}
+func proxyChild(a proxyArgs) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	fail := func(what string, err error) int {
 		fmt.Fprintf(os.Stderr, "proxy child: %s: %v\n", what, err)
@@ -324,27 +300,16 @@ func proxyChild(payload string) int {
 // startProxyChild starts a proxy child and returns once it reported ready
 // (caches synced, programmed state adopted and reconciling). It may run on
 // any goroutine: it reports failure as an error, not through t.
-func startProxyChild(t *testing.T, a proxyArgs) (*exec.Cmd, error) {
-	b, _ := json.Marshal(a)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=proxy:"+string(b))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+func startProxyChild(t *testing.T, a proxyArgs) (*testutil.Child, error) {
+	c, err := testutil.StartChild(t, testutil.ChildSpec{Role: "proxy", Arg: a})
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start proxy child: %w", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
 	ready := make(chan bool, 1)
 	go func() {
-		sc := bufio.NewScanner(out)
+		sc := bufio.NewScanner(c.Stdout)
 		ready <- sc.Scan() && sc.Text() == "ready"
-		io.Copy(io.Discard, out)
+		io.Copy(io.Discard, c.Stdout)
 	}()
 	select {
 	case ok := <-ready:
@@ -354,7 +319,7 @@ func startProxyChild(t *testing.T, a proxyArgs) (*exec.Cmd, error) {
 	case <-time.After(30 * time.Second):
 		return nil, errors.New("proxy child not ready in 30 s")
 	}
-	return cmd, nil
+	return c, nil
 }
 
 // TestProxyRestartUnderChurn runs the proxy in a child process and SIGKILLs
@@ -364,9 +329,9 @@ func startProxyChild(t *testing.T, a proxyArgs) (*exec.Cmd, error) {
 // once updates land again, connects reach only that update's ready backends.
 func TestProxyRestartUnderChurn(t *testing.T) {
 	requireIntegration(t)
-	n := newNetns(t, churnAddrs()...)
-	serveTCP(t, n, 8080, churnAddrs()...)
-	cg := newCgroup(t)
+	n := testutil.NewNetns(t, churnAddrs()...)
+	testutil.ServeAddrs(t, n, 8080, churnAddrs()...)
+	cg := testutil.NewCgroup(t)
 	args := proxyArgs{PinDir: newPinDir(t), Cgroup: cg, State: filepath.Join(t.TempDir(), "state.json")}
 	writeState(t, args.State, proxyState{Service: churnService(), Slice: churnSlice(churnBackends, false, 0)})
 
@@ -384,7 +349,7 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 		for time.Now().Before(deadline) {
 			svcs, err := pinned.Services()
 			if err == nil && len(svcs) == 1 && isState(svcs[0].Backends, want, gen) {
-				return monoNow()
+				return testutil.MonoNow()
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -400,33 +365,33 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 	// one started at once; the churn goes on until the new proxy has landed
 	// wantAfter updates (or a generous bound passes).
 	const killAt, wantAfter = 8, 10
-	var ups []update
+	var ups []testutil.Change
 	var killed int64
 	landedAfter := 0
 	second := make(chan error, 1)
 	for i := 0; i < maxGen && (i <= killAt || landedAfter < wantAfter); i++ {
 		if i == killAt {
-			if err := first.Process.Kill(); err != nil { // SIGKILL: no cleanup of any kind
+			if err := first.Cmd.Process.Kill(); err != nil { // SIGKILL: no cleanup of any kind
 				t.Fatal(err)
 			}
 			_ = first.Wait()
-			killed = monoNow()
+			killed = testutil.MonoNow()
 			go func() {
 				_, err := startProxyChild(t, args)
 				second <- err
 			}()
 		}
 		set := churnSets[i%len(churnSets)]
-		u := update{start: monoNow(), ready: set}
+		u := testutil.Change{Start: testutil.MonoNow(), Ready: set}
 		writeState(t, args.State, proxyState{Service: churnService(), Slice: churnSlice(set, i%2 == 1, i+1)})
 		// An update that does not land in its slot (no proxy, or a slow
 		// one) is simply not checked against.
-		u.landed = landed(set, i+1, 95*time.Millisecond)
-		if i >= killAt && u.landed != 0 {
+		u.Landed = landed(set, i+1, 95*time.Millisecond)
+		if i >= killAt && u.Landed != 0 {
 			landedAfter++
 		}
 		ups = append(ups, u)
-		time.Sleep(time.Duration(u.start + 100e6 - monoNow()))
+		time.Sleep(time.Duration(u.Start + 100e6 - testutil.MonoNow()))
 	}
 	log := stop()
 	checked := checkChurn(t, log, ups)
@@ -441,21 +406,19 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("second proxy never became ready")
 	}
-	checkedAfter := 0
 	var firstAfter int64
-	for i, u := range ups {
-		if i < killAt || u.landed == 0 {
-			continue
-		}
-		if firstAfter == 0 {
-			firstAfter = u.landed
-		}
-		for _, a := range log {
-			if a.Start >= u.landed && (i+1 == len(ups) || a.End <= ups[i+1].start) {
-				checkedAfter++
-			}
+	for _, u := range ups[killAt:] {
+		if u.Landed != 0 {
+			firstAfter = u.Landed
+			break
 		}
 	}
+	checkedAfter := 0
+	testutil.EachInForce(log, ups, func(i int, _ testutil.Attempt) {
+		if i >= killAt {
+			checkedAfter++
+		}
+	})
 	var duringGap int
 	for _, a := range log {
 		if a.Start >= killed && (firstAfter == 0 || a.Start < firstAfter) {
@@ -480,14 +443,10 @@ func TestProxyRestartUnderChurn(t *testing.T) {
 func TestRemovedUDPBackendLeavesNoConnectedSocket(t *testing.T) {
 	requireIntegration(t)
 	bes := []string{"10.244.1.21", "10.244.1.22"}
-	n := newNetns(t, bes...)
-	serveUDP(t, n, 5353, bes...)
-	cg := newCgroup(t)
-	lb, err := bpf.Load(bpf.Options{PinDir: newPinDir(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatalf("load data path: %v", err)
-	}
-	t.Cleanup(func() { lb.Close() })
+	n := testutil.NewNetns(t, bes...)
+	testutil.ServeAddrs(t, n, 5353, bes...)
+	cg := testutil.NewCgroup(t)
+	lb := loadLB(t)
 	if err := lb.AttachCgroup(cg); err != nil {
 		t.Fatal(err)
 	}
@@ -497,12 +456,18 @@ func TestRemovedUDPBackendLeavesNoConnectedSocket(t *testing.T) {
 		slice("kube-system", "dns", "dns-1", dnsPort, ep{bes[0], "node-b", "ready"}, ep{bes[1], "node-b", "ready"}))
 	p, _ := startProxy(t, c, lb, nil)
 	fe := datapath.Frontend{IP: netip.MustParseAddr("10.96.0.10"), Port: 53, Proto: datapath.UDP}
-	eventually(t, "both backends", func() (bool, string) {
-		n := len(p.Applied()[fe].Backends)
-		return n == 2, fmt.Sprint(n)
+	testutil.Eventually(t, 10*time.Second, "both backends", func() error {
+		if n := len(p.Applied()[fe].Backends); n != 2 {
+			return fmt.Errorf("%d backends", n)
+		}
+		return nil
 	})
 
-	_, in, out := startChild(t, "udp", cg, clientArgs{Netns: n.Path(), Target: "10.96.0.10:53"})
+	udp, err := testutil.StartChild(t, testutil.ChildSpec{Role: "udp", Arg: "10.96.0.10:53", Netns: n.Path(), Cgroup: cg, MaxLife: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := bufio.NewScanner(udp.Stdout)
 	read := func() map[string]string {
 		t.Helper()
 		if !out.Scan() {
@@ -527,11 +492,13 @@ func TestRemovedUDPBackendLeavesNoConnectedSocket(t *testing.T) {
 		slice("kube-system", "dns", "dns-1", dnsPort, ep{other, "node-b", "ready"}), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "backend removed", func() (bool, string) {
-		bs := p.Applied()[fe].Backends
-		return len(bs) == 1 && bs[0].IP.String() == other, fmt.Sprint(bs)
+	testutil.Eventually(t, 10*time.Second, "backend removed", func() error {
+		if bs := p.Applied()[fe].Backends; len(bs) != 1 || bs[0].IP.String() != other {
+			return fmt.Errorf("backends %v", bs)
+		}
+		return nil
 	})
-	fmt.Fprintln(in, "go")
+	fmt.Fprintln(udp.Stdin, "go")
 	after := read()
 	if after["recv"] != "ECONNABORTED" || after["getpeername"] != "ENOTCONN" {
 		t.Fatalf("socket connected to the removed backend %s was not destroyed: %v", first, after)

@@ -383,28 +383,7 @@ func (p *Proxy) nodeChanged(obj any) {
 	if !ok || n.Name != p.cfg.Node.Name {
 		return // the fake clientset ignores field selectors
 	}
-	next := p.cfg.Node
-	if len(next.IPs) == 0 {
-		for _, a := range n.Status.Addresses {
-			if a.Type != corev1.NodeInternalIP {
-				continue
-			}
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				next.IPs = append(next.IPs, ip.Unmap())
-			}
-		}
-	}
-	if len(next.PodCIDRs) == 0 {
-		cidrs := n.Spec.PodCIDRs
-		if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
-			cidrs = []string{n.Spec.PodCIDR}
-		}
-		for _, c := range cidrs {
-			if pfx, err := netip.ParsePrefix(c); err == nil {
-				next.PodCIDRs = append(next.PodCIDRs, pfx)
-			}
-		}
-	}
+	next := p.cfg.Node.CompleteFrom(n)
 	p.mu.Lock()
 	changed := !slices.Equal(p.node.IPs, next.IPs) || !slices.Equal(p.node.PodCIDRs, next.PodCIDRs)
 	p.node = next

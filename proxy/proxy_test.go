@@ -3,9 +3,8 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
@@ -36,7 +36,7 @@ func startProxy(t *testing.T, client *fake.Clientset, dp datapath.Datapath, mod 
 		Datapath:   dp,
 		Node:       node("127.0.0.1"),
 		Registerer: reg,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     testutil.QuietLogger(),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -54,35 +54,26 @@ func startProxy(t *testing.T, client *fake.Clientset, dp datapath.Datapath, mod 
 			t.Errorf("proxy run: %v", err)
 		}
 	})
-	eventually(t, "proxy ready", func() (bool, string) { return p.ready.Load(), "" })
-	return p, reg
-}
-
-// eventually polls cond for up to 10 s (a sanity bound, not a timing target).
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, msg := cond()
-		if ok {
-			return
+	testutil.Eventually(t, 10*time.Second, "proxy ready", func() error {
+		if !p.ready.Load() {
+			return errors.New("not ready")
 		}
-		last = msg
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
+		return nil
+	})
+	return p, reg
 }
 
 func waitBackends(t *testing.T, dp *fakeDatapath, frontend, want string) {
 	t.Helper()
-	eventually(t, frontend+" backends", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, frontend+" backends", func() error {
 		s, ok := dp.get(frontend)
 		if !ok {
-			return false, fmt.Sprintf("not programmed; have %v", dp.frontends())
+			return fmt.Errorf("not programmed; have %v", dp.frontends())
 		}
-		got := backends(s.Backends)
-		return got == want, fmt.Sprintf("got %q want %q", got, want)
+		if got := backends(s.Backends); got != want {
+			return fmt.Errorf("got %q want %q", got, want)
+		}
+		return nil
 	})
 }
 
@@ -145,9 +136,11 @@ func TestProxyFollowsEndpointSliceChanges(t *testing.T) {
 	if err := c.CoreV1().Services("default").Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "frontend deleted", func() (bool, string) {
-		fs := dp.frontends()
-		return len(fs) == 0, fmt.Sprint(fs)
+	testutil.Eventually(t, 10*time.Second, "frontend deleted", func() error {
+		if fs := dp.frontends(); len(fs) != 0 {
+			return fmt.Errorf("frontends %v", fs)
+		}
+		return nil
 	})
 }
 
@@ -164,9 +157,11 @@ func TestProxyWritesOnlyTheDifference(t *testing.T) {
 	startProxy(t, c, dp, func(cfg *Config) { cfg.Workers = 1 })
 	waitBackends(t, dp, "127.0.0.1:30080/TCP/ext", "10.244.1.1:8080/A")
 	waitBackends(t, dp, "10.96.0.30:80/TCP/int", "")
-	eventually(t, "initial writes", func() (bool, string) {
-		u, d := dp.writes()
-		return u == 3 && d == 0, fmt.Sprintf("%d upserts %d deletes", u, d)
+	testutil.Eventually(t, 10*time.Second, "initial writes", func() error {
+		if u, d := dp.writes(); u != 3 || d != 0 {
+			return fmt.Errorf("%d upserts %d deletes", u, d)
+		}
+		return nil
 	})
 
 	// A change that does not alter the desired state writes nothing: an
@@ -186,9 +181,11 @@ func TestProxyWritesOnlyTheDifference(t *testing.T) {
 	if _, err := c.CoreV1().Services("default").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "nodeport deleted", func() (bool, string) {
-		fs := dp.frontends()
-		return slices.Equal(fs, []string{"10.96.0.20:80/TCP/int", "10.96.0.30:80/TCP/int"}), fmt.Sprint(fs)
+	testutil.Eventually(t, 10*time.Second, "nodeport deleted", func() error {
+		if fs := dp.frontends(); !slices.Equal(fs, []string{"10.96.0.20:80/TCP/int", "10.96.0.30:80/TCP/int"}) {
+			return fmt.Errorf("frontends %v", fs)
+		}
+		return nil
 	})
 	if u, d := dp.writes(); u != 4 || d != 1 {
 		t.Fatalf("%d upserts %d deletes, want 4 and 1", u, d)
@@ -218,9 +215,11 @@ func TestProxyRestartAdoptsProgrammedState(t *testing.T) {
 		slice("default", "api", "api-1", httpPort, ep{"10.244.5.2", "node-b", "ready"}))
 	p, _ := startProxy(t, c, dp, nil)
 	waitBackends(t, dp, "10.96.0.50:80/TCP/int", "10.244.5.2:8080/A")
-	eventually(t, "stale frontend deleted", func() (bool, string) {
-		_, ok := dp.get("10.96.0.40:80/TCP/int")
-		return !ok, "still programmed"
+	testutil.Eventually(t, 10*time.Second, "stale frontend deleted", func() error {
+		if _, ok := dp.get("10.96.0.40:80/TCP/int"); ok {
+			return errors.New("still programmed")
+		}
+		return nil
 	})
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
@@ -280,9 +279,11 @@ func TestProxyTakesNodeAddressesFromNodeObject(t *testing.T) {
 	if _, err := c.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "nodeport moved", func() (bool, string) {
-		fs := dp.frontends()
-		return slices.Equal(fs, []string{"10.96.0.20:80/TCP/int", "172.31.77.21:30080/TCP/ext"}), fmt.Sprint(fs)
+	testutil.Eventually(t, 10*time.Second, "nodeport moved", func() error {
+		if fs := dp.frontends(); !slices.Equal(fs, []string{"10.96.0.20:80/TCP/int", "172.31.77.21:30080/TCP/ext"}) {
+			return fmt.Errorf("frontends %v", fs)
+		}
+		return nil
 	})
 }
 
@@ -319,30 +320,33 @@ func TestHealthCheckNodePort(t *testing.T) {
 	startProxy(t, c, dp, nil)
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", hc)
 
-	check := func(wantCode, wantLocal int) func() (bool, string) {
-		return func() (bool, string) {
+	check := func(wantCode, wantLocal int) func() error {
+		return func() error {
 			resp, err := http.Get(url)
 			if err != nil {
-				return false, err.Error()
+				return err
 			}
 			defer resp.Body.Close()
 			var b healthBody
 			if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
-				return false, "decode: " + err.Error()
+				return fmt.Errorf("decode: %w", err)
 			}
 			ok := resp.StatusCode == wantCode && b.LocalEndpoints == wantLocal &&
 				b.Service.Namespace == "default" && b.Service.Name == "web" && b.ServiceProxyHealthy &&
 				resp.Header.Get("Content-Type") == "application/json"
-			return ok, fmt.Sprintf("status %d body %+v", resp.StatusCode, b)
+			if !ok {
+				return fmt.Errorf("status %d body %+v", resp.StatusCode, b)
+			}
+			return nil
 		}
 	}
 	// Only a remote endpoint: this node must not get LB traffic.
-	eventually(t, "503 without local endpoints", check(http.StatusServiceUnavailable, 0))
+	testutil.Eventually(t, 10*time.Second, "503 without local endpoints", check(http.StatusServiceUnavailable, 0))
 	waitBackends(t, dp, "127.0.0.1:30080/TCP/ext", "")
 
 	updateSlice(t, c, slice("default", "web", "web-1", httpPort,
 		ep{"10.244.1.1", "node-b", "ready"}, ep{"10.244.0.5", testNode, "ready"}, ep{"10.244.0.6", testNode, "ready"}))
-	eventually(t, "200 with local endpoints", check(http.StatusOK, 2))
+	testutil.Eventually(t, 10*time.Second, "200 with local endpoints", check(http.StatusOK, 2))
 	waitBackends(t, dp, "127.0.0.1:30080/TCP/ext", "10.244.0.5:8080/A 10.244.0.6:8080/A")
 
 	// Cluster policy: the port closes.
@@ -351,13 +355,16 @@ func TestHealthCheckNodePort(t *testing.T) {
 	if _, err := c.CoreV1().Services("default").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "health check port closed", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "health check port closed", func() error {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			return false, "still answering"
+			return errors.New("still answering")
 		}
-		return strings.Contains(err.Error(), "refused"), err.Error()
+		if !strings.Contains(err.Error(), "refused") {
+			return err
+		}
+		return nil
 	})
 }
 
@@ -396,9 +403,11 @@ func TestMetrics(t *testing.T) {
 		ep{"10.244.1.1", "node-b", "ready"}, ep{"10.244.1.2", "node-b", "terminating"}))
 	_, reg := startProxy(t, c, dp, nil)
 	waitBackends(t, dp.fakeDatapath, "10.96.0.20:80/TCP/int", "10.244.1.1:8080/A 10.244.1.2:8080/T")
-	eventually(t, "gauges", func() (bool, string) {
-		f, b := gather(t, reg, "skep_proxy_frontends_programmed"), gather(t, reg, "skep_proxy_backends_programmed")
-		return f == 1 && b == 2, fmt.Sprintf("frontends %v backends %v", f, b)
+	testutil.Eventually(t, 10*time.Second, "gauges", func() error {
+		if f, b := gather(t, reg, "skep_proxy_frontends_programmed"), gather(t, reg, "skep_proxy_backends_programmed"); f != 1 || b != 2 {
+			return fmt.Errorf("frontends %v backends %v", f, b)
+		}
+		return nil
 	})
 	if n := gather(t, reg, "skep_proxy_sync_latency_seconds"); n < 1 {
 		t.Fatalf("sync latency histogram has %v samples", n)
@@ -462,9 +471,11 @@ func TestInitialSyncIsOneBatch(t *testing.T) {
 					slice("default", name, name+"-1", httpPort, ep{fmt.Sprintf("10.244.2.%d", i+1), "node-b", "ready"}))
 			}
 			p, _ := startProxy(t, c, dp, nil)
-			eventually(t, "all applied", func() (bool, string) {
-				n := p.applier.count()
-				return n == 51, fmt.Sprint(n)
+			testutil.Eventually(t, 10*time.Second, "all applied", func() error {
+				if n := p.applier.count(); n != 51 {
+					return fmt.Errorf("%d applied", n)
+				}
+				return nil
 			})
 			waitBackends(t, dp.fakeDatapath, "10.96.1.50:80/TCP/int", "10.244.2.50:8080/A")
 			dp.mu.Lock()
@@ -502,10 +513,13 @@ func TestRestartWithShortenedNameKeepsFrontend(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	eventually(t, "both keys synced", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "both keys synced", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return synced["default/we"] && synced["default/web"], fmt.Sprint(synced)
+		if !synced["default/we"] || !synced["default/web"] {
+			return fmt.Errorf("synced %v", synced)
+		}
+		return nil
 	})
 	if s, _ := dp.get(fe.String()); s.Name != "default/web:http" {
 		t.Fatalf("name %q not rewritten", s.Name)
@@ -542,9 +556,11 @@ func TestResyncRepairsDrift(t *testing.T) {
 
 	waitBackends(t, dp, "10.96.0.20:80/TCP/int", "10.244.1.1:8080/A")
 	waitBackends(t, dp, "10.96.0.50:80/TCP/int", "")
-	eventually(t, "stray deleted", func() (bool, string) {
-		_, ok := dp.get(stray.String())
-		return !ok, fmt.Sprint(dp.frontends())
+	testutil.Eventually(t, 10*time.Second, "stray deleted", func() error {
+		if _, ok := dp.get(stray.String()); ok {
+			return fmt.Errorf("frontends %v", dp.frontends())
+		}
+		return nil
 	})
 }
 
@@ -576,8 +592,10 @@ func TestSharedFrontendIsHandedOverNotDeleted(t *testing.T) {
 	if err := c.CoreV1().Services("default").Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "all deleted", func() (bool, string) {
-		fs := dp.frontends()
-		return len(fs) == 0, fmt.Sprint(fs)
+	testutil.Eventually(t, 10*time.Second, "all deleted", func() error {
+		if fs := dp.frontends(); len(fs) != 0 {
+			return fmt.Errorf("frontends %v", fs)
+		}
+		return nil
 	})
 }

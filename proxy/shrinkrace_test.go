@@ -1,14 +1,12 @@
 package proxy
 
 import (
-	"io"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/proxy/datapath"
 )
 
@@ -23,14 +21,10 @@ import (
 func TestShrinkNeverPicksTerminating(t *testing.T) {
 	requireIntegration(t)
 	addrs := []string{"10.244.1.11", "10.244.1.12", "10.244.1.13", "10.244.1.14", "10.244.200.2", "10.244.200.3", "10.244.200.4"}
-	n := newNetns(t, addrs...)
-	serveTCP(t, n, 8080, addrs...)
-	cg := newCgroup(t)
-	lb, err := bpf.Load(bpf.Options{PinDir: newPinDir(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lb.Close()
+	n := testutil.NewNetns(t, addrs...)
+	testutil.ServeAddrs(t, n, 8080, addrs...)
+	cg := testutil.NewCgroup(t)
+	lb := loadLB(t)
 	if err := lb.AttachCgroup(cg); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@
 # run only checks.
 set -euo pipefail
 
-pkgs=(containerd runc busybox-static bpftool clang llvm libbpf-dev iperf3 wrk
+pkgs=(containerd runc busybox-static bpftool clang llvm libbpf-dev
       iptables nftables conntrack containernetworking-plugins etcd-server etcd-client
       strace util-linux iproute2)
 missing=()

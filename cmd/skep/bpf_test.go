@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -71,9 +69,7 @@ func assertRows(t *testing.T, what string, got, want []string) {
 // pinned for the test and checks the rows `skep bpf` prints for them.
 func TestBPFTables(t *testing.T) {
 	testutil.RequireRoot(t)
-	sfx := make([]byte, 4)
-	_, _ = rand.Read(sfx)
-	dir := filepath.Join(bpf.PinRoot, "test-skepbpf-"+hex.EncodeToString(sfx))
+	dir := filepath.Join(bpf.PinRoot, "test-skepbpf-"+testutil.RandSuffix())
 	lb, err := bpf.Load(bpf.Options{PinDir: dir, NodeIP: netip.MustParseAddr("172.31.77.10")})
 	if err != nil {
 		t.Fatal(err)

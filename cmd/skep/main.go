@@ -1,5 +1,6 @@
 // Command skep is the one binary of the orchestrator: each role is a subcommand
-// (server, agent, lab, bench, bpf, …) registered by its own file in this package.
+// (server, proxy, lab, bench, bpf) registered by its own file in this package;
+// `skep help` lists them.
 package main
 
 import (

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -86,7 +87,7 @@ func runProxy(args []string) error {
 		if err != nil {
 			return fmt.Errorf("--node-ip: %w", err)
 		}
-		node.IPs = append(node.IPs, ip)
+		node.IPs = append(node.IPs, ip.Unmap())
 	}
 	if *podCIDR != "" {
 		p, err := netip.ParsePrefix(*podCIDR)
@@ -183,44 +184,26 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 }
 
 // completeFromNode fills the node's IPs and pod CIDRs left unset from its
-// Node object, waiting (bounded) for the agent to register it.
+// Node object, waiting (bounded, and no longer than ctx) for the agent to
+// register it.
 func completeFromNode(ctx context.Context, client kubernetes.Interface, n proxy.Node) (proxy.Node, error) {
 	var obj *corev1.Node
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var err error
-		obj, err = client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-		if err == nil {
-			break
+	var getErr error
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		obj, getErr = client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if getErr != nil {
+			slog.Info("waiting for the node to register", "node", n.Name, "err", getErr)
+			return false, nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return n, fmt.Errorf("get node %s: %w", n.Name, err)
+		return true, nil
+	})
+	if err != nil {
+		if getErr != nil {
+			err = getErr
 		}
-		slog.Info("waiting for the node to register", "node", n.Name, "err", err)
-		time.Sleep(2 * time.Second)
+		return n, fmt.Errorf("get node %s: %w", n.Name, err)
 	}
-	if len(n.IPs) == 0 {
-		for _, a := range obj.Status.Addresses {
-			if a.Type != corev1.NodeInternalIP {
-				continue
-			}
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				n.IPs = append(n.IPs, ip)
-			}
-		}
-	}
-	if len(n.PodCIDRs) == 0 {
-		cidrs := obj.Spec.PodCIDRs
-		if len(cidrs) == 0 && obj.Spec.PodCIDR != "" {
-			cidrs = []string{obj.Spec.PodCIDR}
-		}
-		for _, c := range cidrs {
-			if p, err := netip.ParsePrefix(c); err == nil {
-				n.PodCIDRs = append(n.PodCIDRs, p)
-			}
-		}
-	}
-	return n, nil
+	return n.CompleteFrom(obj), nil
 }
 
 // cgroupPath resolves a relative --cgroup under the cgroup2 mount, which is

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/skep-dev/skep/internal/testutil"
 	"github.com/skep-dev/skep/test/e2e/harness"
 )
 
@@ -115,9 +116,8 @@ func TestInformerAcrossRestart(t *testing.T) {
 // (by namespace/name and resourceVersion).
 func converge(t *testing.T, informer cache.SharedIndexInformer, cs *kubernetes.Clientset, when string) {
 	t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
 	var want, got []string
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, 45*time.Second, "informer store to converge "+when, func() error {
 		l, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{})
 		if err != nil {
 			t.Fatalf("list pods %s: %v", when, err)
@@ -133,10 +133,9 @@ func converge(t *testing.T, informer cache.SharedIndexInformer, cs *kubernetes.C
 		}
 		sort.Strings(want)
 		sort.Strings(got)
-		if len(want) > 0 && strings.Join(want, ",") == strings.Join(got, ",") {
-			return
+		if len(want) == 0 || strings.Join(want, ",") != strings.Join(got, ",") {
+			return fmt.Errorf("\nserver:   %v\ninformer: %v", want, got)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("informer store did not converge %s within 45s:\nserver:   %v\ninformer: %v", when, want, got)
+		return nil
+	})
 }

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -174,7 +173,7 @@ func BenchmarkCreate(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			cpu0, self0 := cpuOf(b, s.Pid()), selfCPU()
+			cpu0, self0 := cpuOf(b, s.Pid()), testutil.CPUTime()
 			b.ResetTimer()
 			var total time.Duration
 			for it := 0; it < b.N; it++ {
@@ -200,7 +199,7 @@ func BenchmarkCreate(b *testing.B) {
 			b.ReportMetric(commitMs, "commit-ms")
 			b.ReportMetric(ckpt*100, "checkpoint-%")
 			b.ReportMetric(rate, "creates/s")
-			selfPer := float64((selfCPU() - self0).Microseconds()) / float64(b.N*batch)
+			selfPer := float64((testutil.CPUTime() - self0).Microseconds()) / float64(b.N*batch)
 			b.ReportMetric(cpuPer, "server-cpu-us/create")
 			b.ReportMetric(selfPer, "client-cpu-us/create")
 			b.ReportMetric(float64(Percentile(lat, 99).Microseconds())/1000, "p99-ms")
@@ -255,7 +254,7 @@ func BenchmarkRefBboltUpdate(b *testing.B) {
 func BenchmarkRefEtcdPut(b *testing.B) {
 	const n, batch = 16, 4000
 	e, cs := etcdClients(b, n)
-	cpu0, self0 := cpuOf(b, e.Pid()), selfCPU()
+	cpu0, self0 := cpuOf(b, e.Pid()), testutil.CPUTime()
 	b.ResetTimer()
 	var total time.Duration
 	for it := 0; it < b.N; it++ {
@@ -269,7 +268,7 @@ func BenchmarkRefEtcdPut(b *testing.B) {
 	cpuPer := float64((cpuOf(b, e.Pid()) - cpu0).Microseconds()) / float64(b.N*batch)
 	b.ReportMetric(rate, "puts/s")
 	b.ReportMetric(cpuPer, "etcd-cpu-us/put")
-	b.ReportMetric(float64((selfCPU()-self0).Microseconds())/float64(b.N*batch), "client-cpu-us/put")
+	b.ReportMetric(float64((testutil.CPUTime()-self0).Microseconds())/float64(b.N*batch), "client-cpu-us/put")
 	summary.Set("etcd 3.4 puts/s, 16 clients (ref)", rate, "/s", "")
 	summary.Set("etcd 3.4 CPU us/put, 16 clients (ref)", cpuPer, "us", "")
 }
@@ -327,7 +326,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 			}
 		}()
 	}
-	cpu0, self0 := cpuOf(b, s.Pid()), selfCPU()
+	cpu0, self0 := cpuOf(b, s.Pid()), testutil.CPUTime()
 	b.ResetTimer()
 	start := time.Now()
 	for it := 0; it < b.N; it++ {
@@ -350,7 +349,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	serverPer := float64((cpuOf(b, s.Pid()) - cpu0).Microseconds()) / float64(b.N*batch)
-	clientPer := float64((selfCPU() - self0).Microseconds()) / float64(b.N*batch)
+	clientPer := float64((testutil.CPUTime() - self0).Microseconds()) / float64(b.N*batch)
 	cancel()
 	// Wait for the watcher goroutines to hand over their samples.
 	deadline := time.Now().Add(5 * time.Second)
@@ -464,15 +463,6 @@ func etcdClients(b *testing.B, n int) (*Etcd, []*clientv3.Client) {
 		cs[i] = c
 	}
 	return e, cs
-}
-
-// selfCPU is this process's (the clients') CPU time so far.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // listRaw times a plain HTTPS GET of the 10,000 pods as JSON over HTTP/2 or

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/vishvananda/netns"
+	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 // Ports the backends listen on (the services' targetPorts).
@@ -44,10 +44,10 @@ type Backend struct {
 	closed     bool
 }
 
-// StartBackend listens on EchoPort (TCP, UDP) and SinkPort (TCP) in ns.
-func StartBackend(ns netns.NsHandle, ip string) (*Backend, error) {
+// StartBackend listens on EchoPort (TCP, UDP) and SinkPort (TCP) in n.
+func StartBackend(n ns.NetNS, ip string) (*Backend, error) {
 	b := &Backend{IP: ip, open: map[net.Conn]struct{}{}}
-	err := inNetns(ns, func() error {
+	err := n.Do(func(ns.NetNS) error {
 		var err error
 		if b.echo, err = net.Listen("tcp4", fmt.Sprintf(":%d", EchoPort)); err != nil {
 			return fmt.Errorf("listen echo: %w", err)

@@ -1,44 +1,19 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
 
-	"github.com/vishvananda/netns"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 )
 
-// inNetns runs fn on an OS thread switched into ns. Sockets fn creates belong
-// to ns for their whole life, whichever thread later uses them. The thread is
-// switched back before it is unlocked; if that fails the thread stays locked
-// and Go retires it when the goroutine ends, so no other goroutine ever runs
-// in the wrong namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return // thread stays locked: retired
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// The harness works in namespaces through the CNI plugins' ns package, as
+// the rest of skep does: NetNS.Do runs a function on an OS thread switched
+// into the namespace, and retires the thread if switching back fails, so no
+// other goroutine ever runs in the wrong namespace. Sockets made inside Do
+// belong to that namespace for their whole life, whichever thread later
+// uses them.
 
 // newNetns creates an anonymous network namespace and returns an open
 // handle to it. Nothing is mounted anywhere: the namespace lives exactly as
@@ -47,53 +22,32 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 // (nsPath) through nsenter. (Named namespaces under /run/netns were tried
 // first: another tool's first `ip netns add` bind-mounts /run/netns over
 // itself, hiding mounts made before it so they can never be removed.)
-func newNetns() (netns.NsHandle, error) {
-	type res struct {
-		ns  netns.NsHandle
-		err error
+func newNetns() (ns.NetNS, error) {
+	n, err := ns.TempNetNS()
+	if err != nil {
+		return nil, fmt.Errorf("create netns: %w", err)
 	}
-	c := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			c <- res{netns.None(), fmt.Errorf("get current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New() // unshares this thread into the new netns
-		if rerr := netns.Set(orig); rerr != nil {
-			if err == nil {
-				ns.Close()
-			}
-			c <- res{netns.None(), fmt.Errorf("restore netns: %w", rerr)}
-			return // thread stays locked: retired
-		}
-		runtime.UnlockOSThread()
-		if err != nil {
-			c <- res{netns.None(), fmt.Errorf("create netns: %w", err)}
-			return
-		}
-		c <- res{ns, nil}
-	}()
-	r := <-c
-	return r.ns, r.err
+	return n, nil
 }
 
-// nsPath is a path other processes can open to enter ns while this process
-// holds it open.
-func nsPath(ns netns.NsHandle) string {
-	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
+// nsPath is a path other processes can open to enter n while this process
+// holds it open. (n.Path() names the thread that created the namespace,
+// which has left it since.)
+func nsPath(n ns.NetNS) string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.Fd())
 }
 
-// writeSysctl writes a /proc/sys value as seen from inside ns (net.* sysctls
-// are per namespace and resolved by the opener's namespace).
-func writeSysctl(ns netns.NsHandle, key, value string) error {
-	return inNetns(ns, func() error {
-		p := filepath.Join("/proc/sys", filepath.FromSlash(key))
-		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("sysctl %s: %w", key, err)
-		}
-		return nil
+// netlinkIn returns a netlink handle whose sockets were made in n, so the
+// links, addresses and routes it manages are n's from any thread.
+func netlinkIn(n ns.NetNS) (*netlink.Handle, error) {
+	var h *netlink.Handle
+	err := n.Do(func(ns.NetNS) error {
+		var err error
+		h, err = netlink.NewHandle()
+		return err
 	})
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	return h, nil
 }

@@ -8,8 +8,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // Addresses of the bench topology. Every one of them lives only inside the
@@ -24,11 +25,11 @@ var (
 
 // Pod is one pod-like network namespace attached to the node's bridge.
 type Pod struct {
-	Name string         // label, "<prefix>-<role>", for logs and reports
-	IP   netip.Addr     // address on its pod0 interface
-	NS   netns.NsHandle // open handle, closed by Topology.Close
-	Path string         // /proc/<pid>/fd/<fd>: how children enter it
-	ID   string         // "net:[inode]", as /proc/*/ns/net links show it
+	Name string     // label, "<prefix>-<role>", for logs and reports
+	IP   netip.Addr // address on its pod0 interface
+	NS   ns.NetNS   // open handle, closed by Topology.Close
+	Path string     // /proc/<pid>/fd/<fd>: how children enter it
+	ID   string     // "net:[inode]", as /proc/*/ns/net links show it
 }
 
 // Topology is a node netns with a bridge and pods on it:
@@ -77,9 +78,9 @@ func NewTopology(prefix string, backends int) (t *Topology, err error) {
 	}
 	node.IP = gatewayIP
 	t.Node = *node
-	nh, err := netlink.NewHandleAt(node.NS)
+	nh, err := netlinkIn(node.NS)
 	if err != nil {
-		return t, fmt.Errorf("netlink handle in node: %w", err)
+		return t, fmt.Errorf("node: %w", err)
 	}
 	defer nh.Close()
 	if err := setUp(nh, "lo"); err != nil {
@@ -98,7 +99,11 @@ func NewTopology(prefix string, backends int) (t *Topology, err error) {
 	// Bridged pod-to-pod frames need no netfilter pass in the node; where
 	// br_netfilter is built in, turn it off so it costs every mode nothing.
 	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
-		_ = writeSysctl(node.NS, "net/bridge/bridge-nf-call-iptables", "0")
+		_ = node.NS.Do(func(ns.NetNS) error {
+			// net.* sysctls are per namespace, resolved by the opener's.
+			_, err := sysctl.Sysctl("net/bridge/bridge-nf-call-iptables", "0")
+			return err
+		})
 	}
 
 	for _, name := range []string{"plain", "nft", "legacy"} {
@@ -120,12 +125,12 @@ func NewTopology(prefix string, backends int) (t *Topology, err error) {
 
 // newNetns creates the netns of a pod and registers its release.
 func (t *Topology) newNetns(suffix string) (*Pod, error) {
-	ns, err := newNetns()
+	n, err := newNetns()
 	if err != nil {
 		return nil, err
 	}
-	t.cleanup = append(t.cleanup, func() error { return ns.Close() })
-	p := &Pod{Name: t.Prefix + "-" + suffix, NS: ns, Path: nsPath(ns)}
+	t.cleanup = append(t.cleanup, func() error { return n.Close() })
+	p := &Pod{Name: t.Prefix + "-" + suffix, NS: n, Path: nsPath(n)}
 	p.ID, _ = os.Readlink(p.Path)
 	return p, nil
 }
@@ -145,7 +150,7 @@ func (t *Topology) addPod(nh *netlink.Handle, suffix string, ip netip.Addr, clie
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: host},
 		PeerName:      "pod0",
-		PeerNamespace: netlink.NsFd(int(p.NS)),
+		PeerNamespace: netlink.NsFd(int(p.NS.Fd())),
 	}
 	if err := nh.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("add veth %s: %w", host, err)
@@ -165,9 +170,9 @@ func (t *Topology) addPod(nh *netlink.Handle, suffix string, ip netip.Addr, clie
 		return nil, fmt.Errorf("up %s: %w", host, err)
 	}
 
-	ph, err := netlink.NewHandleAt(p.NS)
+	ph, err := netlinkIn(p.NS)
 	if err != nil {
-		return nil, fmt.Errorf("netlink handle in %s: %w", p.Name, err)
+		return nil, fmt.Errorf("%s: %w", p.Name, err)
 	}
 	defer ph.Close()
 	if err := setUp(ph, "lo"); err != nil {

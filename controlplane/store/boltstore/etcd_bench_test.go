@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // BenchmarkEtcdPut is the second reference: Debian's etcd-server on
@@ -38,21 +41,18 @@ func BenchmarkEtcdPut(b *testing.B) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(b, 20*time.Second, "etcd healthy", func() error {
 		resp, err := hc.Get(clientURL + "/health")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("etcd not healthy: %v", err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	value := base64.StdEncoding.EncodeToString(benchValue)
 	ctx := context.Background()
 	runRounds(b, 16, func(key string) error {

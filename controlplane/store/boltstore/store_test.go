@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/skep-dev/skep/controlplane/store"
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 func openTest(t testing.TB, dir string, opts ...Option) *Store {
@@ -430,12 +431,11 @@ func TestCloseNoGoroutineLeak(t *testing.T) {
 			t.Fatalf("watch after close: %v", err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("%d goroutines before, %d after Close:\n%s", before, n, buf[:runtime.Stack(buf, true)])
-	}
+	testutil.Eventually(t, 5*time.Second, "goroutines to end after Close", func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			return fmt.Errorf("%d goroutines before, %d after Close:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+		return nil
+	})
 }

@@ -180,25 +180,7 @@ func parseFrame(p []byte, first int64) ([]walEntry, bool) {
 // entries[0].rev) and makes it durable. errWALFull means a checkpoint must
 // make room first; the log is unchanged then.
 func (w *wal) append(entries []walEntry) error {
-	b := w.buf[:0]
-	b = append(b, make([]byte, walHeaderLen)...)
-	b = binary.BigEndian.AppendUint64(b, uint64(entries[0].rev))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
-	for _, e := range entries {
-		kind := byte(entryPut)
-		if e.rec == nil {
-			kind = entryDelete
-		}
-		b = append(b, kind)
-		b = binary.BigEndian.AppendUint16(b, uint16(len(e.key)))
-		b = append(b, e.key...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(e.rec)))
-		b = append(b, e.rec...)
-	}
-	payload := b[walHeaderLen:]
-	binary.BigEndian.PutUint32(b[0:4], walMagic)
-	binary.BigEndian.PutUint32(b[4:8], uint32(len(payload)))
-	binary.BigEndian.PutUint32(b[8:12], crc32.Checksum(payload, crcTable))
+	b := appendFrame(w.buf[:0], entries)
 	if cap(b) <= 1<<20 {
 		w.buf = b // keep ordinary buffers, not a rare huge one
 	}
@@ -223,6 +205,32 @@ func (w *wal) append(entries []walEntry) error {
 	}
 	w.off += int64(len(b))
 	return nil
+}
+
+// appendFrame appends to b the frame holding entries, whose revisions are
+// consecutive from entries[0].rev.
+func appendFrame(b []byte, entries []walEntry) []byte {
+	start := len(b)
+	b = append(b, make([]byte, walHeaderLen)...)
+	b = binary.BigEndian.AppendUint64(b, uint64(entries[0].rev))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
+	for _, e := range entries {
+		kind := byte(entryPut)
+		if e.rec == nil {
+			kind = entryDelete
+		}
+		b = append(b, kind)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(e.key)))
+		b = append(b, e.key...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(e.rec)))
+		b = append(b, e.rec...)
+	}
+	frame := b[start:]
+	payload := frame[walHeaderLen:]
+	binary.BigEndian.PutUint32(frame[0:4], walMagic)
+	binary.BigEndian.PutUint32(frame[4:8], uint32(len(payload)))
+	binary.BigEndian.PutUint32(frame[8:12], crc32.Checksum(payload, crcTable))
+	return b
 }
 
 // invalidate best-effort erases the magic of a frame whose write failed.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/skep-dev/skep/controlplane/store"
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 func putEntry(key string, rev int64, value string) walEntry {
@@ -293,17 +294,13 @@ func TestListSnapshotDuringCheckpoints(t *testing.T) {
 func TestIdleCheckpoint(t *testing.T) {
 	s := openTest(t, t.TempDir(), WithCheckpoint(20*time.Millisecond, 1<<20))
 	rev := mustCreate(t, s, "/idle/a", "v")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, "the idle checkpoint", func() error {
 		s.ovMu.RLock()
 		applied, pending := s.applied, len(s.overlay)
 		s.ovMu.RUnlock()
-		if applied == rev && pending == 0 {
-			return
+		if applied != rev || pending != 0 {
+			return fmt.Errorf("bbolt at revision %d with %d writes pending after the last write at %d", applied, pending, rev)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bbolt at revision %d with %d writes pending 5 s after the last write at %d", applied, pending, rev)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
