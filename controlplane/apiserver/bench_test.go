@@ -3,8 +3,6 @@ package apiserver
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -15,12 +13,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // benchServer runs a server over the real bbolt store (fsync on).
 func benchServer(b *testing.B) *testServer {
 	srv, err := New(Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: testutil.QuietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

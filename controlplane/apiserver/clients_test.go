@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -299,7 +297,7 @@ func (s *syncBuffer) String() string {
 // past the request read timeout.
 func TestWatchHTTP1OutlivesReadTimeout(t *testing.T) {
 	srv, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", BodyReadTimeout: 300 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: testutil.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,12 @@ package apiserver
 
 import (
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // TestSecondServerOnDataDirInUse: a second server on a data dir a running
@@ -22,7 +22,7 @@ func TestSecondServerOnDataDirInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = New(Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	_, err = New(Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: testutil.QuietLogger()})
 	took := time.Since(start)
 	if err == nil {
 		t.Fatal("second server on a data dir in use started")

@@ -2,8 +2,6 @@ package apiserver
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // fuzzTarget is one request shape the decoder fuzz drives.
@@ -55,7 +55,7 @@ var fuzzSeeds = []string{
 // a deployment and a pod the update and patch targets refer to.
 func newFuzzServer(tb testing.TB) (http.Handler, string) {
 	srv, err := New(Config{DataDir: tb.TempDir(), Listen: "127.0.0.1:0", Store: newMemStore(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: testutil.QuietLogger()})
 	if err != nil {
 		tb.Fatal(err)
 	}

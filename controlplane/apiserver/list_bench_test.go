@@ -3,8 +3,6 @@ package apiserver
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // BenchmarkListPodsMem lists 10,000 pods written straight into a memory
@@ -78,7 +77,7 @@ func (d *discardResponse) Write(p []byte) (int, error) { d.n += int64(len(p)); r
 // Run: go test -run '^$' -bench ListHandler10kPods -benchmem ./controlplane/apiserver
 func BenchmarkListHandler10kPods(b *testing.B) {
 	ms := newMemStore()
-	srv, err := New(Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0", Store: ms, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := New(Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0", Store: ms, Logger: testutil.QuietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -25,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/skep-dev/skep/internal/memnet"
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // TestLoopbackClient: the loopback config reaches the server in memory as
@@ -33,7 +32,7 @@ import (
 func TestLoopbackClient(t *testing.T) {
 	srv, err := New(Config{
 		DataDir: t.TempDir(), Listen: "127.0.0.1:0", Store: newMemStore(),
-		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:          testutil.QuietLogger(),
 		BodyReadTimeout: 300 * time.Millisecond,
 	})
 	if err != nil {
@@ -139,7 +138,7 @@ func contains(list []string, s string) bool {
 func runLoopbackCycle(t *testing.T) {
 	srv, err := New(Config{
 		DataDir: t.TempDir(), Listen: "127.0.0.1:0", Store: newMemStore(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: testutil.QuietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +255,7 @@ func BenchmarkWatchDelivery(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			srv, err := New(Config{DataDir: b.TempDir(), Listen: "127.0.0.1:0", Store: newMemStore(),
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				Logger: testutil.QuietLogger()})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -2,8 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,12 +15,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 // runIn starts a server on dir and returns a stop function.
 func runIn(t *testing.T, dir string) (*Server, func()) {
 	t.Helper()
-	srv, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: testutil.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/store"
+	"github.com/skep-dev/skep/internal/testutil"
 )
 
 type testServer struct {
@@ -39,7 +39,7 @@ func startServer(t *testing.T, st store.Interface) *testServer {
 	t.Helper()
 	srv, err := New(Config{
 		DataDir: t.TempDir(), Listen: "127.0.0.1:0", Store: st,
-		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:           testutil.QuietLogger(),
 		BookmarkInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
