@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -29,27 +29,31 @@ import (
 	"github.com/skep-dev/skep/nodeagent/netns"
 )
 
-// pluginDir holds skep-cni, built once for the package's tests.
+// pluginDir holds skep-cni for the tests: a link to the test binary itself,
+// which is the plugin when it runs under that name (TestMain), exactly as
+// cmd/skep-cni is.
 var pluginDir string
 
 func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == "skep-cni" {
+		skel.PluginMainFuncs(cni.Funcs(), cni.VersionInfo, cni.About)
+		os.Exit(0)
+	}
 	os.Exit(runTests(m))
 }
 
 func runTests(m *testing.M) int {
-	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "skep-podnet-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "skep-cni"), "github.com/skep-dev/skep/cmd/skep-cni").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build skep-cni: %v\n%s", err, out)
-			return 1
-		}
-		pluginDir = dir
+	self, err := os.Executable()
+	if err == nil {
+		pluginDir, err = os.MkdirTemp("", "skep-podnet-plugin-")
+	}
+	if err == nil {
+		defer os.RemoveAll(pluginDir)
+		err = os.Symlink(self, filepath.Join(pluginDir, "skep-cni"))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "plugin link:", err)
+		return 1
 	}
 	return m.Run()
 }

@@ -52,7 +52,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
@@ -65,6 +64,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	endpointslicerec "k8s.io/endpointslice"
 	endpointsliceutil "k8s.io/endpointslice/util"
+
+	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 const (
@@ -231,24 +232,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.log.Info("endpointslice controller started", "workers", c.opts.Workers)
 	c.enqueueLeftoverEndpoints()
-	for range c.opts.Workers {
-		go wait.UntilWithContext(ctx, c.worker, time.Second)
-	}
-	<-ctx.Done()
+	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
 	return nil
 }
 
-func (c *Controller) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
+// process syncs one Service and retries it, with backoff, when that fails.
+func (c *Controller) process(ctx context.Context, key string) {
 	err := c.syncService(ctx, key)
 	switch {
 	case err == nil:
@@ -260,7 +249,6 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.log.Error("sync failed; giving up on the service until it changes", "service", key, "err", err)
 		c.queue.Forget(key)
 	}
-	return true
 }
 
 // errStaleCache says the slice cache lags behind this controller's own

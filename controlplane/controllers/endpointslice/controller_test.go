@@ -129,6 +129,22 @@ func (f *fixture) waitCached() {
 	}
 }
 
+// deleteService deletes a service and waits until the lister misses it.
+func (f *fixture) deleteService(name string) {
+	f.t.Helper()
+	f.waitCached()
+	if err := f.kube.CoreV1().Services(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		_, err := f.c.services.Services(ns).Get(name)
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		f.t.Fatalf("service %s still cached: %v", name, err)
+	}
+}
+
 func (f *fixture) slicesOf(svc string) []discoveryv1.EndpointSlice {
 	f.t.Helper()
 	l, err := f.kube.DiscoveryV1().EndpointSlices(ns).List(context.Background(), metav1.ListOptions{
@@ -527,16 +543,7 @@ func TestLeftAlone(t *testing.T) {
 		}
 	}
 	// Services gone (or never there): their hand-made Endpoints stay.
-	if err := f.kube.CoreV1().Services(ns).Delete(context.Background(), "manual", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	f.waitCached()
-	if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		_, err := f.c.services.Services(ns).Get("manual")
-		return apierrors.IsNotFound(err), nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	f.deleteService("manual")
 	f.sync("manual")
 	f.sync("kubernetes-gone")
 	if f.endpoints("manual") == nil || f.endpoints("kubernetes") == nil {
@@ -552,16 +559,7 @@ func TestServiceDeleted(t *testing.T) {
 	if f.endpoints("web") == nil {
 		t.Fatal("no endpoints")
 	}
-	f.waitCached()
-	if err := f.kube.CoreV1().Services(ns).Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		_, err := f.c.services.Services(ns).Get("web")
-		return apierrors.IsNotFound(err), nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	f.deleteService("web")
 	f.sync("web")
 	if f.endpoints("web") != nil {
 		t.Error("endpoints outlived their service")
