@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -140,11 +141,18 @@ func List(dir, prefix string) ([]string, error) {
 	return out, nil
 }
 
+// mountMu keeps this process's Creates from both finding dir not yet a
+// mount point and both bind-mounting it onto itself. (Between processes
+// the race is iproute2's too.)
+var mountMu sync.Mutex
+
 // sharedMountPoint makes dir a shared mount point, as iproute2 does before
 // its first namespace: make it shared, and if that fails because dir is not
 // a mount point, bind-mount it onto itself (recursively, so namespaces
 // already mounted there stay reachable) and try again.
 func sharedMountPoint(dir string) error {
+	mountMu.Lock()
+	defer mountMu.Unlock()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("netns dir: %w", err)
 	}

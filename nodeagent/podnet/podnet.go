@@ -111,9 +111,10 @@ type Sandbox struct {
 	IPs      []netip.Addr
 }
 
-// Network gives pods their network on one node. It is safe for concurrent
-// use; GC runs alone, as the CNI spec asks of a runtime (no ADD or DEL
-// while the plugin collects).
+// Network gives pods their network on one node. Calls for different pods
+// may run concurrently; calls for one pod must not overlap (an agent's
+// per-pod worker serializes them). GC runs alone, as the CNI spec asks of
+// a runtime: no ADD or DEL while the plugin collects.
 type Network struct {
 	cfg  Config
 	cni  *libcni.CNIConfig
@@ -245,11 +246,10 @@ func (n *Network) Teardown(ctx context.Context, id string) error {
 }
 
 func (n *Network) teardown(ctx context.Context, id string) error {
-	var errs []error
 	if n.nodeGone() {
-		errs = append(errs, netns.Remove(n.cfg.NetnsDir, n.name(id)))
-		return errors.Join(errs...)
+		return netns.Remove(n.cfg.NetnsDir, n.name(id))
 	}
+	var errs []error
 	rt := n.recordedConf(id)
 	if _, err := os.Stat(rt.NetNS); err != nil {
 		rt.NetNS = ""

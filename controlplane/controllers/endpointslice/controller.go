@@ -230,7 +230,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return nil // ctx ended
 	}
-	c.log.Info("endpointslice controller started", "workers", c.opts.Workers)
+	c.log.Info("started", "workers", c.opts.Workers)
 	c.enqueueLeftoverEndpoints()
 	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
 	return nil
