@@ -16,15 +16,17 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
+	"github.com/skep-dev/skep/controlplane/controllers/endpointslice"
 	"github.com/skep-dev/skep/controlplane/controllers/garbagecollector"
 	"github.com/skep-dev/skep/controlplane/controllers/namespace"
 )
 
 // Options tune Run; the zero value is what `skep server` uses.
 type Options struct {
-	Logger    *slog.Logger
-	Namespace namespace.Options
-	GC        garbagecollector.Options
+	Logger        *slog.Logger
+	Namespace     namespace.Options
+	GC            garbagecollector.Options
+	EndpointSlice endpointslice.Options
 }
 
 // Run starts every controller against the API server cfg points at and
@@ -63,6 +65,9 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if opts.Namespace.Logger == nil {
 		opts.Namespace.Logger = log
 	}
+	if opts.EndpointSlice.Logger == nil {
+		opts.EndpointSlice.Logger = log
+	}
 	var gc *garbagecollector.Controller
 	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		var err error
@@ -81,11 +86,18 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	eps, err := endpointslice.New(kube, factory.Core().V1().Services(), factory.Core().V1().Pods(),
+		factory.Core().V1().Nodes(), factory.Discovery().V1().EndpointSlices(), factory.Core().V1().Endpoints(),
+		opts.EndpointSlice)
+	if err != nil {
+		return err
+	}
 	// Future controllers: build them here from factory (and meta), add
 	// them to runners.
 	runners := map[string]func(context.Context) error{
 		"namespace":        ns.Run,
 		"garbagecollector": gc.Run,
+		"endpointslice":    eps.Run,
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -1,6 +1,8 @@
-// Package cgroup2 finds the cgroup v2 hierarchy. Its mount point differs by
-// host (/sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid
-// one), so it is read from mountinfo, never hard-coded.
+// Package cgroup2 finds the cgroup v2 hierarchy and makes, empties and
+// removes cgroup subtrees in it. The mount point differs by host
+// (/sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid
+// one), so it is read from mountinfo, never hard-coded; and every function
+// that changes something refuses the root cgroup, which is the machine's.
 package cgroup2
 
 import (

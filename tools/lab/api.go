@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -116,14 +115,11 @@ func (c Config) registerNodes(ctx context.Context, cs kubernetes.Interface) erro
 	return nil
 }
 
-// deleteDemoObjects removes the pods, services and endpoint slices an
-// earlier demo wrote.
+// deleteDemoObjects removes the pods and services an earlier demo wrote
+// (the services' endpoint slices and Endpoints go with them).
 func deleteDemoObjects(ctx context.Context, cs kubernetes.Interface) error {
 	ls := metav1.ListOptions{LabelSelector: selector()}
 	now := metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}
-	if err := cs.DiscoveryV1().EndpointSlices(demoNamespace).DeleteCollection(ctx, now, ls); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete endpoint slices: %w", err)
-	}
 	svcs, err := cs.CoreV1().Services(demoNamespace).List(ctx, ls)
 	if err != nil {
 		return fmt.Errorf("list services: %w", err)
@@ -200,11 +196,11 @@ func publishPod(ctx context.Context, cs kubernetes.Interface, p *labPod, node No
 	return nil
 }
 
-// publishService creates a service selecting app=<app> and, standing in
-// for the EndpointSlice controller that does not exist yet, its slice
-// listing the pods as ready. It returns the service as stored (with the
+// publishService creates a service selecting app=<app>, its port http
+// targeting the pods' port named http. The EndpointSlice controller lists
+// the pods in its slices. It returns the service as stored (with the
 // ClusterIP and node port the server allocated).
-func publishService(ctx context.Context, cs kubernetes.Interface, name, app string, typ corev1.ServiceType, pods []*labPod, nodes map[string]Node) (*corev1.Service, error) {
+func publishService(ctx context.Context, cs kubernetes.Interface, name, app string, typ corev1.ServiceType) (*corev1.Service, error) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: demoNamespace, Labels: labLabels},
 		Spec: corev1.ServiceSpec{
@@ -218,32 +214,6 @@ func publishService(ctx context.Context, cs kubernetes.Interface, name, app stri
 	created, err := cs.CoreV1().Services(demoNamespace).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("create service %s: %w", name, err)
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name + "-lab", Namespace: demoNamespace,
-			Labels: map[string]string{
-				managedByKey:                 managedByValue,
-				discoveryv1.LabelServiceName: name,
-				discoveryv1.LabelManagedBy:   "skep-lab",
-			},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: name, UID: created.UID}},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports: []discoveryv1.EndpointPort{{
-			Name: ptr.To("http"), Port: ptr.To(int32(podPort)), Protocol: ptr.To(corev1.ProtocolTCP),
-		}},
-	}
-	for _, p := range pods {
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{p.IP.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-			NodeName:   ptr.To(nodes[p.Node].Name),
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: demoNamespace, Name: p.Name},
-		})
-	}
-	if _, err := cs.DiscoveryV1().EndpointSlices(demoNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		return nil, fmt.Errorf("create endpoint slice of %s: %w", name, err)
 	}
 	return created, nil
 }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+
+	"github.com/skep-dev/skep/nodeagent/netns"
 )
 
 // Defaults of a lab: the addresses of DESIGN.md.
@@ -158,11 +160,15 @@ func addrAdd(a netip.Addr, n int) netip.Addr {
 }
 
 // Names of things the lab makes.
-func (c Config) switchNetns() string        { return c.Prefix + "-sw" }
-func (c Config) podNetns(pod string) string { return c.Prefix + "-pod-" + pod }
+func (c Config) switchNetns() string { return c.Prefix + "-sw" }
 func (c Config) netnsPath(name string) string {
-	return filepath.Join(netnsRunDir, name)
+	return filepath.Join(netns.DefaultDir, name)
 }
+
+// podNetnsPrefix starts the names of a node's pod namespaces
+// (<prefix>-n<i>-<pod>): each node's podnet.Network lists and collects
+// only its own.
+func (c Config) podNetnsPrefix(n Node) string { return n.Name + "-" }
 
 // Files in Dir.
 func (c Config) stateFile() string      { return filepath.Join(c.Dir, "lab.json") }

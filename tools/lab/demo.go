@@ -50,9 +50,9 @@ const (
 
 // Demo runs pods, services and traffic on a lab that is up, writing a
 // narrative to w: 3 backend pods spread over the nodes and a client pod
-// on node 1, a ClusterIP and a NodePort service with their endpoint
-// slices, then requests through both, and node 1's BPF service table.
-// Pods of an earlier demo are replaced.
+// on node 1, a ClusterIP and a NodePort service (whose endpoint slices the
+// EndpointSlice controller makes), then requests through both, and node
+// 1's BPF service table. Pods of an earlier demo are replaced.
 func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 	c = c.Defaults()
 	if _, ok := c.running(); !ok {
@@ -72,12 +72,7 @@ func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 	}
 
 	nodes := c.AllNodes()
-	byShort := map[string]Node{}
-	for _, n := range nodes {
-		byShort[n.Short] = n
-	}
 	res := &DemoResult{Answers: map[string]int{}, NodePortAnswers: map[string]int{}, Backends: map[string]string{}}
-	var backends []*labPod
 	run := func(node Node, name, app string) (*labPod, error) {
 		p, err := c.runPod(ctx, node, name, app)
 		if err != nil {
@@ -101,7 +96,6 @@ func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		backends = append(backends, p)
 		res.Backends[p.Name] = node.Name
 	}
 	client, err := run(nodes[0], "client", "client")
@@ -109,12 +103,12 @@ func Demo(ctx context.Context, c Config, w io.Writer) (*DemoResult, error) {
 		return nil, err
 	}
 
-	fmt.Fprintln(w, "\n== services and endpoint slices (the lab writes the slices: no EndpointSlice controller yet)")
-	svc, err := publishService(ctx, cs, "web", "web", corev1.ServiceTypeClusterIP, backends, byShort)
+	fmt.Fprintln(w, "\n== services (the EndpointSlice controller lists the ready web pods in their slices)")
+	svc, err := publishService(ctx, cs, "web", "web", corev1.ServiceTypeClusterIP)
 	if err != nil {
 		return nil, err
 	}
-	np, err := publishService(ctx, cs, "web-nodeport", "web", corev1.ServiceTypeNodePort, backends, byShort)
+	np, err := publishService(ctx, cs, "web-nodeport", "web", corev1.ServiceTypeNodePort)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,9 @@
 // Package lab brings a small skep cluster up on one Linux machine, in
 // network namespaces, and runs a demo on it. There is no node agent yet,
-// so the lab itself does the agent's and the runtime's part for its pods.
+// so the lab itself does the agent's and the runtime's part for its pods,
+// as a client of the packages the agent will be built from:
+// nodeagent/netns for every namespace it makes, nodeagent/podnet for its
+// pods' networks, internal/cgroup2 for its cgroups.
 //
 // # What `skep lab up` makes
 //
@@ -50,14 +53,17 @@
 // would remount /sys and hide bpffs from the proxy). A node's proxy
 // attaches its socket-LB to <p>/n<i>, so it sees exactly that node's pods.
 //
-// `skep lab demo` runs pods as a runtime would: a netns, skep-cni ADD
-// through libcni from inside the node's netns, a `skep lab serve` process
-// in the pod's netns and cgroup; then it publishes them through the API
-// (create, pods/binding, status Running/Ready with the pod IP). It writes a
-// ClusterIP and a NodePort service and, standing in for the missing
-// EndpointSlice controller, their slices; then it fetches the ClusterIP
-// from a client pod on node 1 and the NodePort from the switch netns, and
-// prints which backends answered and node 1's BPF service table.
+// `skep lab demo` runs pods as a runtime would: the pod's network from
+// podnet (a netns <p>-n<i>-<pod>, skep-cni ADD through libcni from inside
+// the node's netns, with the node's IPAM and libcni records under
+// Dir/cni/n<i>), a `skep lab serve` process in the pod's netns and cgroup;
+// then it publishes them through the API (create, pods/binding, status
+// Running/Ready with the pod IP). It writes a ClusterIP and a NodePort
+// service; the EndpointSlice controller of `skep server` lists the ready
+// pods in their slices, which the proxies program. Then it fetches the
+// ClusterIP from a client pod on node 1 and the NodePort from the switch
+// netns, and prints which backends answered and node 1's BPF service
+// table.
 //
 // When the node agent lands it takes over registerNodes (registration and
 // heartbeats) and runPod (sandboxes through containerd); the lab will then
@@ -68,8 +74,8 @@
 // `skep lab down` needs nothing but the prefix (from Dir/lab.json) to find
 // everything, so it works after a crash half-way through up: cgroup.kill
 // on the subtree ends every process, bpf.Uninstall detaches and unpins the
-// nodes' pins, `ip netns del` removes the namespaces (their links go with
-// them), the cgroups are removed deepest first, the unreachable routes are
+// nodes' pins, the namespaces are unmounted and removed (their links go
+// with them), the cgroups are removed deepest first, the unreachable routes are
 // found by their protocol (77) and the lab's own metric (so a test's lab
 // and a user's can both hold a route for 10.96.0.0/12), CNI state and pod
 // records go; --purge also removes the server's data.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 )
 
@@ -48,7 +47,7 @@ func (c Config) Command(ctx context.Context, target string, argv []string) (*exe
 	if netns == "" {
 		return nil, nil, fmt.Errorf("no pod or node %q in lab %q (nodes: %s-n1…, \"switch\", or a pod of `skep lab demo`)", target, c.Prefix, c.Prefix)
 	}
-	if _, err := os.Stat(filepath.Join(netnsRunDir, netns)); err != nil {
+	if _, err := os.Stat(c.netnsPath(netns)); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w (is the lab up?)", target, err)
 	}
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + c.netnsPath(netns), "--"}, argv...)...)

@@ -18,6 +18,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 
 	"github.com/skep-dev/skep/bpf"
+	"github.com/skep-dev/skep/internal/cgroup2"
+	"github.com/skep-dev/skep/nodeagent/netns"
 )
 
 // Up makes the lab: guard routes, cgroups, API server, underlay and nodes,
@@ -85,11 +87,11 @@ func Up(ctx context.Context, c Config) (err error) {
 		return err
 	}
 	system := filepath.Join(root, "system")
-	if err := mkCgroup(system); err != nil {
+	if err := cgroup2.Create(system); err != nil {
 		return err
 	}
 	for _, n := range c.AllNodes() {
-		if err := mkCgroup(filepath.Join(root, n.Short)); err != nil {
+		if err := cgroup2.Create(filepath.Join(root, n.Short)); err != nil {
 			return err
 		}
 	}
@@ -254,7 +256,9 @@ func Down(c Config, purge bool) error {
 	if err != nil {
 		errs = append(errs, err)
 	} else {
-		errs = append(errs, killCgroup(root))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, cgroup2.Kill(ctx, root))
+		cancel()
 	}
 	for _, dir := range c.pinDirs() {
 		if err := bpf.Uninstall(dir); err != nil {
@@ -262,10 +266,10 @@ func Down(c Config, purge bool) error {
 		}
 	}
 	for _, name := range labNetns(c.Prefix) {
-		errs = append(errs, delNetns(name))
+		errs = append(errs, netns.Remove(netns.DefaultDir, name))
 	}
 	if root != "" {
-		errs = append(errs, rmCgroupTree(root))
+		errs = append(errs, cgroup2.Remove(root))
 	}
 	errs = append(errs, c.delGuardRoutes())
 	for _, p := range []string{c.cniDir(), c.podsDir(), c.pidFile(), c.nodeKubeconfig(), c.caFile()} {
@@ -298,7 +302,7 @@ func (c Config) Traces() []string {
 	if root, err := c.labCgroup(); err == nil {
 		if _, err := os.Stat(root); err == nil {
 			out = append(out, "cgroup "+root)
-			for _, pid := range cgroupPids(root) {
+			for _, pid := range cgroup2.Pids(root) {
 				out = append(out, "process "+strconv.Itoa(pid))
 			}
 		}

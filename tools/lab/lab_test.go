@@ -21,6 +21,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/skep-dev/skep/internal/cgroup2"
 	"github.com/skep-dev/skep/internal/testutil"
 )
 
@@ -241,7 +242,7 @@ func TestLabUpDemoDown(t *testing.T) {
 		t.Errorf("netns after re-up: %v, want switch + %d nodes", n, cfg.Nodes)
 	}
 
-	procs := cgroupPids(mustLabCgroup(t, cfg))
+	procs := cgroup2.Pids(mustLabCgroup(t, cfg))
 	if len(procs) < 2+cfg.Nodes {
 		t.Errorf("lab processes %v: want server, relay and %d proxies", procs, cfg.Nodes)
 	}

@@ -5,7 +5,10 @@ import (
 	"net"
 	"os"
 
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
+
+	"github.com/skep-dev/skep/nodeagent/netns"
 )
 
 // Interface names inside the lab's namespaces (each namespace has its own
@@ -22,7 +25,7 @@ const (
 // route to every other node's pod CIDR via that node (host-gw).
 func (c Config) makeUnderlay() error {
 	sw := c.netnsPath(c.switchNetns())
-	if err := addNetns(c.switchNetns()); err != nil {
+	if _, err := netns.Create(netns.DefaultDir, c.switchNetns()); err != nil {
 		return err
 	}
 	err := inNetns(sw, func() error {
@@ -41,7 +44,7 @@ func (c Config) makeUnderlay() error {
 	}
 	nodes := c.AllNodes()
 	for _, n := range nodes {
-		if err := addNetns(n.Name); err != nil {
+		if _, err := netns.Create(netns.DefaultDir, n.Name); err != nil {
 			return err
 		}
 		if err := c.plugNode(n); err != nil {
@@ -92,11 +95,10 @@ func (c Config) plugNode(n Node) error {
 	if err != nil {
 		return fmt.Errorf("switch port: %w", err)
 	}
-	path := c.netnsPath(n.Name)
-	if err := writeSysctl(path, "net.ipv4.ip_forward", "1"); err != nil {
-		return err
-	}
-	return inNetns(path, func() error {
+	return inNetns(c.netnsPath(n.Name), func() error {
+		if _, err := sysctl.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+			return fmt.Errorf("ip_forward: %w", err)
+		}
 		l, err := netlink.LinkByName(uplinkName)
 		if err != nil {
 			return err

@@ -13,13 +13,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/skep-dev/skep/cni"
+	"github.com/skep-dev/skep/internal/cgroup2"
+	"github.com/skep-dev/skep/nodeagent/podnet"
 )
 
 // podPort is where every lab pod's server listens.
@@ -51,35 +49,31 @@ func (c Config) podCgroup(node Node, pod string) (string, error) {
 	return filepath.Join(root, node.Short, pod), nil
 }
 
-// cniRuntime is libcni as a runtime links it, running the plugin from
-// c.CNIPath. The exec is explicit: with nil, CNIConfig fills it in lazily
-// on first use (a data race when goroutines share one CNIConfig).
-func (c Config) cniRuntime(node Node) (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
-	conf, err := cni.ConfList(cni.NetConf{
-		PluginConf: types.PluginConf{Name: networkName},
-		Subnet:     node.PodCIDR.String(),
-		DataDir:    filepath.Join(c.cniDir(), node.Short),
+// podNetwork is node's pod network, as its agent will hold it: skep-cni
+// through libcni, run in the node's netns, with the node's IPAM and libcni
+// records under the lab's CNI dir, and its pods' namespaces named
+// <node>-<pod>.
+func (c Config) podNetwork(node Node) (*podnet.Network, error) {
+	dir := filepath.Join(c.cniDir(), node.Short)
+	return podnet.New(podnet.Config{
+		Network: cni.NetConf{
+			PluginConf: types.PluginConf{Name: networkName},
+			Subnet:     node.PodCIDR.String(),
+			DataDir:    dir,
+		},
+		PluginDirs:  c.CNIPath,
+		CacheDir:    filepath.Join(dir, "libcni"),
+		NetnsPrefix: c.podNetnsPrefix(node),
+		NodeNetns:   c.netnsPath(node.Name),
 	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("conflist: %w", err)
-	}
-	list, err := libcni.NetworkConfFromBytes(conf)
-	if err != nil {
-		return nil, nil, fmt.Errorf("conflist: %w", err)
-	}
-	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
-	return libcni.NewCNIConfigWithCacheDir(c.CNIPath, filepath.Join(c.cniDir(), "cache"), exec), list, nil
 }
 
-func (c Config) runtimeConf(p *labPod) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: c.Prefix + "-" + p.Name, NetNS: c.netnsPath(p.Netns), IfName: "eth0"}
-}
-
-// runPod starts a pod on node: netns, CNI ADD in the node's netns (where
-// a runtime, and so the plugin, runs), its cgroup, its server process.
-// Whatever fails part-way is left for removePod, which the caller runs.
+// runPod starts a pod on node: its network (podnet: netns and CNI ADD in
+// the node's netns, where a runtime, and so the plugin, runs), its cgroup,
+// its server process. Whatever fails part-way is left for removePod, which
+// the caller runs.
 func (c Config) runPod(ctx context.Context, node Node, name, app string) (*labPod, error) {
-	p := &labPod{Name: name, App: app, Node: node.Short, Netns: c.podNetns(name)}
+	p := &labPod{Name: name, App: app, Node: node.Short}
 	if err := os.MkdirAll(c.podsDir(), 0o755); err != nil {
 		return nil, err
 	}
@@ -87,37 +81,27 @@ func (c Config) runPod(ctx context.Context, node Node, name, app string) (*labPo
 	if err := p.save(c.podRecord(name)); err != nil {
 		return nil, err
 	}
-	if err := addNetns(p.Netns); err != nil {
-		return p, err
-	}
-	rt, list, err := c.cniRuntime(node)
+	pn, err := c.podNetwork(node)
 	if err != nil {
 		return p, err
 	}
-	var res types.Result
-	err = inNetns(c.netnsPath(node.Name), func() (err error) {
-		res, err = rt.AddNetworkList(ctx, list, c.runtimeConf(p))
-		return err
-	})
+	sb, err := pn.Setup(ctx, podnet.Pod{ID: name, Namespace: demoNamespace, Name: name})
 	if err != nil {
-		return p, fmt.Errorf("cni add %s: %w", name, err)
+		return p, err
 	}
-	r, err := current.NewResultFromResult(res)
-	if err != nil || len(r.IPs) == 0 {
-		return p, fmt.Errorf("cni add %s: no address in result (%v)", name, err)
-	}
-	p.IP, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+	p.Netns = filepath.Base(sb.Netns)
+	p.IP = sb.IPs[0]
 	cg, err := c.podCgroup(node, name)
 	if err != nil {
 		return p, err
 	}
-	if err := mkCgroup(cg); err != nil {
+	if err := cgroup2.Create(cg); err != nil {
 		return p, err
 	}
 	cmd, exited, err := c.start(daemon{
 		name:   "pod-" + name,
 		argv:   []string{c.Binary, "lab", "serve", "--pod", name, "--node", node.Name, "--listen", ":" + strconv.Itoa(podPort)},
-		netns:  c.netnsPath(p.Netns),
+		netns:  sb.Netns,
 		cgroup: cg,
 	})
 	if err != nil {
@@ -128,7 +112,7 @@ func (c Config) runPod(ctx context.Context, node Node, name, app string) (*labPo
 		return p, err
 	}
 	// Ready when it accepts on its pod address from inside its netns.
-	dial := dialerIn(c.netnsPath(p.Netns))
+	dial := dialerIn(sb.Netns)
 	addr := net.JoinHostPort(p.IP.String(), strconv.Itoa(podPort))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -148,9 +132,10 @@ func (c Config) runPod(ctx context.Context, node Node, name, app string) (*labPo
 	}
 }
 
-// removePod undoes runPod: kill its processes, CNI DEL (frees the address
-// and the host veth), remove its netns, cgroup and record. Each step
-// tolerates what is already gone.
+// removePod undoes runPod: kill its processes and remove its cgroup, tear
+// its network down (CNI DEL frees the address and the host veth; then the
+// netns goes), remove its record. Each step tolerates what is already
+// gone.
 func (c Config) removePod(ctx context.Context, p *labPod) error {
 	var errs []error
 	node, ok := c.nodeByShort(p.Node)
@@ -159,21 +144,15 @@ func (c Config) removePod(ctx context.Context, p *labPod) error {
 	}
 	cg, err := c.podCgroup(node, p.Name)
 	if err == nil {
-		errs = append(errs, killCgroup(cg), rmCgroupTree(cg))
+		kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		errs = append(errs, cgroup2.Kill(kctx, cg), cgroup2.Remove(cg))
+		cancel()
 	}
-	if _, err := os.Stat(c.netnsPath(node.Name)); err == nil {
-		if rt, list, err := c.cniRuntime(node); err != nil {
-			errs = append(errs, err)
-		} else {
-			err := inNetns(c.netnsPath(node.Name), func() error {
-				return rt.DelNetworkList(ctx, list, c.runtimeConf(p))
-			})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("cni del %s: %w", p.Name, err))
-			}
-		}
+	if pn, err := c.podNetwork(node); err != nil {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, pn.Teardown(ctx, p.Name))
 	}
-	errs = append(errs, delNetns(p.Netns))
 	if err := os.Remove(c.podRecord(p.Name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}

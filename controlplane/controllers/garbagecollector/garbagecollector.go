@@ -42,13 +42,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 // ownerUIDIndex indexes objects by the UIDs in their ownerReferences.
@@ -299,24 +300,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("garbage collector: caches did not sync")
 	}
 	c.log.Info("started", "resources", len(c.resources), "workers", c.opts.Workers)
-	for i := 0; i < c.opts.Workers; i++ {
-		go wait.UntilWithContext(ctx, c.worker, time.Second)
-	}
-	<-ctx.Done()
+	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
 	return nil
 }
 
-func (c *Controller) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	it, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(it)
+// process checks a dependent or processes an owner, retrying with backoff
+// when that fails.
+func (c *Controller) process(ctx context.Context, it item) {
 	var err error
 	switch it.kind {
 	case checkDependent:
@@ -327,10 +317,9 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	if err != nil {
 		c.log.Debug("sync failed, retrying", "resource", it.gvr.String(), "namespace", it.namespace, "name", it.name, "err", err)
 		c.queue.AddRateLimited(it)
-		return true
+		return
 	}
 	c.queue.Forget(it)
-	return true
 }
 
 // cached returns the informer's copy of an object (nil when absent).

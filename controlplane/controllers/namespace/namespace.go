@@ -41,7 +41,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -49,6 +48,8 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 // Options tune a Controller; zero values pick the defaults.
@@ -134,24 +135,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("namespace controller: caches did not sync")
 	}
 	c.log.Info("started", "workers", c.opts.Workers)
-	for i := 0; i < c.opts.Workers; i++ {
-		go wait.UntilWithContext(ctx, c.worker, time.Second)
-	}
-	<-ctx.Done()
+	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
 	return nil
 }
 
-func (c *Controller) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
+// process makes a pass over a namespace and decides when to look again.
+func (c *Controller) process(ctx context.Context, name string) {
 	again, err := c.Sync(ctx, name)
 	switch {
 	case err != nil:
@@ -165,7 +154,6 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.limiter.Forget(name)
 		c.queue.Forget(name)
 	}
-	return true
 }
 
 // Sync makes one pass over a namespace. It returns again > 0 when content
