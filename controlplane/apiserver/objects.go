@@ -15,6 +15,7 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -33,7 +34,10 @@ const maxWriteAttempts = 100
 
 // storeErr translates store errors to API errors.
 func storeErr(err error, res *registry.Resource, name string) error {
-	gr := res.GroupResource()
+	var gr schema.GroupResource
+	if res != nil {
+		gr = res.GroupResource()
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return apierrors.NewNotFound(gr, name)
@@ -52,7 +56,11 @@ func storeErr(err error, res *registry.Resource, name string) error {
 }
 
 func conflictErr(res *registry.Resource, name string) error {
-	return apierrors.NewConflict(res.GroupResource(), name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+	var gr schema.GroupResource
+	if res != nil {
+		gr = res.GroupResource()
+	}
+	return apierrors.NewConflict(gr, name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
 }
 
 // decodeKV turns stored bytes into a typed object carrying its resourceVersion.
@@ -133,7 +141,7 @@ func validate(res *registry.Resource, us registry.UpdateStrategy, obj, old runti
 		errs = append(errs, us.ValidateUpdate(obj, old)...)
 	}
 	if len(errs) > 0 {
-		return apierrors.NewInvalid(res.GVK.GroupKind(), m.GetName(), errs)
+		return registry.Invalid(res.GVK.GroupKind(), m.GetName(), errs)
 	}
 	return nil
 }
@@ -235,6 +243,12 @@ func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, n
 		}
 		if expect != 0 && expect != kv.ModRevision {
 			return nil, conflictErr(res, name)
+		}
+		// A uid on the new object is a precondition too, as upstream: a PUT
+		// of an object read before it was deleted and recreated must not
+		// overwrite the new one.
+		if uid, curUID := m.GetUID(), registry.Meta(cur).GetUID(); uid != "" && uid != curUID {
+			return nil, apierrors.NewConflict(res.GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, curUID))
 		}
 		// Without a precondition the update is unconditional, as
 		// Kubernetes allows for its built-in kinds.

@@ -80,6 +80,10 @@ type Config struct {
 	BodyReadTimeout time.Duration
 	// MaxWatchTimeout ends watches that set no timeoutSeconds (default 30m).
 	MaxWatchTimeout time.Duration
+	// FreshnessWait is how long a list at a resourceVersion the store has
+	// not reached waits for it before answering 504 (default 3s, as
+	// kube-apiserver's watch cache).
+	FreshnessWait time.Duration
 }
 
 // Server is a running API server.
@@ -134,6 +138,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BodyReadTimeout == 0 {
 		cfg.BodyReadTimeout = 60 * time.Second
+	}
+	if cfg.FreshnessWait == 0 {
+		cfg.FreshnessWait = 3 * time.Second
 	}
 	if cfg.MaxWatchTimeout == 0 {
 		cfg.MaxWatchTimeout = 30 * time.Minute

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"net/http"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -28,14 +29,7 @@ type Subresource struct {
 }
 
 // Serves reports whether the subresource serves the verb.
-func (s *Subresource) Serves(verb string) bool {
-	for _, v := range s.Verbs {
-		if v == verb {
-			return true
-		}
-	}
-	return false
-}
+func (s *Subresource) Serves(verb string) bool { return slices.Contains(s.Verbs, verb) }
 
 // Handler serves one request for a subresource. It returns the object to
 // answer with and its HTTP code, or a nil object when it wrote the answer

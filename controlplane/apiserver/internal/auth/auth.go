@@ -65,12 +65,13 @@ func (t *Tokens) Add(token string, u *User) {
 }
 
 func (t *Tokens) AuthenticateRequest(r *http.Request) (*User, error) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
+	// As kube-apiserver reads it: the scheme in any case, one space, the
+	// token (an empty token, or a second space before it, is none).
+	parts := strings.SplitN(strings.TrimSpace(r.Header.Get("Authorization")), " ", 3)
+	if len(parts) < 2 || !strings.EqualFold(parts[0], "bearer") || parts[1] == "" {
 		return nil, ErrUnauthorized
 	}
-	tok = strings.TrimSpace(tok)
+	tok := parts[1]
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for known, u := range t.tokens {
