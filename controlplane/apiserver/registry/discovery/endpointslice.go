@@ -36,7 +36,9 @@ func Resources() []*registry.Resource {
 // a stale cache from its own writes.
 type endpointSliceStrategy struct{ registry.DefaultStrategy }
 
-func (endpointSliceStrategy) PrepareForCreate(o runtime.Object) { o.(*discoveryv1.EndpointSlice).Generation = 1 }
+func (endpointSliceStrategy) PrepareForCreate(o runtime.Object) {
+	o.(*discoveryv1.EndpointSlice).Generation = 1
+}
 
 func (endpointSliceStrategy) PrepareForUpdate(o, old runtime.Object) {
 	s, os := o.(*discoveryv1.EndpointSlice), old.(*discoveryv1.EndpointSlice)
