@@ -138,7 +138,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		log:            o.logger,
 		sealer:         sl,
 		metrics:        newMetrics(),
-		events:         newEventLog(o.eventLogSize, rev),
+		events:         newEventLog(o.eventLogSize, o.eventLogBytes, rev),
 		wal:            w,
 		overlay:        map[string]walEntry{},
 		applied:        rev,
