@@ -47,7 +47,10 @@ func TestListYAMLStreamedMatchesWholeDocument(t *testing.T) {
 
 // bigConfigMaps stores n configmaps of size bytes each through the API,
 // with 8 clients at once.
-func bigConfigMaps(t *testing.T, ts *testServer, n, size int) {
+func bigConfigMaps(t *testing.T, ts *testServer, n, size int) { bigConfigMapsNS(t, ts, "default", n, size) }
+
+// bigConfigMapsNS is bigConfigMaps in namespace ns.
+func bigConfigMapsNS(t *testing.T, ts *testServer, ns string, n, size int) {
 	t.Helper()
 	val := strings.Repeat("v", size)
 	var wg sync.WaitGroup
@@ -58,7 +61,7 @@ func bigConfigMaps(t *testing.T, ts *testServer, n, size int) {
 			defer wg.Done()
 			for i := w; i < n; i += 8 {
 				cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("big-%04d", i)}, Data: map[string]string{"v": val}}
-				if _, err := ts.cs.CoreV1().ConfigMaps("default").Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+				if _, err := ts.cs.CoreV1().ConfigMaps(ns).Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
 					errs <- err
 					return
 				}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
 	"runtime/debug"
@@ -397,6 +398,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case path == "/metrics":
 		s.metrics.handler().ServeHTTP(w, r)
+	case strings.HasPrefix(path, "/debug/pprof"):
+		// Go's profiles, as kube-apiserver serves them (--profiling, on
+		// by default), to those authorized for the path.
+		serveProfile(w, r)
 	case path == "/openapi/v2":
 		s.serveOpenAPIv2(w, r)
 	case path == "/openapi/v3" || strings.HasPrefix(path, "/openapi/v3/"):
@@ -440,4 +445,20 @@ func newTable(cidr netip.Prefix, cfg Config) (*registry.Table, error) {
 		return nil, err
 	}
 	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources())
+}
+
+// serveProfile answers /debug/pprof/... with net/http/pprof's handlers.
+func serveProfile(w http.ResponseWriter, r *http.Request) {
+	switch name := strings.TrimPrefix(r.URL.Path, "/debug/pprof/"); name {
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	case "profile":
+		pprof.Profile(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	default:
+		pprof.Index(w, r) // the index, and the named profiles (heap, goroutine, …)
+	}
 }
