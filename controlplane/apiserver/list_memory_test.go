@@ -47,7 +47,9 @@ func TestListYAMLStreamedMatchesWholeDocument(t *testing.T) {
 
 // bigConfigMaps stores n configmaps of size bytes each through the API,
 // with 8 clients at once.
-func bigConfigMaps(t *testing.T, ts *testServer, n, size int) { bigConfigMapsNS(t, ts, "default", n, size) }
+func bigConfigMaps(t *testing.T, ts *testServer, n, size int) {
+	bigConfigMapsNS(t, ts, "default", n, size)
+}
 
 // bigConfigMapsNS is bigConfigMaps in namespace ns.
 func bigConfigMapsNS(t *testing.T, ts *testServer, ns string, n, size int) {
