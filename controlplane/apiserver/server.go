@@ -12,6 +12,7 @@ package apiserver
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,11 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/apiserver/pkg/endpoints/filters"
+	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/rest"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
@@ -89,19 +95,21 @@ type Config struct {
 
 // Server is a running API server.
 type Server struct {
-	cfg        Config
-	log        *slog.Logger
-	store      store.Interface
-	ownStore   bool
-	reg        *registry.Table
-	ln         net.Listener
-	ca         *pki.CA
-	serving    tls.Certificate
-	adminToken string
-	tokens     *auth.Tokens
-	authn      auth.Authenticator
-	authz      auth.Authorizer
-	metrics    *metrics
+	cfg         Config
+	log         *slog.Logger
+	store       store.Interface
+	ownStore    bool
+	reg         *registry.Table
+	ln          net.Listener
+	ca          *pki.CA
+	serving     tls.Certificate
+	adminToken  string
+	tokens      *auth.StaticTokens
+	authn       authenticator.Request
+	authz       authorizer.Authorizer
+	rbac        *auth.RBAC
+	impersonate http.Handler
+	metrics     *metrics
 	// serviceCIDR is the service cluster IP range (the kubernetes
 	// service has its first address).
 	serviceCIDR netip.Prefix
@@ -199,10 +207,14 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("admin token: %w", err))
 	}
 	s.ca, s.serving, s.adminToken = ca, serving, token
-	s.tokens = auth.NewTokens()
-	s.tokens.Add(token, &auth.User{Name: "skep-admin", Groups: []string{"system:masters", "system:authenticated"}})
-	s.authn = s.tokens
-	s.authz = auth.AllowAuthenticated{}
+	s.tokens = auth.NewStaticTokens()
+	s.tokens.Add(token, &user.DefaultInfo{Name: "skep-admin", Groups: []string{user.SystemPrivilegedGroup}})
+	s.rbac = auth.NewRBAC()
+	s.authz = auth.NewAuthorizer(s.rbac)
+	clientCA := x509.NewCertPool()
+	clientCA.AddCert(ca.Cert)
+	s.authn = auth.NewAuthenticator(auth.AuthenticatorConfig{ClientCA: clientCA, Static: s.tokens})
+	s.impersonate = filters.WithImpersonation(http.HandlerFunc(s.serveAuthorized), s.authz, codecs)
 	if err := s.initLoopback(); err != nil {
 		return fail(err)
 	}
@@ -270,7 +282,10 @@ func (s *Server) Run(ctx context.Context) error {
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{s.serving},
 			MinVersion:   tls.VersionTLS12,
-			NextProtos:   []string{"h2", "http/1.1"},
+			// Client certificates (nodes') are verified by the
+			// authenticator, which answers 401 for a bad one.
+			ClientAuth: tls.RequestClientCert,
+			NextProtos: []string{"h2", "http/1.1"},
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context {
@@ -335,15 +350,6 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes+1)
 
 	path := r.URL.Path
-	var user *auth.User
-	if !isPublic(path) {
-		u, err := s.authn.AuthenticateRequest(r)
-		if err != nil {
-			writeError(w, apierrors.NewUnauthorized("Unauthorized"))
-			return
-		}
-		user = u
-	}
 	switch {
 	case path == "/healthz" || path == "/livez" || strings.HasPrefix(path, "/healthz/") || strings.HasPrefix(path, "/livez/"):
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -362,18 +368,45 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, Version)
 		return
 	}
-	// Anyone authenticated may ask about themselves (upstream's
-	// system:basic-user role).
-	if s.serveReview(w, r, user) {
+	// Everything else needs an identity: no request without one reaches
+	// a handler.
+	resp, ok, err := s.authn.AuthenticateRequest(r)
+	if err != nil || !ok {
+		writeError(w, apierrors.NewUnauthorized("Unauthorized"))
 		return
 	}
-	attrs := auth.Attributes{User: user, Path: path, Verb: strings.ToLower(r.Method)}
+	r = r.WithContext(request.WithUser(r.Context(), resp.User))
+	// Impersonation headers (kubectl --as) replace the user, once the
+	// authenticated one may impersonate it.
+	s.impersonate.ServeHTTP(w, r)
+}
+
+// serveAuthorized authorizes a request as its (possibly impersonated) user
+// and routes it.
+func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	u, _ := request.UserFrom(r.Context())
+	attrs := authorizer.AttributesRecord{User: u, Verb: strings.ToLower(r.Method), Path: path}
+	if api := s.reviewFor(r); api != nil {
+		attrs.Verb, attrs.APIGroup, attrs.APIVersion, attrs.Resource, attrs.ResourceRequest = "create", api.gv.Group, api.gv.Version, api.resource, true
+		if api.namespaced {
+			attrs.Namespace = api.namespace
+		}
+		if !s.authorize(w, r, attrs) {
+			return
+		}
+		s.serveReview(w, r, u, api)
+		return
+	}
 	if strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/") {
 		if ri, err := s.parseResourcePath(path); err == nil {
 			verb, err := verbFor(r, ri)
 			if err != nil {
-				if ok, _ := s.authz.Authorize(attrs); !ok {
-					writeError(w, apierrors.NewForbidden(schema.GroupResource{}, "", errors.New("access denied")))
+				// What the resource does not serve: 405, once the caller
+				// may see the resource at all.
+				attrs.Verb, attrs.ResourceRequest = "get", true
+				attrs.APIGroup, attrs.Resource, attrs.Namespace = ri.res.GVK.Group, ri.res.Plural, ri.namespace
+				if !s.authorize(w, r, attrs) {
 					return
 				}
 				writeError(w, err)
@@ -381,9 +414,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			ri.verb = verb
 			attrs.Verb, attrs.Resource, attrs.Subresource = verb, ri.res.Plural, ri.subName()
-			attrs.APIGroup, attrs.Namespace, attrs.Name, attrs.ResourceRequest = ri.res.GVK.Group, ri.namespace, ri.name, true
-			if ok, reason := s.authz.Authorize(attrs); !ok {
-				writeError(w, apierrors.NewForbidden(ri.res.GroupResource(), ri.name, fmt.Errorf("user %q cannot %s resource %q: %s", user.Name, verb, ri.res.Plural, reason)))
+			attrs.APIGroup, attrs.APIVersion, attrs.Namespace, attrs.Name, attrs.ResourceRequest = ri.res.GVK.Group, ri.res.GVK.Version, ri.namespace, ri.name, true
+			if !s.authorize(w, r, attrs) {
 				return
 			}
 			setRequestInfo(r, verb, ri.res.Plural+subSuffix(ri.subName()))
@@ -391,8 +423,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if ok, reason := s.authz.Authorize(attrs); !ok {
-		writeError(w, apierrors.NewForbidden(schema.GroupResource{}, "", fmt.Errorf("forbidden: %s", reason)))
+	if !s.authorize(w, r, attrs) {
 		return
 	}
 	switch {
@@ -414,6 +445,44 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, apierrors.NewNotFound(schema.GroupResource{}, ""))
 	}
+}
+
+// authorize answers 403 with Kubernetes' message and returns false unless
+// the request's user may do what attrs say.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, attrs authorizer.AttributesRecord) bool {
+	ok, reason := auth.Allowed(r.Context(), s.authz, attrs)
+	if ok {
+		return true
+	}
+	writeError(w, forbidden(attrs, reason))
+	return false
+}
+
+// forbidden is the 403 kube-apiserver answers a denied request with.
+func forbidden(a authorizer.Attributes, reason string) error {
+	name := ""
+	if u := a.GetUser(); u != nil {
+		name = u.GetName()
+	}
+	var msg string
+	switch {
+	case !a.IsResourceRequest():
+		msg = fmt.Sprintf("User %q cannot %s path %q", name, a.GetVerb(), a.GetPath())
+	default:
+		resource := a.GetResource()
+		if sub := a.GetSubresource(); sub != "" {
+			resource += "/" + sub
+		}
+		if ns := a.GetNamespace(); ns != "" {
+			msg = fmt.Sprintf("User %q cannot %s resource %q in API group %q in the namespace %q", name, a.GetVerb(), resource, a.GetAPIGroup(), ns)
+		} else {
+			msg = fmt.Sprintf("User %q cannot %s resource %q in API group %q at the cluster scope", name, a.GetVerb(), resource, a.GetAPIGroup())
+		}
+	}
+	if reason != "" {
+		msg += ": " + reason
+	}
+	return apierrors.NewForbidden(schema.GroupResource{Group: a.GetAPIGroup(), Resource: a.GetResource()}, a.GetName(), errors.New(msg))
 }
 
 func subSuffix(sub string) string {
