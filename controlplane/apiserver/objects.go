@@ -174,6 +174,9 @@ func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns st
 	if err := validate(res, st, obj, nil); err != nil {
 		return nil, 0, err
 	}
+	if err := admitUser(ctx, res, obj, nil); err != nil {
+		return nil, 0, err
+	}
 	rsv, err := st.Reserve(obj, nil)
 	if err != nil {
 		return nil, 0, err
@@ -198,6 +201,14 @@ func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns st
 	rsv.Commit()
 	m.SetResourceVersion(strconv.FormatInt(rev, 10))
 	return data, rev, nil
+}
+
+// admitUser runs the strategy's check of who makes the write, if it has one.
+func admitUser(ctx context.Context, res *registry.Resource, obj, old runtime.Object) error {
+	if a, ok := res.Strategy.(registry.Admitter); ok {
+		return a.Admit(ctx, obj, old)
+	}
+	return nil
 }
 
 // carrySystemMeta keeps what no client may change on update.
@@ -266,6 +277,9 @@ func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, n
 		us.PrepareForUpdate(obj, cur)
 		res.Strategy.Default(obj)
 		if err := validate(res, us, obj, cur); err != nil {
+			return nil, err
+		}
+		if err := admitUser(ctx, res, obj, cur); err != nil {
 			return nil, err
 		}
 		rsv, err := res.Strategy.Reserve(obj, cur)

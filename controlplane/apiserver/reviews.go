@@ -6,7 +6,6 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -170,17 +169,11 @@ func (s *Server) serveReview(w http.ResponseWriter, r *http.Request, u user.Info
 }
 
 // rulesReview lists what u may do in ns, from RBAC (kubectl auth can-i
-// --list); members of system:masters may do everything.
+// --list), as kube-apiserver does: system:masters shows cluster-admin's
+// rules through its bootstrap binding.
 func (s *Server) rulesReview(u user.Info, ns string) authorizationv1.SubjectRulesReviewStatus {
 	st := authorizationv1.SubjectRulesReviewStatus{ResourceRules: []authorizationv1.ResourceRule{}, NonResourceRules: []authorizationv1.NonResourceRule{}}
-	rules := s.rbac.RulesFor(u, ns)
-	for _, g := range u.GetGroups() {
-		if g == user.SystemPrivilegedGroup {
-			rules = append(rules, rbacv1.PolicyRule{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}},
-				rbacv1.PolicyRule{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}})
-		}
-	}
-	for _, rule := range rules {
+	for _, rule := range s.rbac.RulesFor(u, ns) {
 		if len(rule.NonResourceURLs) > 0 {
 			st.NonResourceRules = append(st.NonResourceRules, authorizationv1.NonResourceRule{Verbs: rule.Verbs, NonResourceURLs: rule.NonResourceURLs})
 			continue

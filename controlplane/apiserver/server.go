@@ -43,6 +43,7 @@ import (
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/core"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/discovery"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/networking"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/rbac"
 	"github.com/skep-dev/skep/controlplane/store"
 	"github.com/skep-dev/skep/internal/memnet"
 	"github.com/skep-dev/skep/internal/pki"
@@ -110,6 +111,10 @@ type Server struct {
 	rbac        *auth.RBAC
 	impersonate http.Handler
 	metrics     *metrics
+	// lifetime ends with Close: the server's own goroutines (the RBAC
+	// feed) stop with it.
+	lifetime context.Context
+	stop     context.CancelFunc
 	// serviceCIDR is the service cluster IP range (the kubernetes
 	// service has its first address).
 	serviceCIDR netip.Prefix
@@ -158,11 +163,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil || !cidr.Addr().Is4() {
 		return nil, fmt.Errorf("service CIDR %q: must be an IPv4 prefix", cfg.ServiceCIDR)
 	}
-	reg, err := newTable(cidr, cfg)
-	if err != nil {
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), serviceCIDR: cidr.Masked()}
+	s.lifetime, s.stop = context.WithCancel(context.Background())
+	if s.reg, err = newTable(cidr, cfg, rbacChecker{s}); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: reg, metrics: newMetrics(), serviceCIDR: cidr.Masked()}
 
 	// The store's file lock says who owns the data directory: take it
 	// before writing anything there, so a second server on a directory in
@@ -229,6 +234,12 @@ func New(cfg Config) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
+	rev, err := s.loadRBAC(context.Background())
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("load rbac: %w", err)
+	}
+	go s.feedRBAC(rev)
 	s.ready.Store(true)
 	return s, nil
 }
@@ -322,6 +333,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Close releases the listeners, closing every in-memory connection, and
 // the store (if the server opened it).
 func (s *Server) Close() error {
+	s.stop()
 	s.ln.Close()
 	if s.loopback != nil {
 		s.loopback.Close()
@@ -508,12 +520,13 @@ func (s *Server) recoverMiddleware(next http.Handler) http.Handler {
 }
 
 // newTable is the resource table: the rows of every served API group.
-func newTable(cidr netip.Prefix, cfg Config) (*registry.Table, error) {
+func newTable(cidr netip.Prefix, cfg Config, rc rbac.Checker) (*registry.Table, error) {
 	coreRows, err := core.Resources(core.Options{ServiceCIDR: cidr, NodePortMin: cfg.NodePortMin, NodePortMax: cfg.NodePortMax})
 	if err != nil {
 		return nil, err
 	}
-	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources())
+	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources(),
+		rbac.Resources(rc))
 }
 
 // serveProfile answers /debug/pprof/... with net/http/pprof's handlers.

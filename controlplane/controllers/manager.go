@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
+	"github.com/skep-dev/skep/controlplane/controllers/clusterroleaggregation"
 	"github.com/skep-dev/skep/controlplane/controllers/endpointslice"
 	"github.com/skep-dev/skep/controlplane/controllers/garbagecollector"
 	"github.com/skep-dev/skep/controlplane/controllers/namespace"
@@ -92,12 +93,17 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	agg, err := clusterroleaggregation.New(kube, factory.Rbac().V1().ClusterRoles(), log)
+	if err != nil {
+		return err
+	}
 	// Future controllers: build them here from factory (and meta), add
 	// them to runners.
 	runners := map[string]func(context.Context) error{
-		"namespace":        ns.Run,
-		"garbagecollector": gc.Run,
-		"endpointslice":    eps.Run,
+		"namespace":              ns.Run,
+		"garbagecollector":       gc.Run,
+		"endpointslice":          eps.Run,
+		"clusterroleaggregation": agg.Run,
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

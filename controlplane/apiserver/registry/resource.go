@@ -42,6 +42,9 @@ type Resource struct {
 	// added around them.
 	Columns []Column
 	Row     func(obj runtime.Object) []interface{}
+	// NoAge leaves out the AGE column (kubectl shows CREATED AT for RBAC
+	// kinds instead).
+	NoAge bool
 }
 
 // Column is a Table column; Priority 1 columns show with -o wide.
