@@ -87,7 +87,7 @@ func (s *Server) handleSubresource(ctx context.Context, w http.ResponseWriter, r
 	}
 	body := &requestBody{r: r}
 	req := &registry.Request{Verb: ri.verb, Namespace: ri.namespace, Name: ri.name, DryRun: dryRun,
-		Objects: resourceObjects{s, ri.res}, Body: body, HTTP: r, Writer: w}
+		Objects: resourceObjects{s, ri.res}, Body: body, Others: getter{s}, HTTP: r, Writer: w}
 	obj, code, err := ri.sub.Handler(ctx, req)
 	if err != nil {
 		return err

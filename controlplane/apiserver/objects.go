@@ -171,6 +171,9 @@ func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns st
 	st := res.Strategy
 	st.PrepareForCreate(obj)
 	st.Default(obj)
+	if err := s.mutate(ctx, res, obj); err != nil {
+		return nil, 0, err
+	}
 	if err := validate(res, st, obj, nil); err != nil {
 		return nil, 0, err
 	}
@@ -443,6 +446,19 @@ func markDeleting(m metav1.Object, grace int64) {
 	ts := metav1.NewTime(time.Now().Add(time.Duration(grace) * time.Second))
 	m.SetDeletionTimestamp(&ts)
 	m.SetDeletionGracePeriodSeconds(&grace)
+}
+
+// getter reads an object of any served resource (registry.Getter).
+type getter struct{ s *Server }
+
+func (g getter) Get(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) (runtime.Object, error) {
+	s := g.s
+	res := s.reg.Lookup(gvr)
+	if res == nil {
+		return nil, apierrors.NewNotFound(gvr.GroupResource(), name)
+	}
+	obj, _, err := s.getObject(ctx, res, ns, name)
+	return obj, err
 }
 
 // resourceObjects is one resource's Objects, for subresource handlers.

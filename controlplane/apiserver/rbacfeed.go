@@ -6,7 +6,10 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
@@ -129,4 +132,39 @@ func (c rbacChecker) RoleRules(ns string, ref rbacv1.RoleRef) ([]rbacv1.PolicyRu
 		}
 	}
 	return nil, false
+}
+
+// boundObjects answers the ServiceAccount token authenticator from the
+// store: does the account exist, is the pod (node, secret) a token is
+// bound to still there with its uid and not being deleted.
+type boundObjects struct{ s *Server }
+
+func (b boundObjects) ServiceAccountUID(ctx context.Context, ns, name string) (types.UID, error) {
+	obj, err := getter{b.s}.Get(ctx, corev1.SchemeGroupVersion.WithResource("serviceaccounts"), ns, name)
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return registry.Meta(obj).GetUID(), nil
+}
+
+func (b boundObjects) Live(ctx context.Context, kind, ns, name string, uid types.UID) (bool, error) {
+	resource := map[string]string{"Pod": "pods", "Node": "nodes", "Secret": "secrets"}[kind]
+	obj, err := getter{b.s}.Get(ctx, corev1.SchemeGroupVersion.WithResource(resource), ns, name)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	m := registry.Meta(obj)
+	if m.GetUID() != uid {
+		return false, nil
+	}
+	if dt := m.GetDeletionTimestamp(); dt != nil && !dt.Time.After(time.Now()) {
+		return false, nil // a pod past its grace period
+	}
+	return true, nil
 }

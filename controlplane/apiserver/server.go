@@ -57,6 +57,9 @@ const (
 	servingCertFile = "pki/apiserver.crt"
 	servingKeyFile  = "pki/apiserver.key"
 	adminTokenFile  = "admin.token"
+	// serviceAccountKeyFile signs ServiceAccount tokens; every server of
+	// a cluster needs the same one.
+	serviceAccountKeyFile = "pki/sa.key"
 	// AdminKubeconfigFile is the admin kubeconfig, relative to the data dir.
 	AdminKubeconfigFile = "admin.kubeconfig"
 )
@@ -109,6 +112,7 @@ type Server struct {
 	authn       authenticator.Request
 	authz       authorizer.Authorizer
 	rbac        *auth.RBAC
+	saTokens    *auth.ServiceAccountTokens
 	impersonate http.Handler
 	metrics     *metrics
 	// lifetime ends with Close: the server's own goroutines (the RBAC
@@ -165,9 +169,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), serviceCIDR: cidr.Masked()}
 	s.lifetime, s.stop = context.WithCancel(context.Background())
-	if s.reg, err = newTable(cidr, cfg, rbacChecker{s}); err != nil {
-		return nil, err
-	}
 
 	// The store's file lock says who owns the data directory: take it
 	// before writing anything there, so a second server on a directory in
@@ -195,6 +196,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("ca: %w", err))
 	}
+	if s.saTokens, err = auth.LoadOrCreateServiceAccountKey(filepath.Join(cfg.DataDir, serviceAccountKeyFile)); err != nil {
+		return fail(err)
+	}
+	s.saTokens.Lookup = boundObjects{s}
+	if s.reg, err = newTable(cidr, cfg, rbacChecker{s}, s.saTokens); err != nil {
+		return fail(err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("listen: %w", err))
@@ -218,7 +226,7 @@ func New(cfg Config) (*Server, error) {
 	s.authz = auth.NewAuthorizer(s.rbac)
 	clientCA := x509.NewCertPool()
 	clientCA.AddCert(ca.Cert)
-	s.authn = auth.NewAuthenticator(auth.AuthenticatorConfig{ClientCA: clientCA, Static: s.tokens})
+	s.authn = auth.NewAuthenticator(auth.AuthenticatorConfig{ClientCA: clientCA, Static: s.tokens, Tokens: []authenticator.Token{s.saTokens}})
 	s.impersonate = filters.WithImpersonation(http.HandlerFunc(s.serveAuthorized), s.authz, codecs)
 	if err := s.initLoopback(); err != nil {
 		return fail(err)
@@ -445,6 +453,24 @@ func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request) {
 		// Go's profiles, as kube-apiserver serves them (--profiling, on
 		// by default), to those authorized for the path.
 		serveProfile(w, r)
+	case path == "/.well-known/openid-configuration":
+		// ServiceAccount token issuer discovery, as kube-apiserver serves
+		// it, for whoever verifies the tokens (system:serviceaccounts by
+		// the bootstrap policy).
+		js, err := auth.OpenIDConfiguration("https://" + s.clientAddr() + "/openid/v1/jwks")
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeRaw(w, http.StatusOK, js, false)
+	case path == "/openid/v1/jwks":
+		js, err := s.saTokens.JWKS()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		_, _ = w.Write(js)
 	case path == "/openapi/v2":
 		s.serveOpenAPIv2(w, r)
 	case path == "/openapi/v3" || strings.HasPrefix(path, "/openapi/v3/"):
@@ -520,8 +546,12 @@ func (s *Server) recoverMiddleware(next http.Handler) http.Handler {
 }
 
 // newTable is the resource table: the rows of every served API group.
-func newTable(cidr netip.Prefix, cfg Config, rc rbac.Checker) (*registry.Table, error) {
-	coreRows, err := core.Resources(core.Options{ServiceCIDR: cidr, NodePortMin: cfg.NodePortMin, NodePortMax: cfg.NodePortMax})
+func newTable(cidr netip.Prefix, cfg Config, rc rbac.Checker, tokens *auth.ServiceAccountTokens) (*registry.Table, error) {
+	opts := core.Options{ServiceCIDR: cidr, NodePortMin: cfg.NodePortMin, NodePortMax: cfg.NodePortMax}
+	if tokens != nil {
+		opts.Tokens = tokens
+	}
+	coreRows, err := core.Resources(opts)
 	if err != nil {
 		return nil, err
 	}

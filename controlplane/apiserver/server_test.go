@@ -771,7 +771,7 @@ func TestFinalizers(t *testing.T) {
 
 // testTable is the resource table of a server with the default settings.
 func testTable() *registry.Table {
-	reg, err := newTable(netip.MustParsePrefix("10.96.0.0/12"), Config{NodePortMin: 30000, NodePortMax: 32767}, nil)
+	reg, err := newTable(netip.MustParsePrefix("10.96.0.0/12"), Config{NodePortMin: 30000, NodePortMax: 32767}, nil, nil)
 	if err != nil {
 		panic(err)
 	}

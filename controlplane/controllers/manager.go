@@ -20,11 +20,15 @@ import (
 	"github.com/skep-dev/skep/controlplane/controllers/endpointslice"
 	"github.com/skep-dev/skep/controlplane/controllers/garbagecollector"
 	"github.com/skep-dev/skep/controlplane/controllers/namespace"
+	"github.com/skep-dev/skep/controlplane/controllers/serviceaccount"
 )
 
 // Options tune Run; the zero value is what `skep server` uses.
 type Options struct {
-	Logger        *slog.Logger
+	Logger *slog.Logger
+	// RootCA is the cluster CA (PEM) published in every namespace as
+	// kube-root-ca.crt.
+	RootCA        []byte
 	Namespace     namespace.Options
 	GC            garbagecollector.Options
 	EndpointSlice endpointslice.Options
@@ -97,6 +101,11 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	sa, err := serviceaccount.New(kube, factory.Core().V1().Namespaces(), factory.Core().V1().ServiceAccounts(),
+		factory.Core().V1().ConfigMaps(), serviceaccount.Options{RootCA: opts.RootCA, Logger: log})
+	if err != nil {
+		return err
+	}
 	// Future controllers: build them here from factory (and meta), add
 	// them to runners.
 	runners := map[string]func(context.Context) error{
@@ -104,6 +113,7 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 		"garbagecollector":       gc.Run,
 		"endpointslice":          eps.Run,
 		"clusterroleaggregation": agg.Run,
+		"serviceaccount":         sa.Run,
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
