@@ -229,7 +229,7 @@ func (t *ServiceAccountTokens) AuthenticateToken(ctx context.Context, token stri
 	}
 	return &authenticator.Response{
 		Audiences: authenticator.Audiences(c.Audience),
-		User: &user.DefaultInfo{Name: c.Subject, UID: string(uid), Groups: serviceaccount.MakeGroupNames(ns), Extra: extra},
+		User:      &user.DefaultInfo{Name: c.Subject, UID: string(uid), Groups: serviceaccount.MakeGroupNames(ns), Extra: extra},
 	}, true, nil
 }
 
