@@ -26,6 +26,7 @@ require (
 	k8s.io/apimachinery v0.34.2
 	k8s.io/apiserver v0.34.2
 	k8s.io/client-go v0.34.2
+	k8s.io/cluster-bootstrap v0.34.2
 	k8s.io/component-helpers v0.34.2
 	k8s.io/cri-api v0.34.2
 	k8s.io/endpointslice v0.34.2

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/endpoints/request"
 
+	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 )
 
@@ -64,11 +67,24 @@ type nsState struct {
 }
 
 // Mutating admission: what kube-apiserver's admission plugins set on an
-// object before it is validated and stored. Today the ServiceAccount
-// plugin for pods.
+// object before it is validated and stored: the ServiceAccount plugin for
+// pods, and a CertificateSigningRequest's requester.
 func (s *Server) mutate(ctx context.Context, res *registry.Resource, obj runtime.Object) error {
-	if p, ok := obj.(*corev1.Pod); ok && res.GVK.Group == "" && res.Plural == "pods" {
-		return s.admitServiceAccount(ctx, p)
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return s.admitServiceAccount(ctx, o)
+	case *certificatesv1.CertificateSigningRequest:
+		// Who asks is the server's to say, not the request's.
+		o.Spec.Username, o.Spec.UID, o.Spec.Groups, o.Spec.Extra = "", "", nil, nil
+		if u, ok := request.UserFrom(ctx); ok {
+			o.Spec.Username, o.Spec.UID, o.Spec.Groups = u.GetName(), u.GetUID(), u.GetGroups()
+			for k, v := range u.GetExtra() {
+				if o.Spec.Extra == nil {
+					o.Spec.Extra = map[string]certificatesv1.ExtraValue{}
+				}
+				o.Spec.Extra[k] = v
+			}
+		}
 	}
 	return nil
 }
@@ -127,6 +143,47 @@ func (s *Server) admitServiceAccount(ctx context.Context, p *corev1.Pod) error {
 	}
 	for i := range p.Spec.Containers {
 		p.Spec.Containers[i].VolumeMounts = append(p.Spec.Containers[i].VolumeMounts, mount)
+	}
+	return nil
+}
+
+// restrictNode is Kubernetes' NodeRestriction admission: a node's
+// credential changes only its own Node and Lease and the pods bound to it
+// (their status, by RBAC's rules), and creates no pods (skep has no static
+// pods to mirror). obj is nil for a delete, old nil for a create.
+func restrictNode(ctx context.Context, res *registry.Resource, obj, old runtime.Object) error {
+	u, ok := request.UserFrom(ctx)
+	if !ok {
+		return nil
+	}
+	node, isNode := auth.NodeName(u)
+	if !isNode {
+		return nil
+	}
+	target := obj
+	if target == nil {
+		target = old
+	}
+	m := registry.Meta(target)
+	deny := func(format string, args ...any) error {
+		return apierrors.NewForbidden(res.GroupResource(), m.GetName(), fmt.Errorf(format, args...))
+	}
+	switch {
+	case res.GVK.Group == "" && res.Plural == "nodes":
+		if m.GetName() != node {
+			return deny("node %q is not allowed to modify node %q", node, m.GetName())
+		}
+	case res.GVK.Group == "" && res.Plural == "pods":
+		if old == nil {
+			return deny("node %q can only create mirror pods, which skep does not have", node)
+		}
+		if p := old.(*corev1.Pod); p.Spec.NodeName != node {
+			return deny("node %q can only modify pods bound to it, not one bound to %q", node, p.Spec.NodeName)
+		}
+	case res.GVK.Group == "coordination.k8s.io" && res.Plural == "leases":
+		if m.GetNamespace() != corev1.NamespaceNodeLease || m.GetName() != node {
+			return deny("node %q can only modify its own lease in %s", node, corev1.NamespaceNodeLease)
+		}
 	}
 	return nil
 }

@@ -206,8 +206,12 @@ func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns st
 	return data, rev, nil
 }
 
-// admitUser runs the strategy's check of who makes the write, if it has one.
+// admitUser checks who makes the write: the node restriction, then the
+// strategy's own check if it has one.
 func admitUser(ctx context.Context, res *registry.Resource, obj, old runtime.Object) error {
+	if err := restrictNode(ctx, res, obj, old); err != nil {
+		return err
+	}
 	if a, ok := res.Strategy.(registry.Admitter); ok {
 		return a.Admit(ctx, obj, old)
 	}
@@ -350,6 +354,9 @@ func (s *Server) deleteObject(ctx context.Context, res *registry.Resource, ns, n
 			return nil, 0, err
 		}
 		if err := checkPreconditions(res, cur, opts.Preconditions); err != nil {
+			return nil, 0, err
+		}
+		if err := restrictNode(ctx, res, nil, cur); err != nil {
 			return nil, 0, err
 		}
 		obj := cur.DeepCopyObject()

@@ -39,6 +39,7 @@ import (
 	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/apps"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/certificates"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/coordination"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/core"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/discovery"
@@ -112,6 +113,7 @@ type Server struct {
 	authn       authenticator.Request
 	authz       authorizer.Authorizer
 	rbac        *auth.RBAC
+	nodeAuthz   *auth.NodeAuthorizer
 	saTokens    *auth.ServiceAccountTokens
 	impersonate http.Handler
 	metrics     *metrics
@@ -223,10 +225,11 @@ func New(cfg Config) (*Server, error) {
 	s.tokens = auth.NewStaticTokens()
 	s.tokens.Add(token, &user.DefaultInfo{Name: "skep-admin", Groups: []string{user.SystemPrivilegedGroup}})
 	s.rbac = auth.NewRBAC()
-	s.authz = auth.NewAuthorizer(s.rbac)
+	s.nodeAuthz = auth.NewNodeAuthorizer(nodeRules())
+	s.authz = auth.NewAuthorizer(s.nodeAuthz, s.rbac)
 	clientCA := x509.NewCertPool()
 	clientCA.AddCert(ca.Cert)
-	s.authn = auth.NewAuthenticator(auth.AuthenticatorConfig{ClientCA: clientCA, Static: s.tokens, Tokens: []authenticator.Token{s.saTokens}})
+	s.authn = auth.NewAuthenticator(auth.AuthenticatorConfig{ClientCA: clientCA, Static: s.tokens, Tokens: []authenticator.Token{s.saTokens, &auth.BootstrapTokens{Secret: s.kubeSystemSecret}}})
 	s.impersonate = filters.WithImpersonation(http.HandlerFunc(s.serveAuthorized), s.authz, codecs)
 	if err := s.initLoopback(); err != nil {
 		return fail(err)
@@ -242,12 +245,10 @@ func New(cfg Config) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
-	rev, err := s.loadRBAC(context.Background())
-	if err != nil {
+	if err := s.startFeeds(context.Background()); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("load rbac: %w", err)
+		return nil, err
 	}
-	go s.feedRBAC(rev)
 	s.ready.Store(true)
 	return s, nil
 }
@@ -556,7 +557,7 @@ func newTable(cidr netip.Prefix, cfg Config, rc rbac.Checker, tokens *auth.Servi
 		return nil, err
 	}
 	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources(),
-		rbac.Resources(rc))
+		rbac.Resources(rc), certificates.Resources())
 }
 
 // serveProfile answers /debug/pprof/... with net/http/pprof's handlers.
@@ -574,3 +575,7 @@ func serveProfile(w http.ResponseWriter, r *http.Request) {
 		pprof.Index(w, r) // the index, and the named profiles (heap, goroutine, …)
 	}
 }
+
+// CA is the cluster certificate authority, which the in-process
+// controllers sign approved certificate requests with.
+func (s *Server) CA() *pki.CA { return s.ca }

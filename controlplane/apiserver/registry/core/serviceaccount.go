@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/utils/ptr"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
@@ -99,6 +100,15 @@ func tokenHandler(issuer TokenIssuer) registry.Handler {
 				if b.UID != "" && b.UID != m.GetUID() {
 					return nil, 0, apierrors.NewConflict(gvr.GroupResource(), b.Name, fmt.Errorf("the UID in the bound object reference (%s) does not match the UID in record (%s); the object might have been deleted and then recreated", b.UID, m.GetUID()))
 				}
+				// NodeRestriction: a node asks tokens only for the pods bound to it.
+				if u, ok := request.UserFrom(ctx); ok {
+					if node, isNode := auth.NodeName(u); isNode {
+						if p, ok := bound.(*corev1.Pod); !ok || p.Spec.NodeName != node {
+							return nil, 0, apierrors.NewForbidden(corev1.Resource("serviceaccounts/token"), req.Name,
+								fmt.Errorf("node %q can only get tokens bound to pods bound to it", node))
+						}
+					}
+				}
 				issue.BoundKind, issue.BoundName, issue.BoundUID = b.Kind, b.Name, m.GetUID()
 				if p, ok := bound.(*corev1.Pod); ok && p.Spec.NodeName != "" {
 					issue.NodeName = p.Spec.NodeName
@@ -111,6 +121,12 @@ func tokenHandler(issuer TokenIssuer) registry.Handler {
 		}
 		if len(errs) > 0 {
 			return nil, 0, registry.Invalid(tokenRequestKind.GroupKind(), req.Name, errs)
+		}
+		if u, ok := request.UserFrom(ctx); ok && issue.BoundKind == "" {
+			if node, isNode := auth.NodeName(u); isNode {
+				return nil, 0, apierrors.NewForbidden(corev1.Resource("serviceaccounts/token"), req.Name,
+					fmt.Errorf("node %q can only get tokens bound to pods bound to it", node))
+			}
 		}
 		if req.DryRun {
 			return tr, http.StatusCreated, nil
