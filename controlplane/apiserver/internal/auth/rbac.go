@@ -2,8 +2,8 @@ package auth
 
 import (
 	"context"
-	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -147,7 +147,7 @@ func (r *RBAC) Authorize(_ context.Context, a authorizer.Attributes) (authorizer
 	for _, k := range keys {
 		for _, b := range r.clusterBySubject[k] {
 			if rulesAllow(a, r.roleRules("", b.RoleRef)) {
-				return authorizer.DecisionAllow, fmt.Sprintf("RBAC: allowed by ClusterRoleBinding %q of %s %q to %s", b.Name, b.RoleRef.Kind, b.RoleRef.Name, describe(u)), nil
+				return authorizer.DecisionAllow, allowedBy("ClusterRoleBinding", b.Name, b.RoleRef, u), nil
 			}
 		}
 	}
@@ -156,7 +156,7 @@ func (r *RBAC) Authorize(_ context.Context, a authorizer.Attributes) (authorizer
 		for _, k := range keys {
 			for _, b := range byKey[k] {
 				if rulesAllow(a, r.roleRules(ns, b.RoleRef)) {
-					return authorizer.DecisionAllow, fmt.Sprintf("RBAC: allowed by RoleBinding %q of %s %q to %s", b.Namespace+"/"+b.Name, b.RoleRef.Kind, b.RoleRef.Name, describe(u)), nil
+					return authorizer.DecisionAllow, allowedBy("RoleBinding", b.Namespace+"/"+b.Name, b.RoleRef, u), nil
 				}
 			}
 		}
@@ -173,7 +173,12 @@ func rulesAllow(a authorizer.Attributes, rules []rbacv1.PolicyRule) bool {
 	return false
 }
 
-func describe(u user.Info) string { return fmt.Sprintf("User %q", u.GetName()) }
+// allowedBy is the reason of an allow, in kube-apiserver's words. It is
+// built by concatenation (one allocation) rather than fmt: it is made on
+// every allowed request and fmt doubled the cost of a decision.
+func allowedBy(kind, name string, ref rbacv1.RoleRef, u user.Info) string {
+	return "RBAC: allowed by " + kind + " " + strconv.Quote(name) + " of " + ref.Kind + " " + strconv.Quote(ref.Name) + " to User " + strconv.Quote(u.GetName())
+}
 
 // RulesFor returns every rule that applies to u in namespace ns (cluster
 // bindings always; the namespace's bindings when ns is set), for
