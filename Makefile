@@ -7,7 +7,7 @@ TEST_TIMEOUT ?= 25m
 # Go-installed tools the tests drive (cnitool) live in GOPATH/bin.
 export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
 
-.PHONY: all build test unit bpf bpf-check lab lab-down bench fmt vet clean
+.PHONY: all build test unit bpf bpf-check openapi openapi-check lab lab-down bench fmt vet clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # The one test command: unit, privileged (as root) and e2e tests.
-test: build vet bpf-check
+test: build vet bpf-check openapi-check
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unprivileged unit tests only.
@@ -33,6 +33,14 @@ bpf:
 # Fails when the committed objects differ from what the sources compile to.
 bpf-check: bpf
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf objects are stale: run make bpf and commit"; exit 1; }
+
+# Regenerate the OpenAPI definitions of the served kinds (openapi-gen over
+# k8s.io/api, as Kubernetes generates its own); they are committed.
+openapi:
+	$(GO) generate ./controlplane/apiserver/openapi/
+
+openapi-check: openapi
+	@git diff --exit-code --stat -- controlplane/apiserver/openapi/ || { echo "openapi definitions are stale: run make openapi and commit"; exit 1; }
 
 # The lab: a cluster in network namespaces on this machine, and its demo.
 lab: build

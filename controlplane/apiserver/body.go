@@ -139,16 +139,12 @@ func patchType(r *http.Request) (types.PatchType, error) {
 		mt = ct
 	}
 	switch types.PatchType(mt) {
-	case types.JSONPatchType, types.MergePatchType, types.StrategicMergePatchType:
+	case types.JSONPatchType, types.MergePatchType, types.StrategicMergePatchType, types.ApplyYAMLPatchType:
 		return types.PatchType(mt), nil
-	case types.ApplyYAMLPatchType, types.ApplyCBORPatchType:
-		return "", &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
-			Reason:  metav1.StatusReasonUnsupportedMediaType,
-			Message: "server-side apply is not supported by skep: use client-side kubectl apply (without --server-side)"}}
 	}
 	return "", &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
 		Reason:  metav1.StatusReasonUnsupportedMediaType,
-		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got %q)", ct)}}
+		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got %q)", ct)}}
 }
 
 // deleteOptions reads DeleteOptions from the body (if any) and query.

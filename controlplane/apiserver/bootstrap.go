@@ -143,7 +143,7 @@ func (s *Server) ensure(ctx context.Context, res *registry.Resource, obj runtime
 		if reconcile == nil {
 			return nil
 		}
-		_, err := s.updateObject(ctx, res, m.GetNamespace(), m.GetName(), nil, false, func(cur runtime.Object) (runtime.Object, error) {
+		_, err := s.updateObject(ctx, res, m.GetNamespace(), m.GetName(), nil, writeOpts{}, func(cur runtime.Object) (runtime.Object, error) {
 			return reconcile(cur), nil
 		})
 		return err
@@ -151,7 +151,7 @@ func (s *Server) ensure(ctx context.Context, res *registry.Resource, obj runtime
 		return err
 	}
 	obj.GetObjectKind().SetGroupVersionKind(res.GVK)
-	if _, _, err := s.createObject(ctx, res, m.GetNamespace(), obj, false); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, _, _, err := s.createObject(ctx, res, m.GetNamespace(), obj, writeOpts{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	return nil

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 )
@@ -110,6 +112,10 @@ func (s *Server) handleGet(ctx context.Context, w http.ResponseWriter, r *http.R
 func (s *Server) handleCreate(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	res := ri.res
 	obj := res.New()
+	params, err := parseWriteParams(r, "create", "")
+	if err != nil {
+		return err
+	}
 	warnings, err := decodeBody(r, obj, res.GVK)
 	if err != nil {
 		return err
@@ -118,7 +124,7 @@ func (s *Server) handleCreate(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	data, rev, err := s.createObject(ctx, res, ri.namespace, obj, dryRun)
+	obj, data, rev, err := s.createObject(ctx, res, ri.namespace, obj, writeOpts{dryRun: dryRun, manager: params.manager})
 	if err != nil {
 		return err
 	}
@@ -143,6 +149,10 @@ func (s *Server) respondStored(w http.ResponseWriter, r *http.Request, code int,
 
 func (s *Server) handleUpdate(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	res := ri.res
+	params, err := parseWriteParams(r, "update", "")
+	if err != nil {
+		return err
+	}
 	dryRun, err := isDryRun(r)
 	if err != nil {
 		return err
@@ -162,7 +172,8 @@ func (s *Server) handleUpdate(ctx context.Context, w http.ResponseWriter, r *htt
 	if _, err := parseRV(registry.Meta(body).GetResourceVersion()); err != nil {
 		return err
 	}
-	obj, err := s.updateObject(ctx, res, ri.namespace, ri.name, ri.updateStrategy(), dryRun, func(runtime.Object) (runtime.Object, error) {
+	opts := writeOpts{dryRun: dryRun, manager: params.manager, sub: ri.subName()}
+	obj, err := s.updateObject(ctx, res, ri.namespace, ri.name, ri.updateStrategy(), opts, func(runtime.Object) (runtime.Object, error) {
 		return body.DeepCopyObject(), nil
 	})
 	if err != nil {
@@ -174,10 +185,16 @@ func (s *Server) handleUpdate(ctx context.Context, w http.ResponseWriter, r *htt
 
 func (s *Server) handlePatch(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	res := ri.res
-	if _, err := patchType(r); err != nil {
+	pt, err := patchType(r)
+	if err != nil {
 		return err
 	}
-	if _, err := parseFieldValidation(r); err != nil {
+	params, err := parseWriteParams(r, "patch", pt)
+	if err != nil {
+		return err
+	}
+	fv, err := parseFieldValidation(r)
+	if err != nil {
 		return err
 	}
 	dryRun, err := isDryRun(r)
@@ -188,8 +205,12 @@ func (s *Server) handlePatch(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return err
 	}
+	opts := writeOpts{dryRun: dryRun, manager: params.manager, sub: ri.subName()}
+	if pt == types.ApplyYAMLPatchType {
+		return s.handleApply(ctx, w, r, ri, patch, params, fv, opts)
+	}
 	var warnings []string
-	obj, err := s.updateObject(ctx, res, ri.namespace, ri.name, ri.updateStrategy(), dryRun, func(cur runtime.Object) (runtime.Object, error) {
+	obj, err := s.updateObject(ctx, res, ri.namespace, ri.name, ri.updateStrategy(), opts, func(cur runtime.Object) (runtime.Object, error) {
 		nobj := res.New()
 		w, err := patchBody(r, patch, cur, nobj, res.GVK)
 		warnings = w
@@ -202,6 +223,58 @@ func (s *Server) handlePatch(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	addWarnings(w, warnings)
 	return s.respond(w, r, http.StatusOK, res, obj)
+}
+
+// handleApply serves server-side apply: the configuration is merged into
+// the live object by field ownership (409 when it would take fields
+// another manager owns, unless forced), or creates the object when there
+// is none (201), as kube-apiserver's apply patcher.
+func (s *Server) handleApply(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo, patch []byte, params writeParams, fv fieldValidation, opts writeOpts) error {
+	res := ri.res
+	opts.applied = true
+	for attempt := 0; attempt < 2; attempt++ {
+		obj, err := s.updateObject(ctx, res, ri.namespace, ri.name, ri.updateStrategy(), opts, func(cur runtime.Object) (runtime.Object, error) {
+			obj, err := s.apply(res, opts.sub, cur, patch, params, fv)
+			if err != nil {
+				return nil, err
+			}
+			// The live object's resourceVersion is no precondition of an
+			// apply; one in the configuration is.
+			return obj, nil
+		})
+		if err == nil {
+			return s.respond(w, r, http.StatusOK, res, obj)
+		}
+		if !apierrors.IsNotFound(err) || opts.sub != "" {
+			return err
+		}
+		// No object yet: the apply creates it.
+		empty := res.New()
+		empty.GetObjectKind().SetGroupVersionKind(res.GVK)
+		obj, err = s.apply(res, "", empty, patch, params, fv)
+		if err != nil {
+			return err
+		}
+		m := registry.Meta(obj)
+		if m.GetName() == "" {
+			m.SetName(ri.name)
+		}
+		if m.GetName() != ri.name {
+			return apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", m.GetName(), ri.name))
+		}
+		obj, data, rev, err := s.createObject(ctx, res, ri.namespace, obj, opts)
+		if apierrors.IsAlreadyExists(err) {
+			continue // created meanwhile: apply to it
+		}
+		if err != nil {
+			return err
+		}
+		if data == nil {
+			return s.respond(w, r, http.StatusCreated, res, obj)
+		}
+		return s.respondStored(w, r, http.StatusCreated, res, obj, data, rev)
+	}
+	return conflictErr(res, ri.name)
 }
 
 func (s *Server) handleDelete(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {

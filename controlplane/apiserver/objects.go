@@ -146,16 +146,31 @@ func validate(res *registry.Resource, us registry.UpdateStrategy, obj, old runti
 	return nil
 }
 
-// createObject stores a new object in namespace ns. It returns the stored
-// bytes and revision (nil and 0 on a dry run); obj carries its
-// resourceVersion afterwards.
-func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns string, obj runtime.Object, dryRun bool) ([]byte, int64, error) {
+// writeOpts are how a write is made beyond its object.
+type writeOpts struct {
+	dryRun bool
+	// manager is the field manager the write is recorded for in
+	// managedFields ("": not recorded, the old object's are kept, as for
+	// subresource handlers and the server's own bootstrap writes).
+	manager string
+	// sub is the subresource written through ("" or "status"), whose
+	// field manager records the write.
+	sub string
+	// applied: the write is a server-side apply, whose merge already
+	// recorded the manager.
+	applied bool
+}
+
+// createObject stores a new object in namespace ns. It returns the object
+// as stored (with its resourceVersion), the stored bytes and revision (nil
+// and 0 on a dry run).
+func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns string, obj runtime.Object, opts writeOpts) (runtime.Object, []byte, int64, error) {
 	m := registry.Meta(obj)
 	if err := setNamespace(res, m, ns); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if err := s.admit(ctx, res, m.GetNamespace(), m.GetName()); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if m.GetName() == "" && m.GetGenerateName() != "" {
 		m.SetName(m.GetGenerateName() + generateNameSuffix())
@@ -167,43 +182,55 @@ func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns st
 	m.SetDeletionTimestamp(nil)
 	m.SetDeletionGracePeriodSeconds(nil)
 	m.SetSelfLink("")
-	m.SetManagedFields(nil)
+	if opts.manager == "" {
+		m.SetManagedFields(nil)
+	}
 	st := res.Strategy
 	st.PrepareForCreate(obj)
 	st.Default(obj)
+	if opts.manager != "" && !opts.applied {
+		// Like kube-apiserver, fields set by defaulting belong to the
+		// creating manager; what admission sets after does not.
+		tracked, err := s.trackFields(res, opts.sub, res.New(), obj, opts.manager)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		obj = tracked
+		m = registry.Meta(obj)
+	}
 	if err := s.mutate(ctx, res, obj); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if err := validate(res, st, obj, nil); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if err := admitUser(ctx, res, obj, nil); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	rsv, err := st.Reserve(obj, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
-	if dryRun {
+	if opts.dryRun {
 		rsv.Rollback()
-		return nil, 0, nil
+		return obj, nil, 0, nil
 	}
 	data, err := encodeForStore(res, obj)
 	if err != nil {
 		rsv.Rollback()
-		return nil, 0, apierrors.NewInternalError(err)
+		return nil, nil, 0, apierrors.NewInternalError(err)
 	}
 	rev, err := s.store.Create(ctx, res.Key(m.GetNamespace(), m.GetName()), data)
 	if err != nil {
 		rsv.Rollback()
 		if errors.Is(err, store.ErrExists) && m.GetGenerateName() != "" && m.GetName() != "" {
-			return nil, 0, apierrors.NewGenerateNameConflict(res.GroupResource(), m.GetName(), 1)
+			return nil, nil, 0, apierrors.NewGenerateNameConflict(res.GroupResource(), m.GetName(), 1)
 		}
-		return nil, 0, storeErr(err, res, m.GetName())
+		return nil, nil, 0, storeErr(err, res, m.GetName())
 	}
 	rsv.Commit()
 	m.SetResourceVersion(strconv.FormatInt(rev, 10))
-	return data, rev, nil
+	return obj, data, rev, nil
 }
 
 // admitUser checks who makes the write: the node restriction, then the
@@ -218,8 +245,9 @@ func admitUser(ctx context.Context, res *registry.Resource, obj, old runtime.Obj
 	return nil
 }
 
-// carrySystemMeta keeps what no client may change on update.
-func carrySystemMeta(obj, old runtime.Object) {
+// carrySystemMeta keeps what no client may change on update; an untracked
+// write keeps the old managedFields when it sends none.
+func carrySystemMeta(obj, old runtime.Object, tracked bool) {
 	m, om := registry.Meta(obj), registry.Meta(old)
 	m.SetUID(om.GetUID())
 	m.SetCreationTimestamp(om.GetCreationTimestamp())
@@ -227,7 +255,7 @@ func carrySystemMeta(obj, old runtime.Object) {
 	m.SetDeletionGracePeriodSeconds(om.GetDeletionGracePeriodSeconds())
 	m.SetGeneration(om.GetGeneration())
 	m.SetSelfLink("")
-	if len(m.GetManagedFields()) == 0 {
+	if !tracked && len(m.GetManagedFields()) == 0 {
 		m.SetManagedFields(om.GetManagedFields())
 	}
 }
@@ -236,7 +264,7 @@ func carrySystemMeta(obj, old runtime.Object) {
 // writes it with compare-and-swap, retrying when another writer got in
 // between. A resourceVersion fn leaves on the object is a precondition. us
 // (nil: the resource's own) prepares and validates the update.
-func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, name string, us registry.UpdateStrategy, dryRun bool,
+func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, name string, us registry.UpdateStrategy, opts writeOpts,
 	fn func(cur runtime.Object) (runtime.Object, error)) (runtime.Object, error) {
 	if us == nil {
 		us = res.Strategy
@@ -280,9 +308,15 @@ func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, n
 		if err := setNamespace(res, m, ns); err != nil {
 			return nil, err
 		}
-		carrySystemMeta(obj, cur)
+		carrySystemMeta(obj, cur, opts.manager != "")
 		us.PrepareForUpdate(obj, cur)
 		res.Strategy.Default(obj)
+		if opts.manager != "" && !opts.applied {
+			if obj, err = s.trackFields(res, opts.sub, cur, obj, opts.manager); err != nil {
+				return nil, err
+			}
+			m = registry.Meta(obj)
+		}
 		if err := validate(res, us, obj, cur); err != nil {
 			return nil, err
 		}
@@ -297,7 +331,7 @@ func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, n
 			rsv.Rollback()
 			return cur, nil // a no-op update writes nothing, as upstream
 		}
-		if dryRun {
+		if opts.dryRun {
 			rsv.Rollback()
 			return obj, nil
 		}
@@ -480,5 +514,5 @@ func (o resourceObjects) Get(ctx context.Context, ns, name string) (runtime.Obje
 }
 
 func (o resourceObjects) Update(ctx context.Context, ns, name string, us registry.UpdateStrategy, dryRun bool, fn func(cur runtime.Object) (runtime.Object, error)) (runtime.Object, error) {
-	return o.s.updateObject(ctx, o.res, ns, name, us, dryRun, fn)
+	return o.s.updateObject(ctx, o.res, ns, name, us, writeOpts{dryRun: dryRun}, fn)
 }

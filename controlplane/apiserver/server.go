@@ -37,6 +37,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
+	"github.com/skep-dev/skep/controlplane/apiserver/openapi"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/apps"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/certificates"
@@ -105,6 +106,8 @@ type Server struct {
 	store       store.Interface
 	ownStore    bool
 	reg         *registry.Table
+	schemas     *openapi.Schemas
+	fields      fieldManagers
 	ln          net.Listener
 	ca          *pki.CA
 	serving     tls.Certificate
@@ -205,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 	if s.reg, err = newTable(cidr, cfg, rbacChecker{s}, s.saTokens); err != nil {
 		return fail(err)
 	}
+	s.schemas = newSchemas(s.reg)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("listen: %w", err))
