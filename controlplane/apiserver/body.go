@@ -10,10 +10,13 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 )
 
 // decodeBody reads and decodes a request body into into, an object of kind
@@ -26,6 +29,10 @@ func decodeBody(r *http.Request, into runtime.Object, gvk schema.GroupVersionKin
 	data, err := readBody(r)
 	if err != nil {
 		return nil, err
+	}
+	if _, custom := into.(*unstructured.Unstructured); custom && isProtobuf(r.Header.Get("Content-Type")) {
+		// Custom resources have no protobuf encoding.
+		return nil, unsupportedBody(r.Header.Get("Content-Type"))
 	}
 	if isProtobuf(r.Header.Get("Content-Type")) {
 		// Typed clientsets send protobuf: decoded straight into the type.
@@ -142,9 +149,18 @@ func patchType(r *http.Request) (types.PatchType, error) {
 	case types.JSONPatchType, types.MergePatchType, types.StrategicMergePatchType, types.ApplyYAMLPatchType:
 		return types.PatchType(mt), nil
 	}
-	return "", &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
+	return "", unsupportedPatch(ct, types.JSONPatchType, types.MergePatchType, types.ApplyYAMLPatchType, types.StrategicMergePatchType)
+}
+
+// unsupportedPatch is the 415 of a patch type a resource does not take.
+func unsupportedPatch(ct string, accepted ...types.PatchType) error {
+	names := make([]string, len(accepted))
+	for i, a := range accepted {
+		names[i] = string(a)
+	}
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
 		Reason:  metav1.StatusReasonUnsupportedMediaType,
-		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got %q)", ct)}}
+		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: %s (got %q)", strings.Join(names, ", "), ct)}}
 }
 
 // deleteOptions reads DeleteOptions from the body (if any) and query.
@@ -193,4 +209,47 @@ func deleteOptions(r *http.Request) (*metav1.DeleteOptions, error) {
 		}
 	}
 	return opts, nil
+}
+
+// pruned prunes obj (pruneUnknown) by the request's fieldValidation and
+// adds its warnings to those of decoding.
+func (s *Server) pruned(r *http.Request, res *registry.Resource, obj runtime.Object, warnings []string) ([]string, error) {
+	fv, err := parseFieldValidation(r)
+	if err != nil {
+		return nil, err
+	}
+	more, err := pruneUnknown(res, obj, fv)
+	return append(warnings, more...), err
+}
+
+// pruneUnknown drops the fields a schema-pruned kind (a custom resource)
+// does not declare, and answers for them as fieldValidation says: Strict
+// refuses the request (400, as kube-apiserver), Warn returns warnings,
+// Ignore drops them silently.
+func pruneUnknown(res *registry.Resource, obj runtime.Object, fv fieldValidation) ([]string, error) {
+	p, ok := res.Strategy.(registry.Pruner)
+	if !ok {
+		return nil, nil
+	}
+	unknown := p.Prune(obj)
+	if len(unknown) == 0 || fv == validationIgnore {
+		return nil, nil
+	}
+	msgs := make([]string, len(unknown))
+	for i, path := range unknown {
+		msgs[i] = fmt.Sprintf("unknown field %q", path)
+	}
+	if fv == validationStrict {
+		k := res.GVK
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: strict decoding error: %s", k.Kind, k.Version, k.Kind, strings.Join(msgs, ", ")))
+	}
+	return msgs, nil
+}
+
+// unsupportedBody is the 415 of a request body in a format the resource
+// does not take.
+func unsupportedBody(ct string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
+		Reason:  metav1.StatusReasonUnsupportedMediaType,
+		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got %q)", ct)}}
 }

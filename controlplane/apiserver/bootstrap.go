@@ -25,7 +25,7 @@ import (
 // owns: the default namespaces and the kubernetes service, with its
 // Endpoints and EndpointSlice pointing at this server.
 func (s *Server) bootstrap(ctx context.Context) error {
-	for _, res := range s.reg.All {
+	for _, res := range s.reg.All() {
 		if r, ok := res.Strategy.(registry.Restorer); ok {
 			if err := s.restore(ctx, res, r); err != nil {
 				return err

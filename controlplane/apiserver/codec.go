@@ -12,6 +12,9 @@ import (
 	"strings"
 	"sync"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,6 +26,9 @@ import (
 )
 
 // codecs answer what k8s.io/apiserver's filters (impersonation) write.
+// The CRD kind is served beside client-go's built-in kinds.
+func init() { utilruntime.Must(apiextensionsv1.AddToScheme(scheme.Scheme)) }
+
 var codecs = serializer.NewCodecFactory(scheme.Scheme).WithoutConversion()
 
 // protobufSerializer decodes request bodies sent as Kubernetes protobuf.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -41,13 +42,13 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	case path == "/apis":
 		list := &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}}
-		for _, gv := range s.reg.GroupVersions() {
-			if gv.Group != "" {
-				list.Groups = append(list.Groups, s.apiGroup(gv))
+		for _, group := range s.groups() {
+			if group != "" {
+				list.Groups = append(list.Groups, s.apiGroup(group))
 			}
 		}
 		for _, a := range reviewAPIs {
-			list.Groups = append(list.Groups, s.apiGroup(a.gv))
+			list.Groups = append(list.Groups, s.apiGroup(a.gv.Group))
 		}
 		writeJSON(w, list)
 		return true
@@ -61,7 +62,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 	}
 	for _, a := range reviewAPIs {
 		if len(segs) == 2 && segs[1] == a.gv.Group {
-			g := s.apiGroup(a.gv)
+			g := s.apiGroup(a.gv.Group)
 			g.TypeMeta = metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}
 			writeJSON(w, &g)
 			return true
@@ -76,7 +77,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 			continue
 		}
 		if len(segs) == 2 && segs[1] == gv.Group {
-			g := s.apiGroup(gv)
+			g := s.apiGroup(gv.Group)
 			g.TypeMeta = metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}
 			writeJSON(w, &g)
 			return true
@@ -89,14 +90,46 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-func (s *Server) apiGroup(gv schema.GroupVersion) metav1.APIGroup {
-	v := metav1.GroupVersionForDiscovery{GroupVersion: gv.String(), Version: gv.Version}
-	return metav1.APIGroup{Name: gv.Group, Versions: []metav1.GroupVersionForDiscovery{v}, PreferredVersion: v}
+// groups are the served API groups, in table order.
+func (s *Server) groups() []string {
+	var out []string
+	for _, gv := range s.reg.GroupVersions() {
+		if !slices.Contains(out, gv.Group) {
+			out = append(out, gv.Group)
+		}
+	}
+	return out
+}
+
+// apiGroup describes a group with every version it serves, ordered as
+// Kubernetes orders them (v2 before v1 before v1beta1); the first is the
+// preferred one.
+func (s *Server) apiGroup(group string) metav1.APIGroup {
+	var versions []string
+	for _, gv := range s.reg.GroupVersions() {
+		if gv.Group == group {
+			versions = append(versions, gv.Version)
+		}
+	}
+	for _, a := range reviewAPIs {
+		if a.gv.Group == group && !slices.Contains(versions, a.gv.Version) {
+			versions = append(versions, a.gv.Version)
+		}
+	}
+	slices.SortFunc(versions, func(a, b string) int { return -version.CompareKubeAwareVersionStrings(a, b) })
+	g := metav1.APIGroup{Name: group}
+	for _, v := range versions {
+		g.Versions = append(g.Versions, metav1.GroupVersionForDiscovery{GroupVersion: schema.GroupVersion{Group: group, Version: v}.String(), Version: v})
+	}
+	if len(g.Versions) > 0 {
+		g.PreferredVersion = g.Versions[0]
+	}
+	return g
 }
 
 func (s *Server) resourceList(gv schema.GroupVersion) *metav1.APIResourceList {
 	list := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: gv.String(), APIResources: []metav1.APIResource{}}
-	for _, r := range s.reg.All {
+	for _, r := range s.reg.All() {
 		if r.GVK.GroupVersion() != gv {
 			continue
 		}

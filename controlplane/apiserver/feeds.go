@@ -38,7 +38,7 @@ type feed struct {
 // newFeed is a feed of the resources whose keys start with prefix.
 func (s *Server) newFeed(prefix string, set, del func(runtime.Object)) *feed {
 	f := &feed{s: s, prefix: prefix, set: set, del: del}
-	for _, res := range s.reg.All {
+	for _, res := range s.reg.All() {
 		if strings.HasPrefix(res.KeyPrefix(), prefix) {
 			f.resources = append(f.resources, res)
 		}
@@ -127,6 +127,7 @@ func (s *Server) startFeeds(ctx context.Context) error {
 			func(o runtime.Object) {
 				s.nodeAuthz.DeletePod(registry.Meta(o).GetNamespace(), registry.Meta(o).GetName())
 			}),
+		s.crdFeed(),
 	}
 	for _, f := range feeds {
 		rev, err := f.load(ctx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"unicode"
@@ -51,20 +52,47 @@ func (s *Server) fieldManager(res *registry.Resource, sub string) (*managedfield
 	if fm := s.fields.m[key]; fm != nil {
 		return fm, nil
 	}
-	tc, err := s.schemas.TypeConverter()
-	if err != nil {
-		return nil, apierrors.NewInternalError(err)
-	}
-	fm, err := managedfields.NewDefaultFieldManager(tc, scheme.Scheme, defaulter{res.Strategy}, scheme.Scheme,
-		res.GVK, res.GVK.GroupVersion(), sub, resetFields(res, sub))
-	if err != nil {
-		return nil, apierrors.NewInternalError(err)
+	var fm *managedfields.FieldManager
+	if crd := s.customResourceCRD(res); crd != nil {
+		// A custom resource: its CRD's schema, and an unstructured
+		// converter (custom resources have no Go type).
+		tc, err := s.crdTypeConverter(crd)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		conv := unstructuredConverter{}
+		fm, err = managedfields.NewDefaultCRDFieldManager(tc, conv, defaulter{res.Strategy}, conv,
+			res.GVK, res.GVK.GroupVersion(), sub, resetFields(res, sub))
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+	} else {
+		tc, err := s.schemas.TypeConverter()
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		fm, err = managedfields.NewDefaultFieldManager(tc, scheme.Scheme, defaulter{res.Strategy}, scheme.Scheme,
+			res.GVK, res.GVK.GroupVersion(), sub, resetFields(res, sub))
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
 	}
 	if s.fields.m == nil {
 		s.fields.m = map[fieldManagerKey]*managedfields.FieldManager{}
 	}
 	s.fields.m[key] = fm
 	return fm, nil
+}
+
+// forgetFieldManagers drops the field managers of rows no longer served.
+func (s *Server) forgetFieldManagers(rows []*registry.Resource) {
+	s.fields.mu.Lock()
+	defer s.fields.mu.Unlock()
+	for k := range s.fields.m {
+		if slices.Contains(rows, k.res) {
+			delete(s.fields.m, k)
+		}
+	}
 }
 
 // resetFields are the fields a write through sub cannot set, so no manager

@@ -9,6 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -120,6 +121,9 @@ func (s *Server) handleCreate(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
+	if warnings, err = s.pruned(r, res, obj, warnings); err != nil {
+		return err
+	}
 	dryRun, err := isDryRun(r)
 	if err != nil {
 		return err
@@ -160,6 +164,9 @@ func (s *Server) handleUpdate(ctx context.Context, w http.ResponseWriter, r *htt
 	body := res.New()
 	warnings, err := decodeBody(r, body, res.GVK)
 	if err != nil {
+		return err
+	}
+	if warnings, err = s.pruned(r, res, body, warnings); err != nil {
 		return err
 	}
 	// Like upstream, the body's name and namespace are checked against the
@@ -209,10 +216,18 @@ func (s *Server) handlePatch(ctx context.Context, w http.ResponseWriter, r *http
 	if pt == types.ApplyYAMLPatchType {
 		return s.handleApply(ctx, w, r, ri, patch, params, fv, opts)
 	}
+	if _, custom := res.New().(*unstructured.Unstructured); custom && pt == types.StrategicMergePatchType {
+		// Strategic merge needs Go types' patch tags; custom resources
+		// have none, and kube-apiserver refuses it for them alike.
+		return unsupportedPatch(r.Header.Get("Content-Type"), types.JSONPatchType, types.MergePatchType, types.ApplyYAMLPatchType)
+	}
 	var warnings []string
 	obj, err := s.updateObject(ctx, res, ri.namespace, ri.name, ri.updateStrategy(), opts, func(cur runtime.Object) (runtime.Object, error) {
 		nobj := res.New()
 		w, err := patchBody(r, patch, cur, nobj, res.GVK)
+		if err == nil {
+			w, err = s.pruned(r, res, nobj, w)
+		}
 		warnings = w
 		// A resourceVersion the patch left as it was is no precondition:
 		// on a retry it is the newer object's.

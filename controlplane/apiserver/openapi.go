@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/munnerz/goautoneg"
@@ -19,7 +20,7 @@ import (
 // newSchemas describes every row of the table to the openapi package.
 func newSchemas(t *registry.Table) *openapi.Schemas {
 	var kinds []openapi.Kind
-	for _, r := range t.All {
+	for _, r := range t.All() {
 		k := openapi.Kind{GVK: r.GVK, Plural: r.Plural, Namespaced: r.Namespaced, Type: reflect.TypeOf(r.New())}
 		for _, sub := range r.Subresources {
 			if sub.Update != nil {
@@ -31,15 +32,25 @@ func newSchemas(t *registry.Table) *openapi.Schemas {
 	return openapi.New(scheme.Scheme, kinds, Version.GitVersion)
 }
 
+// openAPIv3 is the v3 document of a group version: a built-in one's from
+// package openapi, a custom resource one's from its CRDs.
+func (s *Server) openAPIv3(gv schema.GroupVersion) ([]byte, error) {
+	if slices.Contains(s.schemas.GroupVersions(), gv) {
+		return s.schemas.V3(gv)
+	}
+	return s.crdOpenAPIv3(gv)
+}
+
 // serveOpenAPI answers /openapi/v3 (the index, each group version's URL
 // carrying the hash of its document, as kube-apiserver's) and
 // /openapi/v3/<gv>.
 func (s *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
+	gvs := append(s.schemas.GroupVersions(), s.crdGroupVersions()...)
 	if path == "/openapi/v3" {
 		idx := map[string]interface{}{}
-		for _, gv := range s.schemas.GroupVersions() {
-			doc, err := s.schemas.V3(gv)
+		for _, gv := range gvs {
+			doc, err := s.openAPIv3(gv)
 			if err != nil {
 				writeError(w, apierrors.NewInternalError(err))
 				return
@@ -51,9 +62,9 @@ func (s *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rest, ok := strings.CutPrefix(path, "/openapi/v3/"); ok {
-		for _, gv := range s.schemas.GroupVersions() {
+		for _, gv := range gvs {
 			if openapi.Path(gv) == rest {
-				doc, err := s.schemas.V3(gv)
+				doc, err := s.openAPIv3(gv)
 				if err != nil {
 					writeError(w, apierrors.NewInternalError(err))
 					return
@@ -66,7 +77,7 @@ func (s *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeError(w, apierrors.NewNotFound(schema.GroupResource{}, ""))
+	writeError(w, errNoRoute())
 }
 
 // The v2 document's media types: kubectl asks for protobuf by the first

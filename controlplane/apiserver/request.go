@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	pathvalidation "k8s.io/apimachinery/pkg/api/validation/path"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -56,7 +58,7 @@ func (s *Server) parseResourcePath(path string) (*requestInfo, error) {
 		gv = schema.GroupVersion{Group: segs[1], Version: segs[2]}
 		segs = segs[3:]
 	default:
-		return nil, apierrors.NewNotFound(schema.GroupResource{}, "")
+		return nil, errNoRoute()
 	}
 	ri := &requestInfo{}
 	if segs[0] == "watch" {
@@ -72,11 +74,11 @@ func (s *Server) parseResourcePath(path string) (*requestInfo, error) {
 		}
 	}
 	if len(segs) == 0 || len(segs) > 3 {
-		return nil, apierrors.NewNotFound(schema.GroupResource{}, "")
+		return nil, errNoRoute()
 	}
 	res := s.reg.Lookup(gv.WithResource(segs[0]))
 	if res == nil {
-		return nil, apierrors.NewNotFound(schema.GroupResource{}, "")
+		return nil, errNoRoute()
 	}
 	ri.res = res
 	if len(segs) > 1 {
@@ -84,14 +86,14 @@ func (s *Server) parseResourcePath(path string) (*requestInfo, error) {
 	}
 	if len(segs) > 2 {
 		if ri.sub = res.Subresource(segs[2]); ri.sub == nil {
-			return nil, apierrors.NewNotFound(schema.GroupResource{}, "")
+			return nil, errNoRoute()
 		}
 	}
 	if res.Namespaced && ri.name != "" && ri.namespace == "" {
-		return nil, apierrors.NewNotFound(schema.GroupResource{}, "")
+		return nil, errNoRoute()
 	}
 	if !res.Namespaced && ri.namespace != "" {
-		return nil, apierrors.NewNotFound(schema.GroupResource{}, "")
+		return nil, errNoRoute()
 	}
 	if ri.name != "" {
 		if msgs := pathvalidation.IsValidPathSegmentName(ri.name); len(msgs) > 0 {
@@ -163,4 +165,11 @@ func methodVerb(r *http.Request, ri *requestInfo) (string, error) {
 		return "delete", nil
 	}
 	return "", apierrors.NewMethodNotSupported(ri.res.GroupResource(), r.Method)
+}
+
+// errNoRoute is kube-apiserver's 404 for a path nothing serves (kubectl
+// shows its message when its discovery is stale, e.g. after a CRD went).
+func errNoRoute() error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusNotFound,
+		Reason: metav1.StatusReasonNotFound, Message: "the server could not find the requested resource", Details: &metav1.StatusDetails{}}}
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	"github.com/skep-dev/skep/controlplane/apiserver/openapi"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/apiextensions"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/apps"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/certificates"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/coordination"
@@ -108,6 +109,7 @@ type Server struct {
 	reg         *registry.Table
 	schemas     *openapi.Schemas
 	fields      fieldManagers
+	crds        customResources
 	ln          net.Listener
 	ca          *pki.CA
 	serving     tls.Certificate
@@ -486,7 +488,7 @@ func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		writeError(w, apierrors.NewNotFound(schema.GroupResource{}, ""))
+		writeError(w, errNoRoute())
 	}
 }
 
@@ -561,7 +563,7 @@ func newTable(cidr netip.Prefix, cfg Config, rc rbac.Checker, tokens *auth.Servi
 		return nil, err
 	}
 	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources(),
-		rbac.Resources(rc), certificates.Resources())
+		rbac.Resources(rc), certificates.Resources(), apiextensions.Resources())
 }
 
 // serveProfile answers /debug/pprof/... with net/http/pprof's handlers.

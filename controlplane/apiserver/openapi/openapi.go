@@ -344,3 +344,16 @@ func (s *Schemas) addV2Paths(sw *spec.Swagger, k Kind) {
 		sw.Paths.Paths[op.path] = path
 	}
 }
+
+// metaOnce builds the definitions a custom resource's schema refers to.
+var metaDefs = sync.OnceValues(func() (map[string]*spec.Schema, error) {
+	namer := endpointsopenapi.NewDefinitionNamer()
+	cfg := &common.OpenAPIV3Config{GetDefinitions: GetOpenAPIDefinitions, GetDefinitionName: namer.GetDefinitionName}
+	return builder3.BuildOpenAPIDefinitionsForResources(cfg,
+		"k8s.io/apimachinery/pkg/apis/meta/v1.ObjectMeta", "k8s.io/apimachinery/pkg/apis/meta/v1.ListMeta", "k8s.io/apimachinery/pkg/apis/meta/v1.Status")
+})
+
+// MetaDefinitions are the schemas of object and list metadata (and what
+// they refer to), the part of the built-in schemas a custom resource's
+// OpenAPI refers to. Do not modify them.
+func MetaDefinitions() (map[string]*spec.Schema, error) { return metaDefs() }

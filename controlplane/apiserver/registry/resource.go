@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -127,10 +128,16 @@ func (r *Resource) FieldLabels() map[string]bool {
 	return out
 }
 
-// Table is the resource table indexed the ways requests need.
+// Table is the resource table indexed the ways requests need. Rows of
+// built-in kinds are fixed at start; rows of custom resources come and go
+// with their definitions (Add, Remove), so every read goes through a
+// snapshot taken under the lock.
 type Table struct {
-	All   []*Resource
+	mu    sync.RWMutex
+	all   []*Resource
 	byGVR map[schema.GroupVersionResource]*Resource
+	// gen counts changes, for what caches a view of the table (OpenAPI).
+	gen uint64
 }
 
 // NewTable indexes the rows, filling in defaults; two rows for one
@@ -138,42 +145,122 @@ type Table struct {
 func NewTable(groups ...[]*Resource) (*Table, error) {
 	t := &Table{byGVR: map[schema.GroupVersionResource]*Resource{}}
 	for _, rs := range groups {
-		for _, r := range rs {
-			if r.NameFn == nil {
-				r.NameFn = apivalidation.NameIsDNSSubdomain
-			}
-			if r.Singular == "" {
-				r.Singular = strings.ToLower(r.GVK.Kind)
-			}
-			if r.Verbs == nil {
-				r.Verbs = AllVerbs
-			}
-			if r.Strategy == nil {
-				r.Strategy = DefaultStrategy{}
-			}
-			for _, s := range r.Subresources {
-				if (s.Update == nil) == (s.Handler == nil) {
-					return nil, fmt.Errorf("%s/%s: a subresource has either an update strategy or a handler", r.Plural, s.Name)
-				}
-			}
-			if _, dup := t.byGVR[r.GVR()]; dup {
-				return nil, fmt.Errorf("resource %s is in the table twice", r.GVR())
-			}
-			t.byGVR[r.GVR()] = r
-			t.All = append(t.All, r)
+		if err := t.Add(rs...); err != nil {
+			return nil, err
 		}
 	}
 	return t, nil
 }
 
+// Complete fills in a row's defaults and checks it.
+func (r *Resource) complete() error {
+	if r.NameFn == nil {
+		r.NameFn = apivalidation.NameIsDNSSubdomain
+	}
+	if r.Singular == "" {
+		r.Singular = strings.ToLower(r.GVK.Kind)
+	}
+	if r.Verbs == nil {
+		r.Verbs = AllVerbs
+	}
+	if r.Strategy == nil {
+		r.Strategy = DefaultStrategy{}
+	}
+	for _, s := range r.Subresources {
+		if (s.Update == nil) == (s.Handler == nil) {
+			return fmt.Errorf("%s/%s: a subresource has either an update strategy or a handler", r.Plural, s.Name)
+		}
+	}
+	return nil
+}
+
+// Add adds rows; a row for a group/version/resource already served is an
+// error and adds nothing.
+func (t *Table) Add(rows ...*Resource) error {
+	for _, r := range rows {
+		if err := r.complete(); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, r := range rows {
+		if _, dup := t.byGVR[r.GVR()]; dup || slices.ContainsFunc(rows[:i], func(o *Resource) bool { return o.GVR() == r.GVR() }) {
+			return fmt.Errorf("resource %s is in the table twice", r.GVR())
+		}
+	}
+	for _, r := range rows {
+		t.byGVR[r.GVR()] = r
+	}
+	// A new slice: readers keep the snapshot they took.
+	t.all = append(slices.Clip(t.all), rows...)
+	t.gen++
+	return nil
+}
+
+// Remove drops the rows of these group/version/resources.
+func (t *Table) Remove(gvrs ...schema.GroupVersionResource) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, gvr := range gvrs {
+		delete(t.byGVR, gvr)
+	}
+	t.all = slices.DeleteFunc(slices.Clone(t.all), func(r *Resource) bool { return t.byGVR[r.GVR()] != r })
+	t.gen++
+}
+
+// Replace swaps rows for new ones in one step (a definition changed).
+func (t *Table) Replace(old []schema.GroupVersionResource, rows ...*Resource) error {
+	for _, r := range rows {
+		if err := r.complete(); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, gvr := range old {
+		delete(t.byGVR, gvr)
+	}
+	for i, r := range rows {
+		if _, dup := t.byGVR[r.GVR()]; dup || slices.ContainsFunc(rows[:i], func(o *Resource) bool { return o.GVR() == r.GVR() }) {
+			return fmt.Errorf("resource %s is in the table twice", r.GVR())
+		}
+	}
+	for _, r := range rows {
+		t.byGVR[r.GVR()] = r
+	}
+	all := slices.DeleteFunc(slices.Clone(t.all), func(r *Resource) bool { return t.byGVR[r.GVR()] != r })
+	t.all = append(all, rows...)
+	t.gen++
+	return nil
+}
+
+// All is every row, in table order (a snapshot: do not modify).
+func (t *Table) All() []*Resource {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.all
+}
+
+// Generation counts the table's changes.
+func (t *Table) Generation() uint64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.gen
+}
+
 // Lookup returns the resource of a group/version/plural, or nil.
-func (t *Table) Lookup(gvr schema.GroupVersionResource) *Resource { return t.byGVR[gvr] }
+func (t *Table) Lookup(gvr schema.GroupVersionResource) *Resource {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.byGVR[gvr]
+}
 
 // GroupVersions lists the served group/versions in table order (the core
 // group first when its rows come first).
 func (t *Table) GroupVersions() []schema.GroupVersion {
 	var out []schema.GroupVersion
-	for _, r := range t.All {
+	for _, r := range t.All() {
 		if gv := r.GVK.GroupVersion(); !slices.Contains(out, gv) {
 			out = append(out, gv)
 		}

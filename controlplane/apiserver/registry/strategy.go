@@ -146,3 +146,11 @@ func (s statusStrategy) PrepareForUpdate(obj, old runtime.Object) {
 func (s statusStrategy) ValidateUpdate(obj, old runtime.Object) field.ErrorList {
 	return s.main.ValidateUpdate(obj, old)
 }
+
+// Pruner is implemented by strategies of kinds whose decoding does not
+// refuse unknown fields (custom resources, decoded as unstructured): Prune
+// drops what the kind's schema does not declare and returns the path of
+// each dropped field, for fieldValidation's Warn and Strict.
+type Pruner interface {
+	Prune(obj runtime.Object) []string
+}
