@@ -32,6 +32,7 @@ import (
 	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/apps"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/batch"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/coordination"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/core"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/discovery"
@@ -432,5 +433,5 @@ func newTable(cidr netip.Prefix, cfg Config) (*registry.Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources())
+	return registry.NewTable(coreRows, apps.Resources(), batch.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources())
 }

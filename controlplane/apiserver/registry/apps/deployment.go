@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -84,6 +85,6 @@ func deploymentRow(o runtime.Object) []interface{} {
 	if d.Spec.Replicas != nil {
 		want = *d.Spec.Replicas
 	}
-	names, images := containersAndImages(d.Spec.Template.Spec.Containers)
-	return []interface{}{fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, want), int64(d.Status.UpdatedReplicas), int64(d.Status.AvailableReplicas), names, images, selectorString(d.Spec.Selector)}
+	names, images := ContainersAndImages(d.Spec.Template.Spec.Containers)
+	return []interface{}{fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, want), int64(d.Status.UpdatedReplicas), int64(d.Status.AvailableReplicas), names, images, metav1.FormatLabelSelector(d.Spec.Selector)}
 }

@@ -1,7 +1,11 @@
 package apps
 
 import (
+	"strconv"
+
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
@@ -23,6 +27,10 @@ func replicaSetResource() *registry.Resource {
 				rs := o.(*appsv1.ReplicaSet)
 				return &replicas{spec: &rs.Spec.Replicas, status: rs.Status.Replicas, selector: rs.Spec.Selector}
 			}),
+		},
+		// Kubernetes' one field selector for ReplicaSets.
+		Fields: func(o runtime.Object) fields.Set {
+			return fields.Set{"status.replicas": strconv.Itoa(int(o.(*appsv1.ReplicaSet).Status.Replicas))}
 		},
 		Columns: []registry.Column{
 			{Name: "Desired", Type: "integer", Description: "Number of desired pods."},
@@ -61,6 +69,6 @@ func replicaSetRow(o runtime.Object) []interface{} {
 	if rs.Spec.Replicas != nil {
 		want = *rs.Spec.Replicas
 	}
-	names, images := containersAndImages(rs.Spec.Template.Spec.Containers)
-	return []interface{}{int64(want), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas), names, images, selectorString(rs.Spec.Selector)}
+	names, images := ContainersAndImages(rs.Spec.Template.Spec.Containers)
+	return []interface{}{int64(want), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas), names, images, metav1.FormatLabelSelector(rs.Spec.Selector)}
 }
