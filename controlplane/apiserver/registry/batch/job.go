@@ -77,10 +77,10 @@ func generateSelector(j *batchv1.Job) {
 		j.Spec.Template.Labels = map[string]string{}
 	}
 	for k, v := range map[string]string{
-		legacyJobNameLabel:       j.Name,
-		batchv1.JobNameLabel:             j.Name,
-		legacyControllerUIDLabel: string(j.UID),
-		batchv1.ControllerUidLabel:       string(j.UID),
+		legacyJobNameLabel:         j.Name,
+		batchv1.JobNameLabel:       j.Name,
+		legacyControllerUIDLabel:   string(j.UID),
+		batchv1.ControllerUidLabel: string(j.UID),
 	} {
 		if _, set := j.Spec.Template.Labels[k]; !set {
 			j.Spec.Template.Labels[k] = v
