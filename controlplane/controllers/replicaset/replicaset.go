@@ -1,0 +1,582 @@
+// Package replicaset is the ReplicaSet controller: it keeps as many active
+// pods as each ReplicaSet asks for, and reports what it sees in the
+// ReplicaSet's status. It is kube-controller-manager's replicaset
+// controller in the sample-controller shape:
+//
+//   - Pods are created from the template with a controller reference to
+//     the ReplicaSet, in slow-start batches (1, 2, 4, …: a template that
+//     cannot be created fails once, not replicas times) and at most
+//     BurstReplicas per sync.
+//   - Pods are claimed by selector (package controller's RefManager):
+//     orphans that match are adopted, owned pods that no longer match are
+//     released.
+//   - Expectations: after creating or deleting, a ReplicaSet is not
+//     managed again until the informer has shown those creations and
+//     deletions, so a slow watch never makes it create or delete twice.
+//   - On scale-down the pods to delete are ranked as upstream ranks them:
+//     unscheduled, then pending, then not ready, then by deletion cost,
+//     then those doubled up on a node with pods of sibling ReplicaSets (of
+//     the same Deployment), then the most recently ready, the most
+//     restarted, the youngest.
+//   - Status: replicas (active pods), fullyLabeledReplicas, readyReplicas,
+//     availableReplicas (ready for minReadySeconds; the ReplicaSet is
+//     resynced when a pod becomes available), observedGeneration, and the
+//     ReplicaFailure condition when creating or deleting fails.
+package replicaset
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	appsinformers "k8s.io/client-go/informers/apps/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+
+	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
+	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
+)
+
+// BurstReplicas is how many pods one sync creates or deletes at most
+// (upstream's): the rest wait for the watch to show these.
+const BurstReplicas = 500
+
+// controllerUIDIndex indexes ReplicaSets by the uid of their controller,
+// to find a Deployment's ReplicaSets.
+const controllerUIDIndex = "controllerUID"
+
+var kind = appsv1.SchemeGroupVersion.WithKind("ReplicaSet")
+
+// Options tune a Controller; zero values pick the defaults.
+type Options struct {
+	// Workers is how many ReplicaSets are synced at once (default 5,
+	// kube-controller-manager's --concurrent-replicaset-syncs).
+	Workers int
+	// BurstReplicas caps the pods one sync creates or deletes (default
+	// BurstReplicas).
+	BurstReplicas int
+	Logger        *slog.Logger
+	// Clock is the time availability is judged at (tests set it).
+	Clock clock.Clock
+}
+
+// Controller keeps ReplicaSets' pods.
+type Controller struct {
+	kube         kubernetes.Interface
+	rsLister     appslisters.ReplicaSetLister
+	rsIndexer    cache.Indexer
+	podLister    corelisters.PodLister
+	synced       []cache.InformerSynced
+	queue        workqueue.TypedRateLimitingInterface[string]
+	expectations *controller.Expectations
+	pods         controller.PodControl
+	broadcaster  record.EventBroadcaster
+	opts         Options
+	log          *slog.Logger
+}
+
+// New builds the controller on shared informers (the caller starts them).
+func New(kube kubernetes.Interface, rsInformer appsinformers.ReplicaSetInformer, podInformer coreinformers.PodInformer, opts Options) (*Controller, error) {
+	if opts.Workers == 0 {
+		opts.Workers = 5
+	}
+	if opts.BurstReplicas == 0 {
+		opts.BurstReplicas = BurstReplicas
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	broadcaster := record.NewBroadcaster()
+	c := &Controller{
+		kube:         kube,
+		rsLister:     rsInformer.Lister(),
+		rsIndexer:    rsInformer.Informer().GetIndexer(),
+		podLister:    podInformer.Lister(),
+		synced:       []cache.InformerSynced{rsInformer.Informer().HasSynced, podInformer.Informer().HasSynced},
+		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "replicaset"}),
+		expectations: controller.NewExpectations(),
+		pods:         controller.PodControl{Client: kube, Recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "replicaset-controller"})},
+		broadcaster:  broadcaster,
+		opts:         opts,
+		log:          opts.Logger.With("controller", "replicaset"),
+	}
+	if err := rsInformer.Informer().AddIndexers(cache.Indexers{controllerUIDIndex: indexByControllerUID}); err != nil {
+		return nil, fmt.Errorf("replicaset index: %w", err)
+	}
+	if _, err := rsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueue,
+		UpdateFunc: c.updateRS,
+		DeleteFunc: c.deleteRS,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.addPod,
+		UpdateFunc: c.updatePod,
+		DeleteFunc: c.deletePod,
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func indexByControllerUID(obj any) ([]string, error) {
+	rs, ok := obj.(*appsv1.ReplicaSet)
+	if !ok {
+		return nil, nil
+	}
+	if ref := metav1.GetControllerOfNoCopy(rs); ref != nil {
+		return []string{string(ref.UID)}, nil
+	}
+	return nil, nil
+}
+
+// Run waits for the caches, then syncs ReplicaSets until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
+	defer c.broadcaster.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return nil
+	}
+	c.log.Info("started", "workers", c.opts.Workers)
+	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
+	return nil
+}
+
+// process syncs one ReplicaSet and retries it with backoff on failure.
+func (c *Controller) process(ctx context.Context, key string) {
+	if err := c.sync(ctx, key); err != nil {
+		c.log.Debug("sync failed; retrying", "replicaset", key, "err", err)
+		c.queue.AddRateLimited(key)
+		return
+	}
+	c.queue.Forget(key)
+}
+
+func (c *Controller) enqueue(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(key)
+}
+
+func (c *Controller) updateRS(old, cur any) {
+	o, n := old.(*appsv1.ReplicaSet), cur.(*appsv1.ReplicaSet)
+	if o.UID != n.UID {
+		// Deleted and recreated under one name between two events.
+		c.deleteRS(cache.DeletedFinalStateUnknown{Key: o.Namespace + "/" + o.Name, Obj: o})
+	}
+	c.enqueue(n)
+}
+
+func (c *Controller) deleteRS(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	// A new ReplicaSet of that name starts without expectations.
+	c.expectations.Delete(key)
+	c.queue.Add(key)
+}
+
+// resolve returns the ReplicaSet ref names, if it is in the cache with
+// ref's uid.
+func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *appsv1.ReplicaSet {
+	if ref.Kind != kind.Kind {
+		return nil
+	}
+	rs, err := c.rsLister.ReplicaSets(ns).Get(ref.Name)
+	if err != nil || rs.UID != ref.UID {
+		return nil
+	}
+	return rs
+}
+
+// addPod counts an awaited creation and syncs the pod's ReplicaSet; an
+// orphan wakes the ReplicaSets that select it, which may adopt it.
+func (c *Controller) addPod(obj any) {
+	pod := obj.(*corev1.Pod)
+	if pod.DeletionTimestamp != nil {
+		// Seen for the first time already terminating (a restart of the
+		// controller): not a creation.
+		c.deletePod(pod)
+		return
+	}
+	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil {
+		if rs := c.resolve(pod.Namespace, ref); rs != nil {
+			key := rs.Namespace + "/" + rs.Name
+			c.expectations.CreationObserved(key)
+			c.queue.Add(key)
+		}
+		return
+	}
+	c.enqueueSelecting(pod)
+}
+
+func (c *Controller) enqueueSelecting(pod *corev1.Pod) {
+	rss, err := c.rsLister.GetPodReplicaSets(pod)
+	if err != nil {
+		return
+	}
+	for _, rs := range rss {
+		c.enqueue(rs)
+	}
+}
+
+func (c *Controller) updatePod(old, cur any) {
+	o, p := old.(*corev1.Pod), cur.(*corev1.Pod)
+	if o.ResourceVersion == p.ResourceVersion {
+		return // a resync
+	}
+	labelsChanged := !labels.Equals(o.Labels, p.Labels)
+	if p.DeletionTimestamp != nil {
+		// A graceful delete shows as an update setting the timestamp: count
+		// it as the deletion now, so a replacement starts without waiting
+		// out the grace period.
+		c.deletePod(p)
+		if labelsChanged {
+			c.deletePod(o)
+		}
+		return
+	}
+	oref, ref := metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(p)
+	refChanged := !equalRefs(oref, ref)
+	if refChanged && oref != nil {
+		if rs := c.resolve(o.Namespace, oref); rs != nil {
+			c.enqueue(rs)
+		}
+	}
+	if ref != nil {
+		rs := c.resolve(p.Namespace, ref)
+		if rs == nil {
+			return
+		}
+		c.enqueue(rs)
+		// A pod that became ready makes the ReplicaSet available only
+		// minReadySeconds later: look again then.
+		if !controller.IsPodReady(o) && controller.IsPodReady(p) && rs.Spec.MinReadySeconds > 0 {
+			c.queue.AddAfter(rs.Namespace+"/"+rs.Name, time.Duration(rs.Spec.MinReadySeconds)*time.Second+time.Second)
+		}
+		return
+	}
+	if labelsChanged || refChanged {
+		c.enqueueSelecting(p)
+	}
+}
+
+func equalRefs(a, b *metav1.OwnerReference) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.UID == b.UID
+}
+
+// deletePod counts an awaited deletion and syncs the pod's ReplicaSet.
+func (c *Controller) deletePod(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
+		if !ok {
+			return
+		}
+		if pod, ok = tomb.Obj.(*corev1.Pod); !ok {
+			return
+		}
+	}
+	ref := metav1.GetControllerOfNoCopy(pod)
+	if ref == nil {
+		return
+	}
+	if rs := c.resolve(pod.Namespace, ref); rs != nil {
+		key := rs.Namespace + "/" + rs.Name
+		c.expectations.DeletionObserved(key, controller.PodKey(pod))
+		c.queue.Add(key)
+	}
+}
+
+// sync brings one ReplicaSet's pods to its replicas (when its
+// expectations are met) and writes its status.
+func (c *Controller) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		c.log.Error("bad queue key", "key", key, "err", err)
+		return nil
+	}
+	rs, err := c.rsLister.ReplicaSets(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		c.expectations.Delete(key)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	needsSync := c.expectations.Satisfied(key)
+	sel, err := metav1.LabelSelectorAsSelector(rs.Spec.Selector)
+	if err != nil {
+		c.log.Error("invalid selector; not syncing", "replicaset", key, "err", err)
+		return nil
+	}
+	// Every pod of the namespace, not only the selected ones: an owned
+	// pod whose labels changed must be released.
+	all, err := c.podLister.Pods(ns).List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	pods, err := c.claimPods(ctx, rs, sel, controller.FilterActivePods(all))
+	if err != nil {
+		return err
+	}
+	var manageErr error
+	if needsSync && rs.DeletionTimestamp == nil {
+		manageErr = c.manageReplicas(ctx, key, pods, rs)
+	}
+	rs = rs.DeepCopy()
+	updated, err := c.updateStatus(ctx, rs, calculateStatus(rs, pods, manageErr, c.opts.Clock.Now()))
+	if err != nil {
+		return err
+	}
+	// All ready but not yet all available: look again when they are.
+	if manageErr == nil && updated.Spec.MinReadySeconds > 0 && updated.Spec.Replicas != nil &&
+		updated.Status.ReadyReplicas == *updated.Spec.Replicas && updated.Status.AvailableReplicas != *updated.Spec.Replicas {
+		c.queue.AddAfter(key, time.Duration(updated.Spec.MinReadySeconds)*time.Second)
+	}
+	return manageErr
+}
+
+func (c *Controller) claimPods(ctx context.Context, rs *appsv1.ReplicaSet, sel labels.Selector, pods []*corev1.Pod) ([]*corev1.Pod, error) {
+	m := &controller.RefManager{
+		Controller: rs, Kind: kind, Selector: sel,
+		CanAdopt: controller.RecheckDeletion(rs.UID, func(ctx context.Context) (metav1.Object, error) {
+			return c.kube.AppsV1().ReplicaSets(rs.Namespace).Get(ctx, rs.Name, metav1.GetOptions{})
+		}),
+	}
+	return controller.Claim(ctx, m, pods, controller.PodPatcher(c.kube))
+}
+
+// manageReplicas creates or deletes pods so that len(pods) moves toward
+// spec.replicas, recording expectations first.
+func (c *Controller) manageReplicas(ctx context.Context, key string, pods []*corev1.Pod, rs *appsv1.ReplicaSet) error {
+	diff := len(pods) - int(*rs.Spec.Replicas)
+	switch {
+	case diff < 0:
+		n := min(-diff, c.opts.BurstReplicas)
+		c.expectations.ExpectCreations(key, n)
+		ref := metav1.NewControllerRef(rs, kind)
+		created, err := controller.SlowStartBatch(n, controller.SlowStartInitialBatchSize, func() error {
+			_, err := c.pods.Create(ctx, rs.Namespace, controller.NewPod(&rs.Spec.Template, rs, ref), rs)
+			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				return nil // every create fails from now on; nothing to retry
+			}
+			return err
+		})
+		// Creations never attempted, or failed, will never be observed.
+		if skipped := n - created; skipped > 0 {
+			c.expectations.LowerCreations(key, skipped)
+		}
+		return err
+	case diff > 0:
+		n := min(diff, c.opts.BurstReplicas)
+		related, err := c.siblingPods(rs)
+		if err != nil {
+			return err
+		}
+		victims := podsToDelete(pods, related, n, c.opts.Clock.Now())
+		keys := make([]string, len(victims))
+		for i, p := range victims {
+			keys[i] = controller.PodKey(p)
+		}
+		c.expectations.ExpectDeletions(key, keys)
+		var wg sync.WaitGroup
+		errc := make(chan error, len(victims))
+		for _, p := range victims {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := c.pods.Delete(ctx, rs.Namespace, p.Name, rs); err != nil {
+					// The informer will not show this deletion.
+					c.expectations.DeletionObserved(key, controller.PodKey(p))
+					if !apierrors.IsNotFound(err) {
+						errc <- err
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		return <-errc
+	}
+	return nil
+}
+
+// siblingPods are the pods of every ReplicaSet with the same controller
+// as rs (a Deployment's old and new ReplicaSets), which rank rs's pods
+// for deletion: doubled-up nodes go first.
+func (c *Controller) siblingPods(rs *appsv1.ReplicaSet) ([]*corev1.Pod, error) {
+	ref := metav1.GetControllerOfNoCopy(rs)
+	if ref == nil {
+		return nil, nil
+	}
+	objs, err := c.rsIndexer.ByIndex(controllerUIDIndex, string(ref.UID))
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []*corev1.Pod
+	for _, o := range objs {
+		sib := o.(*appsv1.ReplicaSet)
+		sel, err := metav1.LabelSelectorAsSelector(sib.Spec.Selector)
+		if err != nil {
+			continue
+		}
+		pods, err := c.podLister.Pods(sib.Namespace).List(sel)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pods {
+			if !seen[string(p.UID)] {
+				seen[string(p.UID)] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+// podsToDelete picks the n pods of pods to delete first; related ranks
+// them by how many active related pods share their node.
+func podsToDelete(pods, related []*corev1.Pod, n int, now time.Time) []*corev1.Pod {
+	if n >= len(pods) {
+		return pods
+	}
+	onNode := map[string]int{}
+	for _, p := range related {
+		if controller.IsPodActive(p) {
+			onNode[p.Spec.NodeName]++
+		}
+	}
+	ranked := controller.RankedPods{Pods: append([]*corev1.Pod(nil), pods...), Rank: make([]int, len(pods)), Now: now}
+	for i, p := range ranked.Pods {
+		ranked.Rank[i] = onNode[p.Spec.NodeName]
+	}
+	sort.Sort(ranked)
+	return ranked.Pods[:n]
+}
+
+// calculateStatus is the status the ReplicaSet's pods give it.
+func calculateStatus(rs *appsv1.ReplicaSet, pods []*corev1.Pod, manageErr error, now time.Time) appsv1.ReplicaSetStatus {
+	st := *rs.Status.DeepCopy()
+	tmpl := labels.Set(rs.Spec.Template.Labels).AsSelectorPreValidated()
+	var full, ready, available int32
+	for _, p := range pods {
+		if tmpl.Matches(labels.Set(p.Labels)) {
+			full++
+		}
+		if controller.IsPodReady(p) {
+			ready++
+			if controller.IsPodAvailable(p, rs.Spec.MinReadySeconds, now) {
+				available++
+			}
+		}
+	}
+	failure := condition(st, appsv1.ReplicaSetReplicaFailure)
+	switch {
+	case manageErr != nil && failure == nil:
+		reason := ""
+		if diff := len(pods) - int(*rs.Spec.Replicas); diff < 0 {
+			reason = "FailedCreate"
+		} else if diff > 0 {
+			reason = "FailedDelete"
+		}
+		st.Conditions = append(st.Conditions, appsv1.ReplicaSetCondition{Type: appsv1.ReplicaSetReplicaFailure,
+			Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(now), Reason: reason, Message: manageErr.Error()})
+	case manageErr == nil && failure != nil:
+		st.Conditions = removeCondition(st.Conditions, appsv1.ReplicaSetReplicaFailure)
+	}
+	st.Replicas = int32(len(pods))
+	st.FullyLabeledReplicas = full
+	st.ReadyReplicas = ready
+	st.AvailableReplicas = available
+	return st
+}
+
+func condition(st appsv1.ReplicaSetStatus, t appsv1.ReplicaSetConditionType) *appsv1.ReplicaSetCondition {
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == t {
+			return &st.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func removeCondition(cs []appsv1.ReplicaSetCondition, t appsv1.ReplicaSetConditionType) []appsv1.ReplicaSetCondition {
+	var out []appsv1.ReplicaSetCondition
+	for _, c := range cs {
+		if c.Type != t {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// updateStatus writes st (with the generation it was computed for) unless
+// it is what is stored; one conflict is retried against a fresh read, any
+// more are left to the queue's backoff.
+func (c *Controller) updateStatus(ctx context.Context, rs *appsv1.ReplicaSet, st appsv1.ReplicaSetStatus) (*appsv1.ReplicaSet, error) {
+	if rs.Status.Replicas == st.Replicas && rs.Status.FullyLabeledReplicas == st.FullyLabeledReplicas &&
+		rs.Status.ReadyReplicas == st.ReadyReplicas && rs.Status.AvailableReplicas == st.AvailableReplicas &&
+		rs.Generation == rs.Status.ObservedGeneration && equalConditions(rs.Status.Conditions, st.Conditions) {
+		return rs, nil
+	}
+	st.ObservedGeneration = rs.Generation
+	client := c.kube.AppsV1().ReplicaSets(rs.Namespace)
+	for i := 0; ; i++ {
+		rs.Status = st
+		updated, err := client.UpdateStatus(ctx, rs, metav1.UpdateOptions{})
+		if err == nil {
+			return updated, nil
+		}
+		if i >= 1 {
+			return nil, err
+		}
+		if rs, err = client.Get(ctx, rs.Name, metav1.GetOptions{}); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func equalConditions(a, b []appsv1.ReplicaSetCondition) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
