@@ -425,6 +425,8 @@ func TestKubectlDeleteReturns(t *testing.T) {
 	}
 	rs := replicaSet("x-1")
 	rs.OwnerReferences = []metav1.OwnerReference{controllerRef("apps/v1", "Deployment", d.Name, d.UID)}
+	// Labelled as the Deployment selects, or its controller would release it.
+	rs.Labels = map[string]string{"app": "web"}
 	if _, err = c.cs.AppsV1().ReplicaSets("default").Create(ctx, rs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

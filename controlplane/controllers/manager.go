@@ -27,6 +27,7 @@ type Options struct {
 	Namespace     namespace.Options
 	GC            garbagecollector.Options
 	EndpointSlice endpointslice.Options
+	Workloads     WorkloadOptions
 }
 
 // Run starts every controller against the API server cfg points at and
@@ -98,6 +99,9 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 		"namespace":        ns.Run,
 		"garbagecollector": gc.Run,
 		"endpointslice":    eps.Run,
+	}
+	if err := addWorkloadControllers(runners, kube, factory, log, opts.Workloads); err != nil {
+		return err
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

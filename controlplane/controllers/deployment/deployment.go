@@ -1,0 +1,461 @@
+// Package deployment is the Deployment controller: it rolls a
+// Deployment's pod template out through ReplicaSets, one per template
+// (named <deployment>-<pod-template-hash>, the hash also labelling and
+// selecting its pods), as kube-controller-manager's deployment controller
+// does, in the sample-controller shape.
+//
+//   - RollingUpdate: the new ReplicaSet is scaled up while the total stays
+//     within replicas+maxSurge, old ones are scaled down while at least
+//     replicas-maxUnavailable pods stay available (pods ready for
+//     minReadySeconds); unhealthy old pods go first. Recreate: old
+//     ReplicaSets are scaled to 0, and once none of their pods runs the
+//     new one is scaled up.
+//   - Scaling a Deployment during a rollout spreads the change over its
+//     active ReplicaSets in proportion to their sizes.
+//   - Revisions: the deployment.kubernetes.io/revision annotation numbers
+//     the ReplicaSets (revision-history keeps the numbers a ReplicaSet had
+//     before a rollback made it the newest again); the Deployment carries
+//     the current one. `kubectl rollout history` reads them and `kubectl
+//     rollout undo` (which copies an old ReplicaSet's template back into
+//     the Deployment) makes the old ReplicaSet the new one.
+//     revisionHistoryLimit old ReplicaSets with no pods are kept.
+//   - Pause: a paused Deployment is scaled but not rolled out.
+//   - Status: replicas, updatedReplicas, readyReplicas,
+//     availableReplicas, unavailableReplicas, observedGeneration,
+//     collisionCount, and the conditions Available
+//     (MinimumReplicasAvailable) and Progressing (NewReplicaSetCreated,
+//     ReplicaSetUpdated, NewReplicaSetAvailable, ProgressDeadlineExceeded
+//     after progressDeadlineSeconds without progress, DeploymentPaused,
+//     DeploymentResumed), and ReplicaFailure copied from a ReplicaSet —
+//     what `kubectl rollout status` and `kubectl get deploy` read.
+//
+// The ReplicaSets are claimed by selector with controller references, like
+// pods by ReplicaSets; the pods themselves are the ReplicaSet
+// controller's.
+package deployment
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	appsinformers "k8s.io/client-go/informers/apps/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+
+	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
+	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
+)
+
+// maxRetries is how often a failing Deployment is retried before it is
+// dropped until its next change (upstream's).
+const maxRetries = 15
+
+var kind = appsv1.SchemeGroupVersion.WithKind("Deployment")
+
+// Options tune a Controller; zero values pick the defaults.
+type Options struct {
+	// Workers is how many Deployments are synced at once (default 5,
+	// kube-controller-manager's --concurrent-deployment-syncs).
+	Workers int
+	Logger  *slog.Logger
+	// Clock is the time conditions and deadlines are judged at.
+	Clock clock.Clock
+}
+
+// Controller rolls Deployments out.
+type Controller struct {
+	kube        kubernetes.Interface
+	dLister     appslisters.DeploymentLister
+	rsLister    appslisters.ReplicaSetLister
+	podLister   corelisters.PodLister
+	synced      []cache.InformerSynced
+	queue       workqueue.TypedRateLimitingInterface[string]
+	broadcaster record.EventBroadcaster
+	recorder    record.EventRecorder
+	opts        Options
+	log         *slog.Logger
+}
+
+// New builds the controller on shared informers (the caller starts them).
+func New(kube kubernetes.Interface, dInformer appsinformers.DeploymentInformer, rsInformer appsinformers.ReplicaSetInformer,
+	podInformer coreinformers.PodInformer, opts Options) (*Controller, error) {
+	if opts.Workers == 0 {
+		opts.Workers = 5
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	broadcaster := record.NewBroadcaster()
+	c := &Controller{
+		kube:      kube,
+		dLister:   dInformer.Lister(),
+		rsLister:  rsInformer.Lister(),
+		podLister: podInformer.Lister(),
+		synced: []cache.InformerSynced{dInformer.Informer().HasSynced, rsInformer.Informer().HasSynced,
+			podInformer.Informer().HasSynced},
+		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "deployment"}),
+		broadcaster: broadcaster,
+		recorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "deployment-controller"}),
+		opts:        opts,
+		log:         opts.Logger.With("controller", "deployment"),
+	}
+	if _, err := dInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueue,
+		UpdateFunc: func(_, cur any) { c.enqueue(cur) },
+		DeleteFunc: c.enqueue,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := rsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.addRS,
+		UpdateFunc: c.updateRS,
+		DeleteFunc: c.deleteRS,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: c.deletePod,
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Run waits for the caches, then syncs Deployments until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
+	defer c.broadcaster.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return nil
+	}
+	c.log.Info("started", "workers", c.opts.Workers)
+	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
+	return nil
+}
+
+func (c *Controller) process(ctx context.Context, key string) {
+	err := c.sync(ctx, key)
+	switch {
+	case err == nil:
+		c.queue.Forget(key)
+	case c.queue.NumRequeues(key) < maxRetries:
+		c.log.Debug("sync failed; retrying", "deployment", key, "err", err)
+		c.queue.AddRateLimited(key)
+	default:
+		c.log.Error("sync failed; dropping the deployment until it changes", "deployment", key, "err", err)
+		c.queue.Forget(key)
+	}
+}
+
+func (c *Controller) enqueue(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(key)
+}
+
+func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *appsv1.Deployment {
+	if ref.Kind != kind.Kind {
+		return nil
+	}
+	d, err := c.dLister.Deployments(ns).Get(ref.Name)
+	if err != nil || d.UID != ref.UID {
+		return nil
+	}
+	return d
+}
+
+// selecting are the Deployments whose selector matches rs's labels (for
+// an orphan, which one of them may adopt).
+func (c *Controller) selecting(rs *appsv1.ReplicaSet) []*appsv1.Deployment {
+	ds, err := c.dLister.Deployments(rs.Namespace).List(labels.Everything())
+	if err != nil || len(rs.Labels) == 0 {
+		return nil
+	}
+	var out []*appsv1.Deployment
+	for _, d := range ds {
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil || sel.Empty() || !sel.Matches(labels.Set(rs.Labels)) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func (c *Controller) addRS(obj any) {
+	rs := obj.(*appsv1.ReplicaSet)
+	if rs.DeletionTimestamp != nil {
+		c.deleteRS(rs)
+		return
+	}
+	if ref := metav1.GetControllerOfNoCopy(rs); ref != nil {
+		if d := c.resolve(rs.Namespace, ref); d != nil {
+			c.enqueue(d)
+		}
+		return
+	}
+	for _, d := range c.selecting(rs) {
+		c.enqueue(d)
+	}
+}
+
+func (c *Controller) updateRS(old, cur any) {
+	o, rs := old.(*appsv1.ReplicaSet), cur.(*appsv1.ReplicaSet)
+	if o.ResourceVersion == rs.ResourceVersion {
+		return
+	}
+	oref, ref := metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(rs)
+	refChanged := (oref == nil) != (ref == nil) || (oref != nil && ref != nil && oref.UID != ref.UID)
+	if refChanged && oref != nil {
+		if d := c.resolve(o.Namespace, oref); d != nil {
+			c.enqueue(d)
+		}
+	}
+	if ref != nil {
+		if d := c.resolve(rs.Namespace, ref); d != nil {
+			c.enqueue(d)
+		}
+		return
+	}
+	if refChanged || !labels.Equals(o.Labels, rs.Labels) {
+		for _, d := range c.selecting(rs) {
+			c.enqueue(d)
+		}
+	}
+}
+
+func (c *Controller) deleteRS(obj any) {
+	rs, ok := obj.(*appsv1.ReplicaSet)
+	if !ok {
+		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
+		if !ok {
+			return
+		}
+		if rs, ok = tomb.Obj.(*appsv1.ReplicaSet); !ok {
+			return
+		}
+	}
+	if ref := metav1.GetControllerOfNoCopy(rs); ref != nil {
+		if d := c.resolve(rs.Namespace, ref); d != nil {
+			c.enqueue(d)
+		}
+	}
+}
+
+// deletePod wakes a Recreate Deployment when its last old pod is gone.
+func (c *Controller) deletePod(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
+		if !ok {
+			return
+		}
+		if pod, ok = tomb.Obj.(*corev1.Pod); !ok {
+			return
+		}
+	}
+	ref := metav1.GetControllerOfNoCopy(pod)
+	if ref == nil || ref.Kind != "ReplicaSet" {
+		return
+	}
+	rs, err := c.rsLister.ReplicaSets(pod.Namespace).Get(ref.Name)
+	if err != nil || rs.UID != ref.UID {
+		return
+	}
+	dref := metav1.GetControllerOfNoCopy(rs)
+	if dref == nil {
+		return
+	}
+	d := c.resolve(rs.Namespace, dref)
+	if d == nil || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		return
+	}
+	rss, err := c.rsLister.ReplicaSets(d.Namespace).List(labels.Everything())
+	if err != nil {
+		return
+	}
+	pods, err := c.podMap(d, rss)
+	if err != nil {
+		return
+	}
+	n := 0
+	for _, ps := range pods {
+		n += len(ps)
+	}
+	if n == 0 {
+		c.enqueue(d)
+	}
+}
+
+// sync rolls one Deployment a step forward and writes its status.
+func (c *Controller) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		c.log.Error("bad queue key", "key", key, "err", err)
+		return nil
+	}
+	cached, err := c.dLister.Deployments(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	d := cached.DeepCopy()
+	if apiequality.Semantic.DeepEqual(d.Spec.Selector, &metav1.LabelSelector{}) {
+		c.recorder.Eventf(d, corev1.EventTypeWarning, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.")
+		if d.Status.ObservedGeneration < d.Generation {
+			d.Status.ObservedGeneration = d.Generation
+			_, err := c.kube.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			return err
+		}
+		return nil
+	}
+	rss, err := c.claimReplicaSets(ctx, d)
+	if err != nil {
+		return err
+	}
+	if d.DeletionTimestamp != nil {
+		return c.syncStatusOnly(ctx, d, rss)
+	}
+	if err := c.checkPausedConditions(ctx, d); err != nil {
+		return err
+	}
+	if d.Spec.Paused {
+		return c.syncScale(ctx, d, rss)
+	}
+	scaling, err := c.isScalingEvent(ctx, d, rss)
+	if err != nil {
+		return err
+	}
+	if scaling {
+		return c.syncScale(ctx, d, rss)
+	}
+	switch d.Spec.Strategy.Type {
+	case appsv1.RecreateDeploymentStrategyType:
+		pods, err := c.podMap(d, rss)
+		if err != nil {
+			return err
+		}
+		return c.rolloutRecreate(ctx, d, rss, pods)
+	case appsv1.RollingUpdateDeploymentStrategyType:
+		return c.rolloutRolling(ctx, d, rss)
+	}
+	return fmt.Errorf("unexpected deployment strategy type %q", d.Spec.Strategy.Type)
+}
+
+// claimReplicaSets returns the ReplicaSets d owns, adopting and releasing
+// by selector.
+func (c *Controller) claimReplicaSets(ctx context.Context, d *appsv1.Deployment) ([]*appsv1.ReplicaSet, error) {
+	all, err := c.rsLister.ReplicaSets(d.Namespace).List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("deployment %s/%s has an invalid selector: %w", d.Namespace, d.Name, err)
+	}
+	m := &controller.RefManager{
+		Controller: d, Kind: kind, Selector: sel,
+		CanAdopt: controller.RecheckDeletion(d.UID, func(ctx context.Context) (metav1.Object, error) {
+			return c.kube.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+		}),
+	}
+	return controller.Claim(ctx, m, all, controller.ReplicaSetPatcher(c.kube))
+}
+
+// podMap groups the pods d selects by the uid of their ReplicaSet among
+// rss (for Recreate: are old pods still running?).
+func (c *Controller) podMap(d *appsv1.Deployment, rss []*appsv1.ReplicaSet) (map[types.UID][]*corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := c.podLister.Pods(d.Namespace).List(sel)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[types.UID][]*corev1.Pod, len(rss))
+	for _, rs := range rss {
+		out[rs.UID] = nil
+	}
+	for _, p := range pods {
+		ref := metav1.GetControllerOfNoCopy(p)
+		if ref == nil {
+			continue
+		}
+		if _, ok := out[ref.UID]; ok {
+			out[ref.UID] = append(out[ref.UID], p)
+		}
+	}
+	return out, nil
+}
+
+// checkPausedConditions marks a paused Deployment's Progressing condition
+// Unknown (so the time paused does not count against the progress
+// deadline) and a resumed one's too.
+func (c *Controller) checkPausedConditions(ctx context.Context, d *appsv1.Deployment) error {
+	if !hasProgressDeadline(d) {
+		return nil
+	}
+	cond := getCondition(d.Status, appsv1.DeploymentProgressing)
+	if cond != nil && cond.Reason == reasonTimedOut {
+		return nil
+	}
+	pausedCond := cond != nil && cond.Reason == reasonPaused
+	switch {
+	case d.Spec.Paused && !pausedCond:
+		setCondition(&d.Status, newCondition(appsv1.DeploymentProgressing, corev1.ConditionUnknown, reasonPaused, "Deployment is paused", c.opts.Clock.Now()))
+	case !d.Spec.Paused && pausedCond:
+		setCondition(&d.Status, newCondition(appsv1.DeploymentProgressing, corev1.ConditionUnknown, reasonResumed, "Deployment is resumed", c.opts.Clock.Now()))
+	default:
+		return nil
+	}
+	_, err := c.kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+	return err
+}
+
+// isScalingEvent: an active ReplicaSet recorded another desired size than
+// the Deployment's replicas now.
+func (c *Controller) isScalingEvent(ctx context.Context, d *appsv1.Deployment, rss []*appsv1.ReplicaSet) (bool, error) {
+	newRS, oldRSs, err := c.replicaSetsAndSyncRevision(ctx, d, rss, false)
+	if err != nil {
+		return false, err
+	}
+	for _, rs := range active(append(oldRSs, newRS)) {
+		if desired, ok := intAnnotation(rs, DesiredReplicasAnnotation); ok && desired != *d.Spec.Replicas {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (c *Controller) enqueueAfter(d *appsv1.Deployment, after time.Duration) {
+	c.queue.AddAfter(d.Namespace+"/"+d.Name, after)
+}

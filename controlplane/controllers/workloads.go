@@ -1,0 +1,43 @@
+package controllers
+
+import (
+	"context"
+	"log/slog"
+
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/skep-dev/skep/controlplane/controllers/deployment"
+	"github.com/skep-dev/skep/controlplane/controllers/replicaset"
+)
+
+// WorkloadOptions tune the controllers of workloads (issue 9's
+// ReplicaSet, Deployment, DaemonSet, Job and CronJob controllers).
+type WorkloadOptions struct {
+	ReplicaSet replicaset.Options
+	Deployment deployment.Options
+}
+
+// addWorkloadControllers builds the workload controllers on factory and
+// adds them to runners.
+func addWorkloadControllers(runners map[string]func(context.Context) error, kube kubernetes.Interface,
+	factory informers.SharedInformerFactory, log *slog.Logger, opts WorkloadOptions) error {
+	if opts.ReplicaSet.Logger == nil {
+		opts.ReplicaSet.Logger = log
+	}
+	if opts.Deployment.Logger == nil {
+		opts.Deployment.Logger = log
+	}
+	apps, core := factory.Apps().V1(), factory.Core().V1()
+	rs, err := replicaset.New(kube, apps.ReplicaSets(), core.Pods(), opts.ReplicaSet)
+	if err != nil {
+		return err
+	}
+	d, err := deployment.New(kube, apps.Deployments(), apps.ReplicaSets(), core.Pods(), opts.Deployment)
+	if err != nil {
+		return err
+	}
+	runners["replicaset"] = rs.Run
+	runners["deployment"] = d.Run
+	return nil
+}
