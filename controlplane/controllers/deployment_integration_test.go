@@ -332,4 +332,3 @@ func expectImages(t *testing.T, w *workloadCluster, app, image string) {
 		}
 	}
 }
-
