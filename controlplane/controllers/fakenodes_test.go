@@ -121,10 +121,22 @@ func startFakeNodes(t testing.TB, cs kubernetes.Interface, opts fakeNodeOptions)
 	if _, err := pi.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }}); err != nil {
 		t.Fatal(err)
 	}
-	// A node that appears may be the one a waiting pod needs.
+	// A node that appears may be the one a waiting pod needs; the pods of
+	// a node that goes are deleted, as the pod garbage collector does.
 	if _, err := ni.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) {
 		for _, k := range f.pods.ListKeys() {
 			f.queue.Add(k)
+		}
+	}, DeleteFunc: func(obj any) {
+		n, ok := obj.(*corev1.Node)
+		if !ok {
+			return
+		}
+		for _, o := range f.pods.List() {
+			if p := o.(*corev1.Pod); p.Spec.NodeName == n.Name {
+				zero := int64(0)
+				_ = f.cs.CoreV1().Pods(p.Namespace).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			}
 		}
 	}}); err != nil {
 		t.Fatal(err)

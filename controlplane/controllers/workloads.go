@@ -7,6 +7,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/skep-dev/skep/controlplane/controllers/daemonset"
 	"github.com/skep-dev/skep/controlplane/controllers/deployment"
 	"github.com/skep-dev/skep/controlplane/controllers/replicaset"
 )
@@ -16,6 +17,7 @@ import (
 type WorkloadOptions struct {
 	ReplicaSet replicaset.Options
 	Deployment deployment.Options
+	DaemonSet  daemonset.Options
 }
 
 // addWorkloadControllers builds the workload controllers on factory and
@@ -28,6 +30,9 @@ func addWorkloadControllers(runners map[string]func(context.Context) error, kube
 	if opts.Deployment.Logger == nil {
 		opts.Deployment.Logger = log
 	}
+	if opts.DaemonSet.Logger == nil {
+		opts.DaemonSet.Logger = log
+	}
 	apps, core := factory.Apps().V1(), factory.Core().V1()
 	rs, err := replicaset.New(kube, apps.ReplicaSets(), core.Pods(), opts.ReplicaSet)
 	if err != nil {
@@ -37,7 +42,12 @@ func addWorkloadControllers(runners map[string]func(context.Context) error, kube
 	if err != nil {
 		return err
 	}
+	ds, err := daemonset.New(kube, apps.DaemonSets(), apps.ControllerRevisions(), core.Pods(), core.Nodes(), opts.DaemonSet)
+	if err != nil {
+		return err
+	}
 	runners["replicaset"] = rs.Run
 	runners["deployment"] = d.Run
+	runners["daemonset"] = ds.Run
 	return nil
 }

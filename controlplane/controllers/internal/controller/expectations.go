@@ -45,17 +45,17 @@ func (e *Expectations) Satisfied(key string) bool {
 }
 
 // ExpectCreations records that key is about to create n pods.
-func (e *Expectations) ExpectCreations(key string, n int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.m[key] = &expectation{add: n, set: e.now()}
-}
+func (e *Expectations) ExpectCreations(key string, n int) { e.Expect(key, n, nil) }
 
 // ExpectDeletions records that key is about to delete the pods podKeys.
-func (e *Expectations) ExpectDeletions(key string, podKeys []string) {
+func (e *Expectations) ExpectDeletions(key string, podKeys []string) { e.Expect(key, 0, podKeys) }
+
+// Expect records that key is about to create n pods and delete the pods
+// podKeys, replacing what it awaited before.
+func (e *Expectations) Expect(key string, n int, podKeys []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	x := &expectation{del: len(podKeys), deleting: make(map[string]bool, len(podKeys)), set: e.now()}
+	x := &expectation{add: n, del: len(podKeys), deleting: make(map[string]bool, len(podKeys)), set: e.now()}
 	for _, k := range podKeys {
 		x.deleting[k] = true
 	}

@@ -1,0 +1,470 @@
+// Package daemonset is the DaemonSet controller: one pod of each
+// DaemonSet on every node that should run it, as kube-controller-manager's
+// daemon controller does, in the sample-controller shape.
+//
+//   - A node should run a DaemonSet's pod when the template's nodeName (if
+//     any), nodeSelector and required node affinity match it and its
+//     NoSchedule and NoExecute taints are tolerated, counting the
+//     tolerations every daemon pod gets (not-ready, unreachable, disk,
+//     memory and PID pressure, unschedulable; network-unavailable for host
+//     network pods). A pod on a node that no longer should run it stays
+//     while only NoSchedule taints say no, and goes otherwise.
+//   - Pods are created, as upstream has since 1.12, without a node but with
+//     a required node affinity naming their node (matchFields
+//     metadata.name): the default scheduler binds them, so resources and
+//     ports are accounted as for any pod. There is no direct binding.
+//   - Failed daemon pods are deleted (and replaced), with a per-node
+//     backoff so a node that keeps rejecting the pod is not hammered.
+//   - Updates: RollingUpdate replaces at most maxUnavailable nodes' pods at
+//     a time (deleting old pods; the manage step creates new ones), or with
+//     maxSurge starts the new pod first and deletes the old one once the
+//     new one is available; OnDelete waits for the user to delete pods.
+//   - History: a ControllerRevision per template (see history.go), so
+//     `kubectl rollout history|undo|status daemonset` work;
+//     revisionHistoryLimit old revisions no pod runs are kept.
+//   - Expectations keep a slow watch from making a node get two pods.
+//   - Status: desiredNumberScheduled, currentNumberScheduled,
+//     numberMisscheduled, numberReady, updatedNumberScheduled,
+//     numberAvailable, numberUnavailable, observedGeneration.
+//
+// Pods bound to a node that was deleted are left to the pod garbage
+// collector, as upstream does.
+package daemonset
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	appsinformers "k8s.io/client-go/informers/apps/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+
+	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
+	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
+)
+
+// BurstReplicas caps the pods one sync creates or deletes (upstream's).
+const BurstReplicas = 250
+
+var kind = appsv1.SchemeGroupVersion.WithKind("DaemonSet")
+
+// Options tune a Controller; zero values pick the defaults.
+type Options struct {
+	// Workers is how many DaemonSets are synced at once (default 2,
+	// kube-controller-manager's --concurrent-daemonset-syncs).
+	Workers int
+	// FailedPodBackoff is the first delay before a failed daemon pod on a
+	// node is replaced again (default 1s, doubling to 15m).
+	FailedPodBackoff time.Duration
+	Logger           *slog.Logger
+	Clock            clock.Clock
+}
+
+// Controller runs DaemonSets' pods.
+type Controller struct {
+	kube         kubernetes.Interface
+	dsLister     appslisters.DaemonSetLister
+	crLister     appslisters.ControllerRevisionLister
+	podLister    corelisters.PodLister
+	nodeLister   corelisters.NodeLister
+	synced       []cache.InformerSynced
+	queue        workqueue.TypedRateLimitingInterface[string]
+	expectations *controller.Expectations
+	pods         controller.PodControl
+	failed       *flowcontrol.Backoff
+	broadcaster  record.EventBroadcaster
+	recorder     record.EventRecorder
+	opts         Options
+	log          *slog.Logger
+}
+
+// New builds the controller on shared informers (the caller starts them).
+func New(kube kubernetes.Interface, dsInformer appsinformers.DaemonSetInformer, crInformer appsinformers.ControllerRevisionInformer,
+	podInformer coreinformers.PodInformer, nodeInformer coreinformers.NodeInformer, opts Options) (*Controller, error) {
+	if opts.Workers == 0 {
+		opts.Workers = 2
+	}
+	if opts.FailedPodBackoff == 0 {
+		opts.FailedPodBackoff = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	broadcaster := record.NewBroadcaster()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "daemonset-controller"})
+	c := &Controller{
+		kube:       kube,
+		dsLister:   dsInformer.Lister(),
+		crLister:   crInformer.Lister(),
+		podLister:  podInformer.Lister(),
+		nodeLister: nodeInformer.Lister(),
+		synced: []cache.InformerSynced{dsInformer.Informer().HasSynced, crInformer.Informer().HasSynced,
+			podInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced},
+		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "daemonset"}),
+		expectations: controller.NewExpectations(),
+		pods:         controller.PodControl{Client: kube, Recorder: recorder},
+		failed:       flowcontrol.NewBackOffWithJitter(opts.FailedPodBackoff, 15*time.Minute, 0),
+		broadcaster:  broadcaster,
+		recorder:     recorder,
+		opts:         opts,
+		log:          opts.Logger.With("controller", "daemonset"),
+	}
+	c.failed.Clock = opts.Clock
+	handlers := []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{dsInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.enqueue, UpdateFunc: func(_, o any) { c.enqueue(o) }, DeleteFunc: c.deleteDS}},
+		{crInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.revisionChanged, UpdateFunc: func(_, o any) { c.revisionChanged(o) }, DeleteFunc: c.revisionChanged}},
+		{podInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.addPod, UpdateFunc: c.updatePod, DeleteFunc: c.deletePod}},
+		{nodeInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.addNode, UpdateFunc: c.updateNode, DeleteFunc: c.deleteNode}},
+	}
+	for _, h := range handlers {
+		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Run waits for the caches, then syncs DaemonSets until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
+	defer c.broadcaster.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return nil
+	}
+	c.log.Info("started", "workers", c.opts.Workers)
+	// Forget the backoff of failed pods long gone, now and then.
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				c.failed.GC()
+			}
+		}
+	}()
+	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
+	return nil
+}
+
+func (c *Controller) process(ctx context.Context, key string) {
+	if err := c.sync(ctx, key); err != nil {
+		c.log.Debug("sync failed; retrying", "daemonset", key, "err", err)
+		c.queue.AddRateLimited(key)
+		return
+	}
+	c.queue.Forget(key)
+}
+
+func (c *Controller) enqueue(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(key)
+}
+
+func (c *Controller) deleteDS(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return
+	}
+	c.expectations.Delete(key)
+	c.queue.Add(key)
+}
+
+func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *appsv1.DaemonSet {
+	if ref.Kind != kind.Kind {
+		return nil
+	}
+	ds, err := c.dsLister.DaemonSets(ns).Get(ref.Name)
+	if err != nil || ds.UID != ref.UID {
+		return nil
+	}
+	return ds
+}
+
+// selecting are the DaemonSets whose selector matches lbls in ns.
+func (c *Controller) selecting(ns string, lbls map[string]string) []*appsv1.DaemonSet {
+	if len(lbls) == 0 {
+		return nil
+	}
+	dss, err := c.dsLister.DaemonSets(ns).List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	var out []*appsv1.DaemonSet
+	for _, ds := range dss {
+		sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+		if err == nil && !sel.Empty() && sel.Matches(labels.Set(lbls)) {
+			out = append(out, ds)
+		}
+	}
+	return out
+}
+
+func (c *Controller) revisionChanged(obj any) {
+	cr, ok := obj.(*appsv1.ControllerRevision)
+	if !ok {
+		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
+		if !ok {
+			return
+		}
+		if cr, ok = tomb.Obj.(*appsv1.ControllerRevision); !ok {
+			return
+		}
+	}
+	if ref := metav1.GetControllerOfNoCopy(cr); ref != nil {
+		if ds := c.resolve(cr.Namespace, ref); ds != nil {
+			c.enqueue(ds)
+		}
+		return
+	}
+	for _, ds := range c.selecting(cr.Namespace, cr.Labels) {
+		c.enqueue(ds)
+	}
+}
+
+func (c *Controller) addPod(obj any) {
+	pod := obj.(*corev1.Pod)
+	if pod.DeletionTimestamp != nil {
+		c.deletePod(pod)
+		return
+	}
+	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil {
+		if ds := c.resolve(pod.Namespace, ref); ds != nil {
+			key := ds.Namespace + "/" + ds.Name
+			c.expectations.CreationObserved(key)
+			c.queue.Add(key)
+		}
+		return
+	}
+	for _, ds := range c.selecting(pod.Namespace, pod.Labels) {
+		c.enqueue(ds)
+	}
+}
+
+func (c *Controller) updatePod(old, cur any) {
+	o, p := old.(*corev1.Pod), cur.(*corev1.Pod)
+	if o.ResourceVersion == p.ResourceVersion {
+		return
+	}
+	if p.DeletionTimestamp != nil {
+		c.deletePod(p)
+		return
+	}
+	oref, ref := metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(p)
+	refChanged := (oref == nil) != (ref == nil) || (oref != nil && ref != nil && oref.UID != ref.UID)
+	if refChanged && oref != nil {
+		if ds := c.resolve(o.Namespace, oref); ds != nil {
+			c.enqueue(ds)
+		}
+	}
+	if ref != nil {
+		ds := c.resolve(p.Namespace, ref)
+		if ds == nil {
+			return
+		}
+		c.enqueue(ds)
+		if !controller.IsPodReady(o) && controller.IsPodReady(p) && ds.Spec.MinReadySeconds > 0 {
+			c.queue.AddAfter(ds.Namespace+"/"+ds.Name, time.Duration(ds.Spec.MinReadySeconds)*time.Second+time.Second)
+		}
+		return
+	}
+	if refChanged || !labels.Equals(o.Labels, p.Labels) {
+		for _, ds := range c.selecting(p.Namespace, p.Labels) {
+			c.enqueue(ds)
+		}
+	}
+}
+
+func (c *Controller) deletePod(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
+		if !ok {
+			return
+		}
+		if pod, ok = tomb.Obj.(*corev1.Pod); !ok {
+			return
+		}
+	}
+	ref := metav1.GetControllerOfNoCopy(pod)
+	if ref == nil {
+		return
+	}
+	if ds := c.resolve(pod.Namespace, ref); ds != nil {
+		key := ds.Namespace + "/" + ds.Name
+		c.expectations.DeletionObserved(key, controller.PodKey(pod))
+		c.queue.Add(key)
+	}
+}
+
+func (c *Controller) allDaemonSets() []*appsv1.DaemonSet {
+	dss, err := c.dsLister.List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	return dss
+}
+
+// addNode wakes the DaemonSets that should run on the new node.
+func (c *Controller) addNode(obj any) {
+	node := obj.(*corev1.Node)
+	for _, ds := range c.allDaemonSets() {
+		if run, _ := nodeShouldRun(node, ds); run {
+			c.enqueue(ds)
+		}
+	}
+}
+
+// updateNode wakes the DaemonSets for which the change of the node
+// changes whether they should run or keep running there.
+func (c *Controller) updateNode(old, cur any) {
+	o, n := old.(*corev1.Node), cur.(*corev1.Node)
+	if apiequality.Semantic.DeepEqual(o.Labels, n.Labels) && apiequality.Semantic.DeepEqual(o.Spec, n.Spec) {
+		return // a status heartbeat: nothing a DaemonSet looks at
+	}
+	for _, ds := range c.allDaemonSets() {
+		or, oc := nodeShouldRun(o, ds)
+		nr, nc := nodeShouldRun(n, ds)
+		if or != nr || oc != nc {
+			c.enqueue(ds)
+		}
+	}
+}
+
+// deleteNode resyncs every DaemonSet: their status counts change (the
+// pods bound there are the pod garbage collector's).
+func (c *Controller) deleteNode(any) {
+	for _, ds := range c.allDaemonSets() {
+		c.enqueue(ds)
+	}
+}
+
+func (c *Controller) canAdopt(ds *appsv1.DaemonSet) func(context.Context) error {
+	return controller.RecheckDeletion(ds.UID, func(ctx context.Context) (metav1.Object, error) {
+		return c.kube.AppsV1().DaemonSets(ds.Namespace).Get(ctx, ds.Name, metav1.GetOptions{})
+	})
+}
+
+// daemonPods returns the pods ds owns (adopting and releasing by
+// selector), finished pods being deleted left out.
+func (c *Controller) daemonPods(ctx context.Context, ds *appsv1.DaemonSet) ([]*corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	all, err := c.podLister.Pods(ds.Namespace).List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	var pods []*corev1.Pod
+	for _, p := range all {
+		finished := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+		if finished && p.DeletionTimestamp != nil {
+			continue
+		}
+		pods = append(pods, p)
+	}
+	m := &controller.RefManager{Controller: ds, Kind: kind, Selector: sel, CanAdopt: c.canAdopt(ds)}
+	return controller.Claim(ctx, m, pods, controller.PodPatcher(c.kube))
+}
+
+// byNode groups pods by the node they run on or are meant for.
+func (c *Controller) byNode(pods []*corev1.Pod) map[string][]*corev1.Pod {
+	out := map[string][]*corev1.Pod{}
+	for _, p := range pods {
+		node, err := targetNode(p)
+		if err != nil {
+			c.log.Warn("daemon pod without a node", "pod", p.Namespace+"/"+p.Name)
+			continue
+		}
+		out[node] = append(out[node], p)
+	}
+	return out
+}
+
+// sync makes one DaemonSet's pods match its nodes and template, and
+// writes its status.
+func (c *Controller) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		c.log.Error("bad queue key", "key", key, "err", err)
+		return nil
+	}
+	cached, err := c.dsLister.DaemonSets(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		c.expectations.Delete(key)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ds := cached.DeepCopy()
+	nodes, err := c.nodeLister.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	if apiequality.Semantic.DeepEqual(ds.Spec.Selector, &metav1.LabelSelector{}) {
+		c.recorder.Eventf(ds, corev1.EventTypeWarning, "SelectingAll", "This daemon set is selecting all pods. A non-empty selector is required.")
+		return nil
+	}
+	if ds.DeletionTimestamp != nil {
+		return nil
+	}
+	cur, old, err := c.constructHistory(ctx, ds)
+	if err != nil {
+		return fmt.Errorf("history of daemonset %s: %w", key, err)
+	}
+	hash := cur.Labels[appsv1.DefaultDaemonSetUniqueLabelKey]
+	if !c.expectations.Satisfied(key) {
+		// Own writes not yet seen: only report.
+		return c.updateStatus(ctx, ds, nodes, hash, false)
+	}
+	if err := c.manage(ctx, ds, nodes, hash); err != nil {
+		return err
+	}
+	if c.expectations.Satisfied(key) && ds.Spec.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType {
+		if err := c.rollingUpdate(ctx, ds, nodes, hash); err != nil {
+			return err
+		}
+	}
+	pods, err := c.daemonPods(ctx, ds)
+	if err != nil {
+		return err
+	}
+	if err := c.cleanupHistory(ctx, ds, old, pods); err != nil {
+		return err
+	}
+	return c.updateStatus(ctx, ds, nodes, hash, true)
+}
