@@ -9,6 +9,7 @@ import (
 
 	"github.com/skep-dev/skep/controlplane/controllers/daemonset"
 	"github.com/skep-dev/skep/controlplane/controllers/deployment"
+	"github.com/skep-dev/skep/controlplane/controllers/job"
 	"github.com/skep-dev/skep/controlplane/controllers/replicaset"
 )
 
@@ -18,6 +19,7 @@ type WorkloadOptions struct {
 	ReplicaSet replicaset.Options
 	Deployment deployment.Options
 	DaemonSet  daemonset.Options
+	Job        job.Options
 }
 
 // addWorkloadControllers builds the workload controllers on factory and
@@ -33,6 +35,9 @@ func addWorkloadControllers(runners map[string]func(context.Context) error, kube
 	if opts.DaemonSet.Logger == nil {
 		opts.DaemonSet.Logger = log
 	}
+	if opts.Job.Logger == nil {
+		opts.Job.Logger = log
+	}
 	apps, core := factory.Apps().V1(), factory.Core().V1()
 	rs, err := replicaset.New(kube, apps.ReplicaSets(), core.Pods(), opts.ReplicaSet)
 	if err != nil {
@@ -46,6 +51,11 @@ func addWorkloadControllers(runners map[string]func(context.Context) error, kube
 	if err != nil {
 		return err
 	}
+	j, err := job.New(kube, factory.Batch().V1().Jobs(), core.Pods(), opts.Job)
+	if err != nil {
+		return err
+	}
+	runners["job"] = j.Run
 	runners["replicaset"] = rs.Run
 	runners["deployment"] = d.Run
 	runners["daemonset"] = ds.Run
