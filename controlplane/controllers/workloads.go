@@ -7,6 +7,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/skep-dev/skep/controlplane/controllers/cronjob"
 	"github.com/skep-dev/skep/controlplane/controllers/daemonset"
 	"github.com/skep-dev/skep/controlplane/controllers/deployment"
 	"github.com/skep-dev/skep/controlplane/controllers/job"
@@ -20,6 +21,7 @@ type WorkloadOptions struct {
 	Deployment deployment.Options
 	DaemonSet  daemonset.Options
 	Job        job.Options
+	CronJob    cronjob.Options
 }
 
 // addWorkloadControllers builds the workload controllers on factory and
@@ -38,6 +40,9 @@ func addWorkloadControllers(runners map[string]func(context.Context) error, kube
 	if opts.Job.Logger == nil {
 		opts.Job.Logger = log
 	}
+	if opts.CronJob.Logger == nil {
+		opts.CronJob.Logger = log
+	}
 	apps, core := factory.Apps().V1(), factory.Core().V1()
 	rs, err := replicaset.New(kube, apps.ReplicaSets(), core.Pods(), opts.ReplicaSet)
 	if err != nil {
@@ -55,7 +60,12 @@ func addWorkloadControllers(runners map[string]func(context.Context) error, kube
 	if err != nil {
 		return err
 	}
+	cj, err := cronjob.New(kube, factory.Batch().V1().Jobs(), factory.Batch().V1().CronJobs(), opts.CronJob)
+	if err != nil {
+		return err
+	}
 	runners["job"] = j.Run
+	runners["cronjob"] = cj.Run
 	runners["replicaset"] = rs.Run
 	runners["deployment"] = d.Run
 	runners["daemonset"] = ds.Run
