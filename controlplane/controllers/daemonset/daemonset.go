@@ -84,6 +84,7 @@ type Controller struct {
 	dsLister     appslisters.DaemonSetLister
 	crLister     appslisters.ControllerRevisionLister
 	podLister    corelisters.PodLister
+	podIndex     cache.Indexer
 	nodeLister   corelisters.NodeLister
 	synced       []cache.InformerSynced
 	queue        workqueue.TypedRateLimitingInterface[string]
@@ -118,6 +119,7 @@ func New(kube kubernetes.Interface, dsInformer appsinformers.DaemonSetInformer, 
 		dsLister:   dsInformer.Lister(),
 		crLister:   crInformer.Lister(),
 		podLister:  podInformer.Lister(),
+		podIndex:   podInformer.Informer().GetIndexer(),
 		nodeLister: nodeInformer.Lister(),
 		synced: []cache.InformerSynced{dsInformer.Informer().HasSynced, crInformer.Informer().HasSynced,
 			podInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced},
@@ -131,6 +133,9 @@ func New(kube kubernetes.Interface, dsInformer appsinformers.DaemonSetInformer, 
 		log:          opts.Logger.With("controller", "daemonset"),
 	}
 	c.failed.Clock = opts.Clock
+	if err := controller.AddOwnerIndex(podInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("pod index: %w", err)
+	}
 	handlers := []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
@@ -384,7 +389,7 @@ func (c *Controller) daemonPods(ctx context.Context, ds *appsv1.DaemonSet) ([]*c
 	if err != nil {
 		return nil, err
 	}
-	all, err := c.podLister.Pods(ds.Namespace).List(labels.Everything())
+	all, err := controller.Candidates[*corev1.Pod](c.podIndex, ds.UID, ds.Namespace)
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,7 @@ package job
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -157,6 +158,9 @@ func New(kube kubernetes.Interface, jobInformer batchinformers.JobInformer, podI
 		log:          opts.Logger.With("controller", "job"),
 	}
 	c.ttl = newTTLController(kube, jobInformer, opts.Clock, c.log)
+	if err := controller.AddOwnerIndex(podInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("pod index: %w", err)
+	}
 	if _, err := jobInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.addJob,
 		UpdateFunc: c.updateJob,

@@ -83,6 +83,7 @@ type Controller struct {
 	rsLister     appslisters.ReplicaSetLister
 	rsIndexer    cache.Indexer
 	podLister    corelisters.PodLister
+	podIndex     cache.Indexer
 	synced       []cache.InformerSynced
 	queue        workqueue.TypedRateLimitingInterface[string]
 	expectations *controller.Expectations
@@ -112,6 +113,7 @@ func New(kube kubernetes.Interface, rsInformer appsinformers.ReplicaSetInformer,
 		rsLister:     rsInformer.Lister(),
 		rsIndexer:    rsInformer.Informer().GetIndexer(),
 		podLister:    podInformer.Lister(),
+		podIndex:     podInformer.Informer().GetIndexer(),
 		synced:       []cache.InformerSynced{rsInformer.Informer().HasSynced, podInformer.Informer().HasSynced},
 		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "replicaset"}),
 		expectations: controller.NewExpectations(),
@@ -122,6 +124,9 @@ func New(kube kubernetes.Interface, rsInformer appsinformers.ReplicaSetInformer,
 	}
 	if err := rsInformer.Informer().AddIndexers(cache.Indexers{controllerUIDIndex: indexByControllerUID}); err != nil {
 		return nil, fmt.Errorf("replicaset index: %w", err)
+	}
+	if err := controller.AddOwnerIndex(podInformer.Informer()); err != nil {
+		return nil, fmt.Errorf("pod index: %w", err)
 	}
 	if _, err := rsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
@@ -341,9 +346,9 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		c.log.Error("invalid selector; not syncing", "replicaset", key, "err", err)
 		return nil
 	}
-	// Every pod of the namespace, not only the selected ones: an owned
-	// pod whose labels changed must be released.
-	all, err := c.podLister.Pods(ns).List(labels.Everything())
+	// Its pods and the namespace's orphans, not only the selected ones:
+	// an owned pod whose labels changed must be released.
+	all, err := controller.Candidates[*corev1.Pod](c.podIndex, rs.UID, ns)
 	if err != nil {
 		return err
 	}
