@@ -1,0 +1,103 @@
+// Package controllertest helps the unit tests of the workload controllers
+// drive their sync functions with client-go's fake clientset: it makes the
+// fake do on create what the API server does (a name from generateName, a
+// uid, a creation timestamp, generation 1), and lists what a test's sync
+// wrote.
+package controllertest
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+)
+
+// NewClientset is a fake clientset holding objs whose creates get what
+// the API server would give them.
+func NewClientset(objs ...runtime.Object) *fake.Clientset {
+	cs := fake.NewClientset(objs...)
+	var n atomic.Int64
+	cs.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		ca, ok := a.(k8stesting.CreateAction)
+		if !ok || a.GetSubresource() != "" {
+			return false, nil, nil
+		}
+		m, err := meta.Accessor(ca.GetObject())
+		if err != nil {
+			return false, nil, nil
+		}
+		i := n.Add(1)
+		if m.GetName() == "" && m.GetGenerateName() != "" {
+			m.SetName(fmt.Sprintf("%s%05d", m.GetGenerateName(), i))
+		}
+		if m.GetUID() == "" {
+			m.SetUID(types.UID(fmt.Sprintf("uid-%d", i)))
+		}
+		if ts := m.GetCreationTimestamp(); ts.IsZero() {
+			m.SetCreationTimestamp(metav1.NewTime(time.Now()))
+		}
+		if m.GetGeneration() == 0 {
+			m.SetGeneration(1)
+		}
+		return false, nil, nil
+	})
+	return cs
+}
+
+// Add puts objects into an informer's store, as if it had listed them.
+func Add(inf cache.SharedIndexInformer, objs ...runtime.Object) {
+	for _, o := range objs {
+		if err := inf.GetIndexer().Add(o); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// Actions are the verb/resource[/subresource] of the writes cs saw, in
+// order ("create pods", "update replicasets/status", "patch pods").
+func Actions(cs *fake.Clientset) []string {
+	var out []string
+	for _, a := range cs.Actions() {
+		switch a.GetVerb() {
+		case "get", "list", "watch":
+			continue
+		}
+		r := a.GetResource().Resource
+		if s := a.GetSubresource(); s != "" {
+			r += "/" + s
+		}
+		out = append(out, a.GetVerb()+" "+r)
+	}
+	return out
+}
+
+// Creates counts the creates of resource cs saw. (The fake records an
+// action before its reactors run: read what was created back through cs.)
+func Creates(cs *fake.Clientset, resource string) int {
+	n := 0
+	for _, a := range cs.Actions() {
+		if a.GetVerb() == "create" && a.GetResource().Resource == resource && a.GetSubresource() == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Deleted returns the names of the objects of resource deleted through
+// cs, in order.
+func Deleted(cs *fake.Clientset, resource string) []string {
+	var out []string
+	for _, a := range cs.Actions() {
+		if da, ok := a.(k8stesting.DeleteAction); ok && a.GetResource().Resource == resource {
+			out = append(out, da.GetName())
+		}
+	}
+	return out
+}
