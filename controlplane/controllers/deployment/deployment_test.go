@@ -116,7 +116,7 @@ func rsFor(d *appsv1.Deployment, image string, replicas int32, rev int, age time
 			CreationTimestamp: metav1.NewTime(time.Now().Add(-age)),
 			Annotations:       map[string]string{RevisionAnnotation: fmt.Sprint(rev), DesiredReplicasAnnotation: fmt.Sprint(*d.Spec.Replicas), MaxReplicasAnnotation: fmt.Sprint(*d.Spec.Replicas + 1)},
 			OwnerReferences:   []metav1.OwnerReference{*metav1.NewControllerRef(d, kind)}},
-		Spec: appsv1.ReplicaSetSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: *tmpl},
+		Spec:   appsv1.ReplicaSetSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels}, Template: *tmpl},
 		Status: appsv1.ReplicaSetStatus{Replicas: replicas, ReadyReplicas: replicas, AvailableReplicas: replicas, ObservedGeneration: 1},
 	}
 }
