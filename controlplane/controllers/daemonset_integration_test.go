@@ -117,29 +117,42 @@ func TestDaemonSetFollowsNodes(t *testing.T) {
 	waitDaemonNodes(t, w, "agent", "a", "d")
 
 	kubectl := testutil.RequireBinary(t, "kubectl")
-	run := func(args ...string) string {
-		t.Helper()
-		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(cctx, kubectl, append([]string{"--kubeconfig", w.kcfg}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	var run func(args ...string) string
+	runWith := func(k string) func(args ...string) string {
+		return func(args ...string) string {
+			t.Helper()
+			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(cctx, k, append([]string{"--kubeconfig", w.kcfg}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s %v: %v\n%s", k, args, err, out)
+			}
+			return string(out)
 		}
-		return string(out)
 	}
-	run("set", "image", "daemonset/agent", "agent=agent:2")
-	if out := run("rollout", "status", "daemonset/agent", "--timeout=30s"); !strings.Contains(out, "successfully rolled out") {
-		t.Errorf("rollout status: %s", out)
+	// A rollout and an undo with each kubectl: the revision of agent:1
+	// becomes the newest again each time.
+	for i, k := range []string{kubectl, "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"} {
+		if _, err := exec.LookPath(k); err != nil {
+			t.Logf("no %s", k)
+			continue
+		}
+		run = runWith(k)
+		image := fmt.Sprintf("agent:%d", i+2)
+		run("set", "image", "daemonset/agent", "agent="+image)
+		if out := run("rollout", "status", "daemonset/agent", "--timeout=30s"); !strings.Contains(out, "successfully rolled out") {
+			t.Errorf("rollout status: %s", out)
+		}
+		waitDaemonNodes(t, w, "agent", "a", "d")
+		expectImages(t, w, "agent", image)
+		if out := run("rollout", "history", "daemonset/agent"); !strings.Contains(out, "REVISION") {
+			t.Errorf("rollout history: %s", out)
+		}
+		run("rollout", "undo", "daemonset/agent")
+		run("rollout", "status", "daemonset/agent", "--timeout=30s")
+		waitDaemonNodes(t, w, "agent", "a", "d")
+		expectImages(t, w, "agent", "agent:1")
 	}
-	waitDaemonNodes(t, w, "agent", "a", "d")
-	expectImages(t, w, "agent", "agent:2")
-	if out := run("rollout", "history", "daemonset/agent"); !strings.Contains(out, "1 ") || !strings.Contains(out, "2 ") {
-		t.Errorf("rollout history: %s", out)
-	}
-	run("rollout", "undo", "daemonset/agent")
-	run("rollout", "status", "daemonset/agent", "--timeout=30s")
-	waitDaemonNodes(t, w, "agent", "a", "d")
-	expectImages(t, w, "agent", "agent:1")
 	revs, err := w.cs.AppsV1().ControllerRevisions("default").List(ctx, metav1.ListOptions{LabelSelector: "app=agent"})
 	if err != nil {
 		t.Fatal(err)
@@ -149,9 +162,10 @@ func TestDaemonSetFollowsNodes(t *testing.T) {
 		nums = append(nums, r.Revision)
 	}
 	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
-	if fmt.Sprint(nums) != "[2 3]" {
-		t.Errorf("revisions after undo: %v, want [2 3]", nums)
+	if fmt.Sprint(nums) != "[2 4 5]" {
+		t.Errorf("revisions after two rollouts and undos: %v, want [2 4 5]", nums)
 	}
+	run = runWith(kubectl)
 	if out := run("get", "ds", "agent"); !strings.Contains(out, "disk=ssd") {
 		t.Errorf("kubectl get ds: %s", out)
 	}
