@@ -28,26 +28,21 @@ import (
 	"sync"
 	"time"
 
+	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	batchinformers "k8s.io/client-go/informers/batch/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	batchlisters "k8s.io/client-go/listers/batch/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/tools/reference"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
-
-	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 var kind = batchv1.SchemeGroupVersion.WithKind("CronJob")
@@ -65,15 +60,10 @@ type Options struct {
 
 // Controller runs CronJobs.
 type Controller struct {
-	kube        kubernetes.Interface
-	cjLister    batchlisters.CronJobLister
-	jobLister   batchlisters.JobLister
-	synced      []cache.InformerSynced
-	queue       workqueue.TypedRateLimitingInterface[string]
-	broadcaster record.EventBroadcaster
-	recorder    record.EventRecorder
-	opts        Options
-	log         *slog.Logger
+	*controller.Base
+	cjLister  batchlisters.CronJobLister
+	jobLister batchlisters.JobLister
+	opts      Options
 
 	// timers wake each CronJob at its next schedule time, on Clock.
 	mu     sync.Mutex
@@ -85,24 +75,17 @@ func New(kube kubernetes.Interface, jobInformer batchinformers.JobInformer, cjIn
 	if opts.Workers == 0 {
 		opts.Workers = 5
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	broadcaster := record.NewBroadcaster()
+	base := controller.NewBase(kube, "cronjob", "cronjob-controller", opts.Workers, opts.Logger)
+	base.WaitFor(jobInformer.Informer().HasSynced, cjInformer.Informer().HasSynced)
 	c := &Controller{
-		kube:        kube,
-		cjLister:    cjInformer.Lister(),
-		jobLister:   jobInformer.Lister(),
-		synced:      []cache.InformerSynced{jobInformer.Informer().HasSynced, cjInformer.Informer().HasSynced},
-		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "cronjob"}),
-		broadcaster: broadcaster,
-		recorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "cronjob-controller"}),
-		opts:        opts,
-		log:         opts.Logger.With("controller", "cronjob"),
-		timers:      map[string]clock.Timer{},
+		Base:      base,
+		cjLister:  cjInformer.Lister(),
+		jobLister: jobInformer.Lister(),
+		opts:      opts,
+		timers:    map[string]clock.Timer{},
 	}
 	if _, err := jobInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.jobChanged,
@@ -112,42 +95,26 @@ func New(kube kubernetes.Interface, jobInformer batchinformers.JobInformer, cjIn
 		return nil, err
 	}
 	if _, err := cjInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
+		AddFunc:    c.Enqueue,
 		UpdateFunc: c.updateCronJob,
-		DeleteFunc: c.enqueue,
+		DeleteFunc: c.Enqueue,
 	}); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// Run waits for the caches, then syncs CronJobs until ctx ends.
+// Run waits for the caches, then syncs CronJobs until ctx ends; each is
+// woken again at its next schedule time.
 func (c *Controller) Run(ctx context.Context) error {
-	defer utilruntime.HandleCrash()
-	defer c.queue.ShutDown()
 	defer c.stopTimers()
-	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	defer c.broadcaster.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		return nil
-	}
-	c.log.Info("started", "workers", c.opts.Workers)
-	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
-	return nil
-}
-
-func (c *Controller) process(ctx context.Context, key string) {
-	after, err := c.sync(ctx, key)
-	switch {
-	case err != nil:
-		c.log.Debug("sync failed; retrying", "cronjob", key, "err", err)
-		c.queue.AddRateLimited(key)
-	case after != nil:
-		c.queue.Forget(key)
-		c.wakeAfter(key, *after)
-	default:
-		c.queue.Forget(key)
-	}
+	return c.Base.Run(ctx, func(ctx context.Context, key string) error {
+		after, err := c.sync(ctx, key)
+		if err == nil && after != nil {
+			c.wakeAfter(key, *after)
+		}
+		return err
+	})
 }
 
 // wakeAfter queues key once d passed on the controller's clock.
@@ -161,7 +128,7 @@ func (c *Controller) wakeAfter(key string, d time.Duration) {
 		c.mu.Lock()
 		delete(c.timers, key)
 		c.mu.Unlock()
-		c.queue.Add(key)
+		c.Queue.Add(key)
 	})
 }
 
@@ -174,53 +141,26 @@ func (c *Controller) stopTimers() {
 	}
 }
 
-func (c *Controller) enqueue(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
-	}
-	c.queue.Add(key)
-}
-
 // updateCronJob: a new schedule or time zone moves the next wake-up;
 // anything else syncs now.
 func (c *Controller) updateCronJob(old, cur any) {
 	o, cj := old.(*batchv1.CronJob), cur.(*batchv1.CronJob)
 	if o.Spec.Schedule != cj.Spec.Schedule || !ptr.Equal(o.Spec.TimeZone, cj.Spec.TimeZone) {
 		if sched, err := parseSchedule(cj); err == nil {
-			c.wakeAfter(cj.Namespace+"/"+cj.Name, untilNext(cj, c.opts.Clock.Now(), sched))
+			c.wakeAfter(controller.Key(cj), untilNext(cj, c.opts.Clock.Now(), sched))
 			return
 		}
 	}
-	c.enqueue(cj)
-}
-
-func (c *Controller) owner(j *batchv1.Job) *batchv1.CronJob {
-	ref := metav1.GetControllerOfNoCopy(j)
-	if ref == nil || ref.Kind != kind.Kind {
-		return nil
-	}
-	cj, err := c.cjLister.CronJobs(j.Namespace).Get(ref.Name)
-	if err != nil || cj.UID != ref.UID {
-		return nil
-	}
-	return cj
+	c.Enqueue(cj)
 }
 
 func (c *Controller) jobChanged(obj any) {
-	j, ok := obj.(*batchv1.Job)
+	j, ok := controller.Unwrap[*batchv1.Job](obj)
 	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if j, ok = tomb.Obj.(*batchv1.Job); !ok {
-			return
-		}
+		return
 	}
-	if cj := c.owner(j); cj != nil {
-		c.enqueue(cj)
+	if cj, ok := controller.Resolve(metav1.GetControllerOfNoCopy(j), kind.Kind, c.cjLister.CronJobs(j.Namespace).Get); ok {
+		c.Enqueue(cj)
 	}
 }
 
@@ -229,7 +169,7 @@ func (c *Controller) updateJob(old, cur any) {
 	if o.ResourceVersion == j.ResourceVersion {
 		return
 	}
-	if oref, ref := metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(j); oref != nil && (ref == nil || ref.UID != oref.UID) {
+	if controller.RefChanged(metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(j)) {
 		c.jobChanged(o)
 	}
 	c.jobChanged(j)
@@ -263,7 +203,7 @@ func (c *Controller) sync(ctx context.Context, key string) (*time.Duration, erro
 	cleaned := c.cleanupFinished(ctx, cj, jobs)
 	after, updated, syncErr := c.syncCronJob(ctx, cj, jobs)
 	if cleaned || updated {
-		if _, err := c.kube.BatchV1().CronJobs(ns).UpdateStatus(ctx, cj, metav1.UpdateOptions{}); err != nil {
+		if _, err := c.Kube.BatchV1().CronJobs(ns).UpdateStatus(ctx, cj, metav1.UpdateOptions{}); err != nil {
 			return nil, err
 		}
 	}
@@ -316,7 +256,7 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 		case !active && !done:
 			// Created but not recorded (a crash, a stale cache), or made by
 			// someone else: look at the stored CronJob before warning.
-			fresh, err := c.kube.BatchV1().CronJobs(cj.Namespace).Get(ctx, cj.Name, metav1.GetOptions{})
+			fresh, err := c.Kube.BatchV1().CronJobs(cj.Namespace).Get(ctx, cj.Name, metav1.GetOptions{})
 			if err != nil {
 				return nil, updated, err
 			}
@@ -324,10 +264,10 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 				*cj = *fresh
 				continue
 			}
-			c.recorder.Eventf(cj, corev1.EventTypeWarning, "UnexpectedJob", "Saw a job that the controller did not create or forgot: %s", j.Name)
+			c.Recorder.Eventf(cj, corev1.EventTypeWarning, "UnexpectedJob", "Saw a job that the controller did not create or forgot: %s", j.Name)
 		case active && done:
 			removeActive(cj, j.UID)
-			c.recorder.Eventf(cj, corev1.EventTypeNormal, "SawCompletedJob", "Saw completed job: %s, condition: %v", j.Name, state)
+			c.Recorder.Eventf(cj, corev1.EventTypeNormal, "SawCompletedJob", "Saw completed job: %s, condition: %v", j.Name, state)
 			updated = true
 		}
 		if state == batchv1.JobComplete && j.Status.CompletionTime != nil &&
@@ -341,10 +281,10 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 		if children[r.UID] {
 			continue
 		}
-		_, err := c.kube.BatchV1().Jobs(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+		_, err := c.Kube.BatchV1().Jobs(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			c.recorder.Eventf(cj, corev1.EventTypeNormal, "MissingJob", "Active job went missing: %v", r.Name)
+			c.Recorder.Eventf(cj, corev1.EventTypeNormal, "MissingJob", "Active job went missing: %v", r.Name)
 			removeActive(cj, r.UID)
 			updated = true
 		case err != nil:
@@ -356,7 +296,7 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 	}
 	if tz := cj.Spec.TimeZone; tz != nil {
 		if _, err := time.LoadLocation(*tz); err != nil {
-			c.recorder.Eventf(cj, corev1.EventTypeWarning, "UnknownTimeZone", "invalid timeZone: %q: %s", *tz, err)
+			c.Recorder.Eventf(cj, corev1.EventTypeWarning, "UnknownTimeZone", "invalid timeZone: %q: %s", *tz, err)
 			return nil, updated, nil
 		}
 	}
@@ -365,12 +305,12 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 	}
 	sched, err := parseSchedule(cj)
 	if err != nil {
-		c.recorder.Eventf(cj, corev1.EventTypeWarning, "UnparseableSchedule", "unparseable schedule: %q : %s", cj.Spec.Schedule, err)
+		c.Recorder.Eventf(cj, corev1.EventTypeWarning, "UnparseableSchedule", "unparseable schedule: %q : %s", cj.Spec.Schedule, err)
 		return nil, updated, nil
 	}
 	_, scheduled, missed, err := mostRecent(cj, now, sched, true)
 	if err != nil {
-		c.recorder.Eventf(cj, corev1.EventTypeWarning, "InvalidSchedule", "invalid schedule: %s : %s", cj.Spec.Schedule, err)
+		c.Recorder.Eventf(cj, corev1.EventTypeWarning, "InvalidSchedule", "invalid schedule: %s : %s", cj.Spec.Schedule, err)
 		return nil, updated, nil
 	}
 	next := untilNext(cj, now, sched)
@@ -378,10 +318,10 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 		return &next, updated, nil
 	}
 	if missed > 100 {
-		c.recorder.Eventf(cj, corev1.EventTypeWarning, "TooManyMissedTimes", "too many missed start times: %d. Set or decrease .spec.startingDeadlineSeconds or check clock skew", missed)
+		c.Recorder.Eventf(cj, corev1.EventTypeWarning, "TooManyMissedTimes", "too many missed start times: %d. Set or decrease .spec.startingDeadlineSeconds or check clock skew", missed)
 	}
 	if d := cj.Spec.StartingDeadlineSeconds; d != nil && scheduled.Add(time.Duration(*d)*time.Second).Before(now) {
-		c.recorder.Eventf(cj, corev1.EventTypeWarning, "MissSchedule", "Missed scheduled time to start a job: %s", scheduled.UTC().Format(time.RFC1123Z))
+		c.Recorder.Eventf(cj, corev1.EventTypeWarning, "MissSchedule", "Missed scheduled time to start a job: %s", scheduled.UTC().Format(time.RFC1123Z))
 		return &next, updated, nil
 	}
 	name := jobName(cj, *scheduled)
@@ -396,14 +336,14 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 	switch cj.Spec.ConcurrencyPolicy {
 	case batchv1.ForbidConcurrent:
 		if len(cj.Status.Active) > 0 {
-			c.recorder.Eventf(cj, corev1.EventTypeNormal, "JobAlreadyActive", "Not starting job because prior execution is running and concurrency policy is Forbid")
+			c.Recorder.Eventf(cj, corev1.EventTypeNormal, "JobAlreadyActive", "Not starting job because prior execution is running and concurrency policy is Forbid")
 			return &next, updated, nil
 		}
 	case batchv1.ReplaceConcurrent:
 		for _, r := range cj.Status.Active {
-			j, err := c.kube.BatchV1().Jobs(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+			j, err := c.Kube.BatchV1().Jobs(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
 			if err != nil {
-				c.recorder.Eventf(cj, corev1.EventTypeWarning, "FailedGet", "Get job: %v", err)
+				c.Recorder.Eventf(cj, corev1.EventTypeWarning, "FailedGet", "Get job: %v", err)
 				return nil, updated, err
 			}
 			if !c.deleteJob(ctx, cj, j) {
@@ -417,13 +357,13 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 	if err != nil {
 		return nil, updated, err
 	}
-	created, err := c.kube.BatchV1().Jobs(cj.Namespace).Create(ctx, req, metav1.CreateOptions{})
+	created, err := c.Kube.BatchV1().Jobs(cj.Namespace).Create(ctx, req, metav1.CreateOptions{})
 	switch {
 	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
 		return nil, updated, err
 	case apierrors.IsAlreadyExists(err):
 		// Created before the status said so (a crash), or by someone else.
-		existing, err := c.kube.BatchV1().Jobs(cj.Namespace).Get(ctx, req.Name, metav1.GetOptions{})
+		existing, err := c.Kube.BatchV1().Jobs(cj.Namespace).Get(ctx, req.Name, metav1.GetOptions{})
 		if err != nil {
 			return nil, updated, err
 		}
@@ -432,10 +372,10 @@ func (c *Controller) syncCronJob(ctx context.Context, cj *batchv1.CronJob, jobs 
 		}
 		created = existing
 	case err != nil:
-		c.recorder.Eventf(cj, corev1.EventTypeWarning, "FailedCreate", "Error creating job: %v", err)
+		c.Recorder.Eventf(cj, corev1.EventTypeWarning, "FailedCreate", "Error creating job: %v", err)
 		return nil, updated, err
 	default:
-		c.recorder.Eventf(cj, corev1.EventTypeNormal, "SuccessfulCreate", "Created job %v", created.Name)
+		c.Recorder.Eventf(cj, corev1.EventTypeNormal, "SuccessfulCreate", "Created job %v", created.Name)
 	}
 	ref, err := reference.GetReference(scheme.Scheme, created)
 	if err != nil {
@@ -519,11 +459,11 @@ func startedBefore(a, b *batchv1.Job) bool {
 // from the active list.
 func (c *Controller) deleteJob(ctx context.Context, cj *batchv1.CronJob, j *batchv1.Job) bool {
 	bg := metav1.DeletePropagationBackground
-	if err := c.kube.BatchV1().Jobs(j.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
-		c.recorder.Eventf(cj, corev1.EventTypeWarning, "FailedDelete", "Deleted job: %v", err)
+	if err := c.Kube.BatchV1().Jobs(j.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
+		c.Recorder.Eventf(cj, corev1.EventTypeWarning, "FailedDelete", "Deleted job: %v", err)
 		return false
 	}
 	removeActive(cj, j.UID)
-	c.recorder.Eventf(cj, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted job %v", j.Name)
+	c.Recorder.Eventf(cj, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted job %v", j.Name)
 	return true
 }

@@ -43,22 +43,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	appsinformers "k8s.io/client-go/informers/apps/v1"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/flowcontrol"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
-	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 // BurstReplicas caps the pods one sync creates or deletes (upstream's).
@@ -80,21 +74,17 @@ type Options struct {
 
 // Controller runs DaemonSets' pods.
 type Controller struct {
-	kube         kubernetes.Interface
+	*controller.Base
 	dsLister     appslisters.DaemonSetLister
 	crLister     appslisters.ControllerRevisionLister
 	podLister    corelisters.PodLister
 	podIndex     cache.Indexer
 	nodeLister   corelisters.NodeLister
-	synced       []cache.InformerSynced
-	queue        workqueue.TypedRateLimitingInterface[string]
 	expectations *controller.Expectations
+	podEvents    *controller.PodEvents
 	pods         controller.PodControl
 	failed       *flowcontrol.Backoff
-	broadcaster  record.EventBroadcaster
-	recorder     record.EventRecorder
 	opts         Options
-	log          *slog.Logger
 }
 
 // New builds the controller on shared informers (the caller starts them).
@@ -106,43 +96,36 @@ func New(kube kubernetes.Interface, dsInformer appsinformers.DaemonSetInformer, 
 	if opts.FailedPodBackoff == 0 {
 		opts.FailedPodBackoff = time.Second
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	broadcaster := record.NewBroadcaster()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "daemonset-controller"})
+	base := controller.NewBase(kube, "daemonset", "daemonset-controller", opts.Workers, opts.Logger)
+	base.WaitFor(dsInformer.Informer().HasSynced, crInformer.Informer().HasSynced, podInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced)
 	c := &Controller{
-		kube:       kube,
-		dsLister:   dsInformer.Lister(),
-		crLister:   crInformer.Lister(),
-		podLister:  podInformer.Lister(),
-		podIndex:   podInformer.Informer().GetIndexer(),
-		nodeLister: nodeInformer.Lister(),
-		synced: []cache.InformerSynced{dsInformer.Informer().HasSynced, crInformer.Informer().HasSynced,
-			podInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced},
-		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "daemonset"}),
+		Base:         base,
+		dsLister:     dsInformer.Lister(),
+		crLister:     crInformer.Lister(),
+		podLister:    podInformer.Lister(),
+		podIndex:     podInformer.Informer().GetIndexer(),
+		nodeLister:   nodeInformer.Lister(),
 		expectations: controller.NewExpectations(),
-		pods:         controller.PodControl{Client: kube, Recorder: recorder},
+		pods:         controller.PodControl{Client: kube, Recorder: base.Recorder},
 		failed:       flowcontrol.NewBackOffWithJitter(opts.FailedPodBackoff, 15*time.Minute, 0),
-		broadcaster:  broadcaster,
-		recorder:     recorder,
 		opts:         opts,
-		log:          opts.Logger.With("controller", "daemonset"),
 	}
 	c.failed.Clock = opts.Clock
 	if err := controller.AddOwnerIndex(podInformer.Informer()); err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
 	}
+	c.podEvents = &controller.PodEvents{Queue: c.Queue, Expectations: c.expectations, Owner: c.owner,
+		Selecting: func(p *corev1.Pod) []string { return c.selecting(p.Namespace, p.Labels) }}
 	handlers := []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}{
-		{dsInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.enqueue, UpdateFunc: func(_, o any) { c.enqueue(o) }, DeleteFunc: c.deleteDS}},
+		{dsInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.Enqueue, UpdateFunc: func(_, o any) { c.Enqueue(o) }, DeleteFunc: c.ForgetDeleted(c.expectations)}},
 		{crInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.revisionChanged, UpdateFunc: func(_, o any) { c.revisionChanged(o) }, DeleteFunc: c.revisionChanged}},
-		{podInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.addPod, UpdateFunc: c.updatePod, DeleteFunc: c.deletePod}},
+		{podInformer.Informer(), c.podEvents.Handlers()},
 		{nodeInformer.Informer(), cache.ResourceEventHandlerFuncs{AddFunc: c.addNode, UpdateFunc: c.updateNode, DeleteFunc: c.deleteNode}},
 	}
 	for _, h := range handlers {
@@ -155,16 +138,8 @@ func New(kube kubernetes.Interface, dsInformer appsinformers.DaemonSetInformer, 
 
 // Run waits for the caches, then syncs DaemonSets until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	defer utilruntime.HandleCrash()
-	defer c.queue.ShutDown()
-	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	defer c.broadcaster.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		return nil
-	}
-	c.log.Info("started", "workers", c.opts.Workers)
-	// Forget the backoff of failed pods long gone, now and then.
-	go func() {
+	return c.Base.Run(ctx, c.sync, func(ctx context.Context) {
+		// Forget the backoff of failed pods long gone, now and then.
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()
 		for {
@@ -175,162 +150,45 @@ func (c *Controller) Run(ctx context.Context) error {
 				c.failed.GC()
 			}
 		}
-	}()
-	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
-	return nil
+	})
 }
 
-func (c *Controller) process(ctx context.Context, key string) {
-	if err := c.sync(ctx, key); err != nil {
-		c.log.Debug("sync failed; retrying", "daemonset", key, "err", err)
-		c.queue.AddRateLimited(key)
-		return
+// owner resolves a pod's controller reference to a DaemonSet.
+func (c *Controller) owner(ns string, ref *metav1.OwnerReference) (string, int32, bool) {
+	ds, ok := controller.Resolve(ref, kind.Kind, c.dsLister.DaemonSets(ns).Get)
+	if !ok {
+		return "", 0, false
 	}
-	c.queue.Forget(key)
+	return controller.Key(ds), ds.Spec.MinReadySeconds, true
 }
 
-func (c *Controller) enqueue(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
-	}
-	c.queue.Add(key)
-}
-
-func (c *Controller) deleteDS(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		return
-	}
-	c.expectations.Delete(key)
-	c.queue.Add(key)
-}
-
-func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *appsv1.DaemonSet {
-	if ref.Kind != kind.Kind {
-		return nil
-	}
-	ds, err := c.dsLister.DaemonSets(ns).Get(ref.Name)
-	if err != nil || ds.UID != ref.UID {
-		return nil
-	}
-	return ds
-}
-
-// selecting are the DaemonSets whose selector matches lbls in ns.
-func (c *Controller) selecting(ns string, lbls map[string]string) []*appsv1.DaemonSet {
-	if len(lbls) == 0 {
-		return nil
-	}
+// selecting are the keys of the DaemonSets whose selector matches lbls in
+// ns.
+func (c *Controller) selecting(ns string, lbls map[string]string) []string {
 	dss, err := c.dsLister.DaemonSets(ns).List(labels.Everything())
 	if err != nil {
 		return nil
 	}
-	var out []*appsv1.DaemonSet
-	for _, ds := range dss {
-		sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
-		if err == nil && !sel.Empty() && sel.Matches(labels.Set(lbls)) {
-			out = append(out, ds)
-		}
+	var keys []string
+	for _, ds := range controller.Selecting(dss, func(ds *appsv1.DaemonSet) *metav1.LabelSelector { return ds.Spec.Selector }, lbls) {
+		keys = append(keys, controller.Key(ds))
 	}
-	return out
+	return keys
 }
 
 func (c *Controller) revisionChanged(obj any) {
-	cr, ok := obj.(*appsv1.ControllerRevision)
+	cr, ok := controller.Unwrap[*appsv1.ControllerRevision](obj)
 	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if cr, ok = tomb.Obj.(*appsv1.ControllerRevision); !ok {
-			return
-		}
+		return
 	}
 	if ref := metav1.GetControllerOfNoCopy(cr); ref != nil {
-		if ds := c.resolve(cr.Namespace, ref); ds != nil {
-			c.enqueue(ds)
+		if key, _, ok := c.owner(cr.Namespace, ref); ok {
+			c.Queue.Add(key)
 		}
 		return
 	}
-	for _, ds := range c.selecting(cr.Namespace, cr.Labels) {
-		c.enqueue(ds)
-	}
-}
-
-func (c *Controller) addPod(obj any) {
-	pod := obj.(*corev1.Pod)
-	if pod.DeletionTimestamp != nil {
-		c.deletePod(pod)
-		return
-	}
-	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil {
-		if ds := c.resolve(pod.Namespace, ref); ds != nil {
-			key := ds.Namespace + "/" + ds.Name
-			c.expectations.CreationObserved(key)
-			c.queue.Add(key)
-		}
-		return
-	}
-	for _, ds := range c.selecting(pod.Namespace, pod.Labels) {
-		c.enqueue(ds)
-	}
-}
-
-func (c *Controller) updatePod(old, cur any) {
-	o, p := old.(*corev1.Pod), cur.(*corev1.Pod)
-	if o.ResourceVersion == p.ResourceVersion {
-		return
-	}
-	if p.DeletionTimestamp != nil {
-		c.deletePod(p)
-		return
-	}
-	oref, ref := metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(p)
-	refChanged := (oref == nil) != (ref == nil) || (oref != nil && ref != nil && oref.UID != ref.UID)
-	if refChanged && oref != nil {
-		if ds := c.resolve(o.Namespace, oref); ds != nil {
-			c.enqueue(ds)
-		}
-	}
-	if ref != nil {
-		ds := c.resolve(p.Namespace, ref)
-		if ds == nil {
-			return
-		}
-		c.enqueue(ds)
-		if !controller.IsPodReady(o) && controller.IsPodReady(p) && ds.Spec.MinReadySeconds > 0 {
-			c.queue.AddAfter(ds.Namespace+"/"+ds.Name, time.Duration(ds.Spec.MinReadySeconds)*time.Second+time.Second)
-		}
-		return
-	}
-	if refChanged || !labels.Equals(o.Labels, p.Labels) {
-		for _, ds := range c.selecting(p.Namespace, p.Labels) {
-			c.enqueue(ds)
-		}
-	}
-}
-
-func (c *Controller) deletePod(obj any) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if pod, ok = tomb.Obj.(*corev1.Pod); !ok {
-			return
-		}
-	}
-	ref := metav1.GetControllerOfNoCopy(pod)
-	if ref == nil {
-		return
-	}
-	if ds := c.resolve(pod.Namespace, ref); ds != nil {
-		key := ds.Namespace + "/" + ds.Name
-		c.expectations.DeletionObserved(key, controller.PodKey(pod))
-		c.queue.Add(key)
+	for _, k := range c.selecting(cr.Namespace, cr.Labels) {
+		c.Queue.Add(k)
 	}
 }
 
@@ -347,7 +205,7 @@ func (c *Controller) addNode(obj any) {
 	node := obj.(*corev1.Node)
 	for _, ds := range c.allDaemonSets() {
 		if run, _ := nodeShouldRun(node, ds); run {
-			c.enqueue(ds)
+			c.Enqueue(ds)
 		}
 	}
 }
@@ -363,7 +221,7 @@ func (c *Controller) updateNode(old, cur any) {
 		or, oc := nodeShouldRun(o, ds)
 		nr, nc := nodeShouldRun(n, ds)
 		if or != nr || oc != nc {
-			c.enqueue(ds)
+			c.Enqueue(ds)
 		}
 	}
 }
@@ -372,13 +230,13 @@ func (c *Controller) updateNode(old, cur any) {
 // pods bound there are the pod garbage collector's).
 func (c *Controller) deleteNode(any) {
 	for _, ds := range c.allDaemonSets() {
-		c.enqueue(ds)
+		c.Enqueue(ds)
 	}
 }
 
 func (c *Controller) canAdopt(ds *appsv1.DaemonSet) func(context.Context) error {
 	return controller.RecheckDeletion(ds.UID, func(ctx context.Context) (metav1.Object, error) {
-		return c.kube.AppsV1().DaemonSets(ds.Namespace).Get(ctx, ds.Name, metav1.GetOptions{})
+		return c.Kube.AppsV1().DaemonSets(ds.Namespace).Get(ctx, ds.Name, metav1.GetOptions{})
 	})
 }
 
@@ -402,7 +260,7 @@ func (c *Controller) daemonPods(ctx context.Context, ds *appsv1.DaemonSet) ([]*c
 		pods = append(pods, p)
 	}
 	m := &controller.RefManager{Controller: ds, Kind: kind, Selector: sel, CanAdopt: c.canAdopt(ds)}
-	return controller.Claim(ctx, m, pods, controller.PodPatcher(c.kube))
+	return controller.Claim(ctx, m, pods, controller.PodPatcher(c.Kube))
 }
 
 // byNode groups pods by the node they run on or are meant for.
@@ -411,7 +269,7 @@ func (c *Controller) byNode(pods []*corev1.Pod) map[string][]*corev1.Pod {
 	for _, p := range pods {
 		node, err := targetNode(p)
 		if err != nil {
-			c.log.Warn("daemon pod without a node", "pod", p.Namespace+"/"+p.Name)
+			c.Log.Warn("daemon pod without a node", "pod", p.Namespace+"/"+p.Name)
 			continue
 		}
 		out[node] = append(out[node], p)
@@ -424,7 +282,7 @@ func (c *Controller) byNode(pods []*corev1.Pod) map[string][]*corev1.Pod {
 func (c *Controller) sync(ctx context.Context, key string) error {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
-		c.log.Error("bad queue key", "key", key, "err", err)
+		c.Log.Error("bad queue key", "key", key, "err", err)
 		return nil
 	}
 	cached, err := c.dsLister.DaemonSets(ns).Get(name)
@@ -441,7 +299,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return err
 	}
 	if apiequality.Semantic.DeepEqual(ds.Spec.Selector, &metav1.LabelSelector{}) {
-		c.recorder.Eventf(ds, corev1.EventTypeWarning, "SelectingAll", "This daemon set is selecting all pods. A non-empty selector is required.")
+		c.Recorder.Eventf(ds, corev1.EventTypeWarning, "SelectingAll", "This daemon set is selecting all pods. A non-empty selector is required.")
 		return nil
 	}
 	if ds.DeletionTimestamp != nil {

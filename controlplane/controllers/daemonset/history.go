@@ -66,7 +66,7 @@ func (c *Controller) revisions(ctx context.Context, ds *appsv1.DaemonSet) ([]*ap
 		return nil, err
 	}
 	m := &controller.RefManager{Controller: ds, Kind: kind, Selector: sel, CanAdopt: c.canAdopt(ds)}
-	return controller.Claim(ctx, m, all, controller.ControllerRevisionPatcher(c.kube))
+	return controller.Claim(ctx, m, all, controller.ControllerRevisionPatcher(c.Kube))
 }
 
 // constructHistory returns the revision of ds's current template
@@ -90,7 +90,7 @@ func (c *Controller) constructHistory(ctx context.Context, ds *appsv1.DaemonSet)
 				cp.Labels = map[string]string{}
 			}
 			cp.Labels[appsv1.DefaultDaemonSetUniqueLabelKey] = cp.Name
-			if h, err = c.kube.AppsV1().ControllerRevisions(ds.Namespace).Update(ctx, cp, metav1.UpdateOptions{}); err != nil {
+			if h, err = c.Kube.AppsV1().ControllerRevisions(ds.Namespace).Update(ctx, cp, metav1.UpdateOptions{}); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -114,7 +114,7 @@ func (c *Controller) constructHistory(ctx context.Context, ds *appsv1.DaemonSet)
 		// Rolled back to an old template: it becomes the newest revision.
 		cp := cur.DeepCopy()
 		cp.Revision = next
-		if cur, err = c.kube.AppsV1().ControllerRevisions(ds.Namespace).Update(ctx, cp, metav1.UpdateOptions{}); err != nil {
+		if cur, err = c.Kube.AppsV1().ControllerRevisions(ds.Namespace).Update(ctx, cp, metav1.UpdateOptions{}); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -148,18 +148,18 @@ func (c *Controller) snapshot(ctx context.Context, ds *appsv1.DaemonSet, patch [
 		Data:     runtime.RawExtension{Raw: patch},
 		Revision: rev,
 	}
-	created, err := c.kube.AppsV1().ControllerRevisions(ds.Namespace).Create(ctx, cr, metav1.CreateOptions{})
+	created, err := c.Kube.AppsV1().ControllerRevisions(ds.Namespace).Create(ctx, cr, metav1.CreateOptions{})
 	if !apierrors.IsAlreadyExists(err) {
 		return created, err
 	}
-	existing, getErr := c.kube.AppsV1().ControllerRevisions(ds.Namespace).Get(ctx, cr.Name, metav1.GetOptions{})
+	existing, getErr := c.Kube.AppsV1().ControllerRevisions(ds.Namespace).Get(ctx, cr.Name, metav1.GetOptions{})
 	if getErr != nil {
 		return nil, getErr
 	}
 	if metav1.IsControlledBy(existing, ds) && bytes.Equal(existing.Data.Raw, patch) {
 		return existing, nil
 	}
-	cur, getErr := c.kube.AppsV1().DaemonSets(ds.Namespace).Get(ctx, ds.Name, metav1.GetOptions{})
+	cur, getErr := c.Kube.AppsV1().DaemonSets(ds.Namespace).Get(ctx, ds.Name, metav1.GetOptions{})
 	if getErr != nil {
 		return nil, getErr
 	}
@@ -167,7 +167,7 @@ func (c *Controller) snapshot(ctx context.Context, ds *appsv1.DaemonSet, patch [
 		cur.Status.CollisionCount = new(int32)
 	}
 	*cur.Status.CollisionCount++
-	if _, uerr := c.kube.AppsV1().DaemonSets(ds.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{}); uerr != nil {
+	if _, uerr := c.Kube.AppsV1().DaemonSets(ds.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{}); uerr != nil {
 		return nil, uerr
 	}
 	return nil, fmt.Errorf("hash collision for controllerrevision %s: collisionCount bumped", cr.Name)
@@ -193,11 +193,11 @@ func (c *Controller) dedupe(ctx context.Context, ds *appsv1.DaemonSet, dups []*a
 				continue
 			}
 			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, appsv1.DefaultDaemonSetUniqueLabelKey, keepHash)
-			if _, err := c.kube.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, "application/strategic-merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			if _, err := c.Kube.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, "application/strategic-merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				return nil, err
 			}
 		}
-		if err := c.kube.AppsV1().ControllerRevisions(ds.Namespace).Delete(ctx, dup.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.Kube.AppsV1().ControllerRevisions(ds.Namespace).Delete(ctx, dup.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return nil, err
 		}
 	}
@@ -229,7 +229,7 @@ func (c *Controller) cleanupHistory(ctx context.Context, ds *appsv1.DaemonSet, o
 		if live[h.Labels[appsv1.DefaultDaemonSetUniqueLabelKey]] {
 			continue
 		}
-		if err := c.kube.AppsV1().ControllerRevisions(ds.Namespace).Delete(ctx, h.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.Kube.AppsV1().ControllerRevisions(ds.Namespace).Delete(ctx, h.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 		toKill--

@@ -65,11 +65,11 @@ func (c *Controller) podsShouldBeOnNode(node *corev1.Node, pods []*corev1.Pod, d
 				bk := fmt.Sprintf("%s/%d/%s", ds.UID, ds.Status.ObservedGeneration, node.Name)
 				now := c.opts.Clock.Now()
 				if c.failed.IsInBackOffSinceUpdate(bk, now) {
-					c.queue.AddAfter(ds.Namespace+"/"+ds.Name, c.failed.Get(bk))
+					c.Queue.AddAfter(controller.Key(ds), c.failed.Get(bk))
 					continue
 				}
 				c.failed.Next(bk, now)
-				c.recorder.Eventf(ds, corev1.EventTypeWarning, "FailedDaemonPod", "Found failed daemon pod %s/%s on node %s, will try to kill it", p.Namespace, p.Name, node.Name)
+				c.Recorder.Eventf(ds, corev1.EventTypeWarning, "FailedDaemonPod", "Found failed daemon pod %s/%s on node %s, will try to kill it", p.Namespace, p.Name, node.Name)
 				del = append(del, p)
 			case p.Status.Phase == corev1.PodSucceeded:
 				// Daemon pods restart always: a finished one is replaced.
@@ -123,7 +123,7 @@ func (c *Controller) podsShouldBeOnNode(node *corev1.Node, pods []*corev1.Pod, d
 // with a required affinity to its node) and deletes del, recording
 // expectations first.
 func (c *Controller) syncNodes(ctx context.Context, ds *appsv1.DaemonSet, del []*corev1.Pod, nodes []string, hash string) error {
-	key := ds.Namespace + "/" + ds.Name
+	key := controller.Key(ds)
 	nodes = nodes[:min(len(nodes), BurstReplicas)]
 	del = del[:min(len(del), BurstReplicas)]
 	if len(nodes) == 0 && len(del) == 0 {
@@ -337,7 +337,7 @@ func (c *Controller) updateStatus(ctx context.Context, ds *appsv1.DaemonSet, nod
 		return fmt.Errorf("status of daemonset %s/%s: %w", ds.Namespace, ds.Name, err)
 	}
 	if ds.Spec.MinReadySeconds > 0 && st.NumberReady != st.NumberAvailable {
-		c.queue.AddAfter(ds.Namespace+"/"+ds.Name, time.Duration(ds.Spec.MinReadySeconds)*time.Second)
+		c.Queue.AddAfter(controller.Key(ds), time.Duration(ds.Spec.MinReadySeconds)*time.Second)
 	}
 	return nil
 }
@@ -345,7 +345,7 @@ func (c *Controller) updateStatus(ctx context.Context, ds *appsv1.DaemonSet, nod
 // storeStatus writes st unless stored already; a conflict is retried once
 // against a fresh read.
 func (c *Controller) storeStatus(ctx context.Context, ds *appsv1.DaemonSet, st appsv1.DaemonSetStatus, observed bool) error {
-	client := c.kube.AppsV1().DaemonSets(ds.Namespace)
+	client := c.Kube.AppsV1().DaemonSets(ds.Namespace)
 	for i := 0; ; i++ {
 		cur := ds.Status
 		if cur.DesiredNumberScheduled == st.DesiredNumberScheduled && cur.CurrentNumberScheduled == st.CurrentNumberScheduled &&

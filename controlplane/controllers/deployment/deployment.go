@@ -47,21 +47,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	appsinformers "k8s.io/client-go/informers/apps/v1"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
-	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 // maxRetries is how often a failing Deployment is retried before it is
@@ -82,16 +76,11 @@ type Options struct {
 
 // Controller rolls Deployments out.
 type Controller struct {
-	kube        kubernetes.Interface
-	dLister     appslisters.DeploymentLister
-	rsLister    appslisters.ReplicaSetLister
-	podLister   corelisters.PodLister
-	synced      []cache.InformerSynced
-	queue       workqueue.TypedRateLimitingInterface[string]
-	broadcaster record.EventBroadcaster
-	recorder    record.EventRecorder
-	opts        Options
-	log         *slog.Logger
+	*controller.Base
+	dLister   appslisters.DeploymentLister
+	rsLister  appslisters.ReplicaSetLister
+	podLister corelisters.PodLister
+	opts      Options
 }
 
 // New builds the controller on shared informers (the caller starts them).
@@ -100,30 +89,23 @@ func New(kube kubernetes.Interface, dInformer appsinformers.DeploymentInformer, 
 	if opts.Workers == 0 {
 		opts.Workers = 5
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	broadcaster := record.NewBroadcaster()
+	base := controller.NewBase(kube, "deployment", "deployment-controller", opts.Workers, opts.Logger)
+	base.MaxRetries = maxRetries
+	base.WaitFor(dInformer.Informer().HasSynced, rsInformer.Informer().HasSynced, podInformer.Informer().HasSynced)
 	c := &Controller{
-		kube:      kube,
+		Base:      base,
 		dLister:   dInformer.Lister(),
 		rsLister:  rsInformer.Lister(),
 		podLister: podInformer.Lister(),
-		synced: []cache.InformerSynced{dInformer.Informer().HasSynced, rsInformer.Informer().HasSynced,
-			podInformer.Informer().HasSynced},
-		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "deployment"}),
-		broadcaster: broadcaster,
-		recorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "deployment-controller"}),
-		opts:        opts,
-		log:         opts.Logger.With("controller", "deployment"),
+		opts:      opts,
 	}
 	if _, err := dInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
-		UpdateFunc: func(_, cur any) { c.enqueue(cur) },
-		DeleteFunc: c.enqueue,
+		AddFunc:    c.Enqueue,
+		UpdateFunc: func(_, cur any) { c.Enqueue(cur) },
+		DeleteFunc: c.Enqueue,
 	}); err != nil {
 		return nil, err
 	}
@@ -143,85 +125,41 @@ func New(kube kubernetes.Interface, dInformer appsinformers.DeploymentInformer, 
 }
 
 // Run waits for the caches, then syncs Deployments until ctx ends.
-func (c *Controller) Run(ctx context.Context) error {
-	defer utilruntime.HandleCrash()
-	defer c.queue.ShutDown()
-	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	defer c.broadcaster.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		return nil
-	}
-	c.log.Info("started", "workers", c.opts.Workers)
-	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
-	return nil
-}
-
-func (c *Controller) process(ctx context.Context, key string) {
-	err := c.sync(ctx, key)
-	switch {
-	case err == nil:
-		c.queue.Forget(key)
-	case c.queue.NumRequeues(key) < maxRetries:
-		c.log.Debug("sync failed; retrying", "deployment", key, "err", err)
-		c.queue.AddRateLimited(key)
-	default:
-		c.log.Error("sync failed; dropping the deployment until it changes", "deployment", key, "err", err)
-		c.queue.Forget(key)
-	}
-}
-
-func (c *Controller) enqueue(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
-	}
-	c.queue.Add(key)
-}
+func (c *Controller) Run(ctx context.Context) error { return c.Base.Run(ctx, c.sync) }
 
 func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *appsv1.Deployment {
-	if ref.Kind != kind.Kind {
-		return nil
-	}
-	d, err := c.dLister.Deployments(ns).Get(ref.Name)
-	if err != nil || d.UID != ref.UID {
-		return nil
-	}
+	d, _ := controller.Resolve(ref, kind.Kind, c.dLister.Deployments(ns).Get)
 	return d
 }
 
-// selecting are the Deployments whose selector matches rs's labels (for
-// an orphan, which one of them may adopt).
-func (c *Controller) selecting(rs *appsv1.ReplicaSet) []*appsv1.Deployment {
+// enqueueOwner queues the Deployment controlling rs, if any.
+func (c *Controller) enqueueOwner(rs *appsv1.ReplicaSet) {
+	if d := c.resolve(rs.Namespace, metav1.GetControllerOfNoCopy(rs)); d != nil {
+		c.Enqueue(d)
+	}
+}
+
+// enqueueSelecting queues the Deployments whose selector matches an
+// orphan's labels: one of them may adopt it.
+func (c *Controller) enqueueSelecting(rs *appsv1.ReplicaSet) {
 	ds, err := c.dLister.Deployments(rs.Namespace).List(labels.Everything())
-	if err != nil || len(rs.Labels) == 0 {
-		return nil
+	if err != nil {
+		return
 	}
-	var out []*appsv1.Deployment
-	for _, d := range ds {
-		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-		if err != nil || sel.Empty() || !sel.Matches(labels.Set(rs.Labels)) {
-			continue
-		}
-		out = append(out, d)
+	for _, d := range controller.Selecting(ds, func(d *appsv1.Deployment) *metav1.LabelSelector { return d.Spec.Selector }, rs.Labels) {
+		c.Enqueue(d)
 	}
-	return out
 }
 
 func (c *Controller) addRS(obj any) {
 	rs := obj.(*appsv1.ReplicaSet)
-	if rs.DeletionTimestamp != nil {
+	switch {
+	case rs.DeletionTimestamp != nil:
 		c.deleteRS(rs)
-		return
-	}
-	if ref := metav1.GetControllerOfNoCopy(rs); ref != nil {
-		if d := c.resolve(rs.Namespace, ref); d != nil {
-			c.enqueue(d)
-		}
-		return
-	}
-	for _, d := range c.selecting(rs) {
-		c.enqueue(d)
+	case metav1.GetControllerOfNoCopy(rs) != nil:
+		c.enqueueOwner(rs)
+	default:
+		c.enqueueSelecting(rs)
 	}
 }
 
@@ -230,69 +168,36 @@ func (c *Controller) updateRS(old, cur any) {
 	if o.ResourceVersion == rs.ResourceVersion {
 		return
 	}
-	oref, ref := metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(rs)
-	refChanged := (oref == nil) != (ref == nil) || (oref != nil && ref != nil && oref.UID != ref.UID)
-	if refChanged && oref != nil {
-		if d := c.resolve(o.Namespace, oref); d != nil {
-			c.enqueue(d)
-		}
+	refChanged := controller.RefChanged(metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(rs))
+	if refChanged {
+		c.enqueueOwner(o)
 	}
-	if ref != nil {
-		if d := c.resolve(rs.Namespace, ref); d != nil {
-			c.enqueue(d)
-		}
+	if metav1.GetControllerOfNoCopy(rs) != nil {
+		c.enqueueOwner(rs)
 		return
 	}
 	if refChanged || !labels.Equals(o.Labels, rs.Labels) {
-		for _, d := range c.selecting(rs) {
-			c.enqueue(d)
-		}
+		c.enqueueSelecting(rs)
 	}
 }
 
 func (c *Controller) deleteRS(obj any) {
-	rs, ok := obj.(*appsv1.ReplicaSet)
-	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if rs, ok = tomb.Obj.(*appsv1.ReplicaSet); !ok {
-			return
-		}
-	}
-	if ref := metav1.GetControllerOfNoCopy(rs); ref != nil {
-		if d := c.resolve(rs.Namespace, ref); d != nil {
-			c.enqueue(d)
-		}
+	if rs, ok := controller.Unwrap[*appsv1.ReplicaSet](obj); ok {
+		c.enqueueOwner(rs)
 	}
 }
 
 // deletePod wakes a Recreate Deployment when its last old pod is gone.
 func (c *Controller) deletePod(obj any) {
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := controller.Unwrap[*corev1.Pod](obj)
 	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if pod, ok = tomb.Obj.(*corev1.Pod); !ok {
-			return
-		}
-	}
-	ref := metav1.GetControllerOfNoCopy(pod)
-	if ref == nil || ref.Kind != "ReplicaSet" {
 		return
 	}
-	rs, err := c.rsLister.ReplicaSets(pod.Namespace).Get(ref.Name)
-	if err != nil || rs.UID != ref.UID {
+	rs, ok := controller.Resolve(metav1.GetControllerOfNoCopy(pod), "ReplicaSet", c.rsLister.ReplicaSets(pod.Namespace).Get)
+	if !ok {
 		return
 	}
-	dref := metav1.GetControllerOfNoCopy(rs)
-	if dref == nil {
-		return
-	}
-	d := c.resolve(rs.Namespace, dref)
+	d := c.resolve(rs.Namespace, metav1.GetControllerOfNoCopy(rs))
 	if d == nil || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		return
 	}
@@ -309,7 +214,7 @@ func (c *Controller) deletePod(obj any) {
 		n += len(ps)
 	}
 	if n == 0 {
-		c.enqueue(d)
+		c.Enqueue(d)
 	}
 }
 
@@ -317,7 +222,7 @@ func (c *Controller) deletePod(obj any) {
 func (c *Controller) sync(ctx context.Context, key string) error {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
-		c.log.Error("bad queue key", "key", key, "err", err)
+		c.Log.Error("bad queue key", "key", key, "err", err)
 		return nil
 	}
 	cached, err := c.dLister.Deployments(ns).Get(name)
@@ -329,10 +234,10 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	d := cached.DeepCopy()
 	if apiequality.Semantic.DeepEqual(d.Spec.Selector, &metav1.LabelSelector{}) {
-		c.recorder.Eventf(d, corev1.EventTypeWarning, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.")
+		c.Recorder.Eventf(d, corev1.EventTypeWarning, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.")
 		if d.Status.ObservedGeneration < d.Generation {
 			d.Status.ObservedGeneration = d.Generation
-			_, err := c.kube.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			_, err := c.Kube.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 			return err
 		}
 		return nil
@@ -384,10 +289,10 @@ func (c *Controller) claimReplicaSets(ctx context.Context, d *appsv1.Deployment)
 	m := &controller.RefManager{
 		Controller: d, Kind: kind, Selector: sel,
 		CanAdopt: controller.RecheckDeletion(d.UID, func(ctx context.Context) (metav1.Object, error) {
-			return c.kube.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
+			return c.Kube.AppsV1().Deployments(d.Namespace).Get(ctx, d.Name, metav1.GetOptions{})
 		}),
 	}
-	return controller.Claim(ctx, m, all, controller.ReplicaSetPatcher(c.kube))
+	return controller.Claim(ctx, m, all, controller.ReplicaSetPatcher(c.Kube))
 }
 
 // podMap groups the pods d selects by the uid of their ReplicaSet among
@@ -437,7 +342,7 @@ func (c *Controller) checkPausedConditions(ctx context.Context, d *appsv1.Deploy
 	default:
 		return nil
 	}
-	_, err := c.kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+	_, err := c.Kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 	return err
 }
 
@@ -457,5 +362,5 @@ func (c *Controller) isScalingEvent(ctx context.Context, d *appsv1.Deployment, r
 }
 
 func (c *Controller) enqueueAfter(d *appsv1.Deployment, after time.Duration) {
-	c.queue.AddAfter(d.Namespace+"/"+d.Name, after)
+	c.Queue.AddAfter(controller.Key(d), after)
 }

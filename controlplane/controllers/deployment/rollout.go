@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -239,7 +240,7 @@ func (c *Controller) syncRolloutStatus(ctx context.Context, all []*appsv1.Replic
 		return nil
 	}
 	d.Status = st
-	_, err := c.kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+	_, err := c.Kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 	return err
 }
 
@@ -269,7 +270,7 @@ func (c *Controller) requeueStuck(d *appsv1.Deployment, st appsv1.DeploymentStat
 	}
 	after := cur.LastUpdateTime.Add(time.Duration(*d.Spec.ProgressDeadlineSeconds) * time.Second).Sub(c.opts.Clock.Now())
 	if after < time.Second {
-		c.queue.AddRateLimited(d.Namespace + "/" + d.Name)
+		c.Queue.AddRateLimited(controller.Key(d))
 		return
 	}
 	c.enqueueAfter(d, after+time.Second)

@@ -80,7 +80,7 @@ func (c *Controller) newReplicaSet(ctx context.Context, d *appsv1.Deployment, rs
 		changed := setNewRSAnnotations(d, rs, rev, true)
 		if changed || rs.Spec.MinReadySeconds != d.Spec.MinReadySeconds {
 			rs.Spec.MinReadySeconds = d.Spec.MinReadySeconds
-			return c.kube.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, rs, metav1.UpdateOptions{})
+			return c.Kube.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, rs, metav1.UpdateOptions{})
 		}
 		// The Deployment's revision is the one its new ReplicaSet has.
 		update := setRevision(d, rs.Annotations[RevisionAnnotation])
@@ -124,7 +124,7 @@ func (c *Controller) newReplicaSet(ctx context.Context, d *appsv1.Deployment, rs
 	rs.Spec.Replicas = &n
 	setNewRSAnnotations(d, rs, rev, false)
 
-	created, err := c.kube.AppsV1().ReplicaSets(d.Namespace).Create(ctx, rs, metav1.CreateOptions{})
+	created, err := c.Kube.AppsV1().ReplicaSets(d.Namespace).Create(ctx, rs, metav1.CreateOptions{})
 	alreadyExists := false
 	switch {
 	case apierrors.IsAlreadyExists(err):
@@ -142,8 +142,8 @@ func (c *Controller) newReplicaSet(ctx context.Context, d *appsv1.Deployment, rs
 			d.Status.CollisionCount = new(int32)
 		}
 		*d.Status.CollisionCount++
-		if _, uerr := c.kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); uerr == nil {
-			c.log.Info("hash collision; bumped collisionCount", "deployment", d.Namespace+"/"+d.Name, "collisionCount", *d.Status.CollisionCount)
+		if _, uerr := c.Kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); uerr == nil {
+			c.Log.Info("hash collision; bumped collisionCount", "deployment", d.Namespace+"/"+d.Name, "collisionCount", *d.Status.CollisionCount)
 		}
 		return nil, err
 	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
@@ -152,13 +152,13 @@ func (c *Controller) newReplicaSet(ctx context.Context, d *appsv1.Deployment, rs
 		msg := fmt.Sprintf("Failed to create new replica set %q: %v", rs.Name, err)
 		if hasProgressDeadline(d) {
 			setCondition(&d.Status, newCondition(appsv1.DeploymentProgressing, corev1.ConditionFalse, reasonRSCreateError, msg, now))
-			_, _ = c.kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			_, _ = c.Kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 		}
-		c.recorder.Eventf(d, corev1.EventTypeWarning, reasonRSCreateError, msg)
+		c.Recorder.Eventf(d, corev1.EventTypeWarning, reasonRSCreateError, msg)
 		return nil, err
 	}
 	if !alreadyExists && n > 0 {
-		c.recorder.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled up replica set %s to %d", created.Name, n)
+		c.Recorder.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled up replica set %s to %d", created.Name, n)
 	}
 	update := setRevision(d, rev)
 	if !alreadyExists && hasProgressDeadline(d) {
@@ -177,7 +177,7 @@ func (c *Controller) newReplicaSet(ctx context.Context, d *appsv1.Deployment, rs
 // Deployments), and carries on with what was stored, so that later writes
 // of this sync do not conflict with this one.
 func (c *Controller) updateDeployment(ctx context.Context, d *appsv1.Deployment) error {
-	updated, err := c.kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+	updated, err := c.Kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 	if err != nil {
 		return err
 	}
@@ -276,12 +276,12 @@ func (c *Controller) scaleRSOp(ctx context.Context, rs *appsv1.ReplicaSet, n int
 	cp := rs.DeepCopy()
 	cp.Spec.Replicas = &n
 	setReplicasAnnotations(cp, *d.Spec.Replicas, maxTotal)
-	updated, err := c.kube.AppsV1().ReplicaSets(cp.Namespace).Update(ctx, cp, metav1.UpdateOptions{})
+	updated, err := c.Kube.AppsV1().ReplicaSets(cp.Namespace).Update(ctx, cp, metav1.UpdateOptions{})
 	if err != nil {
 		return false, rs, err
 	}
 	if resize {
-		c.recorder.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled %s replica set %s to %d from %d", op, updated.Name, n, from)
+		c.Recorder.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled %s replica set %s to %d from %d", op, updated.Name, n, from)
 	}
 	return resize, updated, nil
 }
@@ -307,7 +307,7 @@ func (c *Controller) cleanup(ctx context.Context, oldRSs []*appsv1.ReplicaSet, d
 		if rs.Status.Replicas != 0 || *rs.Spec.Replicas != 0 || rs.Generation > rs.Status.ObservedGeneration {
 			continue
 		}
-		if err := c.kube.AppsV1().ReplicaSets(rs.Namespace).Delete(ctx, rs.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.Kube.AppsV1().ReplicaSets(rs.Namespace).Delete(ctx, rs.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 	}
@@ -345,6 +345,6 @@ func (c *Controller) syncStatus(ctx context.Context, all []*appsv1.ReplicaSet, n
 		return nil
 	}
 	d.Status = st
-	_, err := c.kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+	_, err := c.Kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 	return err
 }

@@ -49,16 +49,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	batchinformers "k8s.io/client-go/informers/batch/v1"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	batchlisters "k8s.io/client-go/listers/batch/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
@@ -95,26 +91,21 @@ type Options struct {
 
 // Controller runs Jobs.
 type Controller struct {
-	kube      kubernetes.Interface
+	*controller.Base
 	jobLister batchlisters.JobLister
 	podLister corelisters.PodLister
 	podIndex  cache.Indexer
-	synced    []cache.InformerSynced
-	queue     workqueue.TypedRateLimitingInterface[string]
 	// orphans are pods with the tracking finalizer and no Job to count
 	// them.
 	orphans      workqueue.TypedRateLimitingInterface[string]
 	expectations *controller.Expectations
 	// finalizers are, per Job, the pods whose finalizer removal was
 	// issued and not yet seen: they must not be counted again.
-	finalizers  *uidSet
-	backoff     *backoffStore
-	pods        controller.PodControl
-	broadcaster record.EventBroadcaster
-	recorder    record.EventRecorder
-	ttl         *ttlController
-	opts        Options
-	log         *slog.Logger
+	finalizers *uidSet
+	backoff    *backoffStore
+	pods       controller.PodControl
+	ttl        *ttlController
+	opts       Options
 }
 
 // New builds the controller (and the ttl-after-finished one) on shared
@@ -132,32 +123,25 @@ func New(kube kubernetes.Interface, jobInformer batchinformers.JobInformer, podI
 	if opts.BatchPeriod == 0 {
 		opts.BatchPeriod = time.Second
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	broadcaster := record.NewBroadcaster()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "job-controller"})
+	base := controller.NewBase(kube, "job", "job-controller", opts.Workers, opts.Logger)
+	base.Queue = controller.NewQueue("job", opts.Clock)
+	base.WaitFor(jobInformer.Informer().HasSynced, podInformer.Informer().HasSynced)
 	c := &Controller{
-		kube:         kube,
+		Base:         base,
 		jobLister:    jobInformer.Lister(),
 		podLister:    podInformer.Lister(),
 		podIndex:     podInformer.Informer().GetIndexer(),
-		synced:       []cache.InformerSynced{jobInformer.Informer().HasSynced, podInformer.Informer().HasSynced},
-		queue:        newQueue("job", opts.Clock),
-		orphans:      newQueue("job_orphan_pod", opts.Clock),
+		orphans:      controller.NewQueue("job_orphan_pod", opts.Clock),
 		expectations: controller.NewExpectations(),
 		finalizers:   newUIDSet(),
 		backoff:      newBackoffStore(),
-		pods:         controller.PodControl{Client: kube, Recorder: recorder},
-		broadcaster:  broadcaster,
-		recorder:     recorder,
+		pods:         controller.PodControl{Client: kube, Recorder: base.Recorder},
 		opts:         opts,
-		log:          opts.Logger.With("controller", "job"),
 	}
-	c.ttl = newTTLController(kube, jobInformer, opts.Clock, c.log)
+	c.ttl = newTTLController(kube, jobInformer, opts.Clock)
 	if err := controller.AddOwnerIndex(podInformer.Informer()); err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
 	}
@@ -178,48 +162,18 @@ func New(kube kubernetes.Interface, jobInformer batchinformers.JobInformer, podI
 	return c, nil
 }
 
-func newQueue(name string, clk clock.WithTicker) workqueue.TypedRateLimitingInterface[string] {
-	return workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: name, Clock: clk})
-}
-
 // Run waits for the caches, then syncs Jobs (and their orphaned pods, and
 // their TTLs) until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	defer utilruntime.HandleCrash()
-	defer c.queue.ShutDown()
 	defer c.orphans.ShutDown()
-	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	defer c.broadcaster.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		return nil
+	defer c.ttl.queue.ShutDown()
+	loop := func(q workqueue.TypedRateLimitingInterface[string], sync func(context.Context, string) error) func(context.Context) {
+		return func(ctx context.Context) {
+			workers.Run(ctx, 1, q, func(ctx context.Context, key string) { c.Process(ctx, q, key, sync) })
+		}
 	}
-	c.log.Info("started", "workers", c.opts.Workers)
-	go workers.Run(ctx, 1, c.orphans, c.processOrphan)
-	go c.ttl.run(ctx)
-	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
-	return nil
+	return c.Base.Run(ctx, c.sync, loop(c.orphans, c.syncOrphanPod), loop(c.ttl.queue, c.ttl.process))
 }
-
-func (c *Controller) process(ctx context.Context, key string) {
-	if err := c.sync(ctx, key); err != nil {
-		c.log.Debug("sync failed; retrying", "job", key, "err", err)
-		c.queue.AddRateLimited(key)
-		return
-	}
-	c.queue.Forget(key)
-}
-
-func (c *Controller) processOrphan(ctx context.Context, key string) {
-	if err := c.syncOrphanPod(ctx, key); err != nil {
-		c.log.Debug("orphan pod sync failed; retrying", "pod", key, "err", err)
-		c.orphans.AddRateLimited(key)
-		return
-	}
-	c.orphans.Forget(key)
-}
-
-func jobKey(j *batchv1.Job) string { return j.Namespace + "/" + j.Name }
 
 // managedElsewhere: spec.managedBy names another controller.
 func managedElsewhere(j *batchv1.Job) bool {
@@ -231,7 +185,7 @@ func (c *Controller) addJob(obj any) {
 	if managedElsewhere(j) {
 		return
 	}
-	c.queue.Add(jobKey(j))
+	c.Queue.Add(controller.Key(j))
 }
 
 func (c *Controller) updateJob(old, cur any) {
@@ -240,30 +194,24 @@ func (c *Controller) updateJob(old, cur any) {
 		return
 	}
 	if o.UID != j.UID {
-		c.deleteJob(cache.DeletedFinalStateUnknown{Key: jobKey(o), Obj: o})
+		c.deleteJob(cache.DeletedFinalStateUnknown{Key: controller.Key(o), Obj: o})
 	}
-	c.queue.Add(jobKey(j))
+	c.Queue.Add(controller.Key(j))
 	// A changed deadline of a running Job: look again when it passes.
 	if j.Status.StartTime != nil && j.Spec.ActiveDeadlineSeconds != nil &&
 		(o.Spec.ActiveDeadlineSeconds == nil || *o.Spec.ActiveDeadlineSeconds != *j.Spec.ActiveDeadlineSeconds) {
 		left := time.Duration(*j.Spec.ActiveDeadlineSeconds)*time.Second - c.opts.Clock.Since(j.Status.StartTime.Time)
-		c.queue.AddAfter(jobKey(j), left)
+		c.Queue.AddAfter(controller.Key(j), left)
 	}
 }
 
 // deleteJob forgets the Job and frees its pods of the tracking finalizer.
 func (c *Controller) deleteJob(obj any) {
-	j, ok := obj.(*batchv1.Job)
+	j, ok := controller.Unwrap[*batchv1.Job](obj)
 	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if j, ok = tomb.Obj.(*batchv1.Job); !ok {
-			return
-		}
+		return
 	}
-	c.queue.Add(jobKey(j))
+	c.Queue.Add(controller.Key(j))
 	sel, err := metav1.LabelSelectorAsSelector(j.Spec.Selector)
 	if err != nil {
 		return
@@ -274,19 +222,13 @@ func (c *Controller) deleteJob(obj any) {
 	}
 	for _, p := range pods {
 		if metav1.IsControlledBy(p, j) && hasFinalizer(p) {
-			c.orphans.Add(p.Namespace + "/" + p.Name)
+			c.orphans.Add(controller.PodKey(p))
 		}
 	}
 }
 
 func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *batchv1.Job {
-	if ref.Kind != kind.Kind {
-		return nil
-	}
-	j, err := c.jobLister.Jobs(ns).Get(ref.Name)
-	if err != nil || j.UID != ref.UID {
-		return nil
-	}
+	j, _ := controller.Resolve(ref, kind.Kind, c.jobLister.Jobs(ns).Get)
 	return j
 }
 
@@ -294,7 +236,7 @@ func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *batchv1.Job
 // events makes one sync.
 func (c *Controller) enqueueBatched(j *batchv1.Job) {
 	if !managedElsewhere(j) {
-		c.queue.AddAfter(jobKey(j), c.opts.BatchPeriod)
+		c.Queue.AddAfter(controller.Key(j), c.opts.BatchPeriod)
 	}
 }
 
@@ -308,18 +250,18 @@ func (c *Controller) addPod(obj any) {
 		j := c.resolve(pod.Namespace, ref)
 		if j == nil || finished(j) {
 			if hasFinalizer(pod) {
-				c.orphans.Add(pod.Namespace + "/" + pod.Name)
+				c.orphans.Add(controller.PodKey(pod))
 			}
 			if j == nil {
 				return
 			}
 		}
-		c.expectations.CreationObserved(jobKey(j))
+		c.expectations.CreationObserved(controller.Key(j))
 		c.enqueueBatched(j)
 		return
 	}
 	if hasFinalizer(pod) {
-		c.orphans.Add(pod.Namespace + "/" + pod.Name)
+		c.orphans.Add(controller.PodKey(pod))
 	}
 	for _, j := range c.selecting(pod) {
 		c.enqueueBatched(j)
@@ -356,7 +298,7 @@ func (c *Controller) updatePod(old, cur any) {
 	if oref != nil && (ref == nil || oref.UID != ref.UID) {
 		if j := c.resolve(o.Namespace, oref); j != nil {
 			if finalizerRemoved {
-				c.finalizers.remove(jobKey(j), string(p.UID))
+				c.finalizers.remove(controller.Key(j), string(p.UID))
 			}
 			c.enqueueBatched(j)
 		}
@@ -365,22 +307,22 @@ func (c *Controller) updatePod(old, cur any) {
 		j := c.resolve(p.Namespace, ref)
 		if j == nil || finished(j) {
 			if hasFinalizer(p) {
-				c.orphans.Add(p.Namespace + "/" + p.Name)
+				c.orphans.Add(controller.PodKey(p))
 			}
 			return
 		}
 		if finalizerRemoved {
-			c.finalizers.remove(jobKey(j), string(p.UID))
+			c.finalizers.remove(controller.Key(j), string(p.UID))
 		}
 		if immediate {
-			c.queue.Add(jobKey(j))
+			c.Queue.Add(controller.Key(j))
 		} else {
 			c.enqueueBatched(j)
 		}
 		return
 	}
 	if hasFinalizer(p) {
-		c.orphans.Add(p.Namespace + "/" + p.Name)
+		c.orphans.Add(controller.PodKey(p))
 	}
 	if !labels.Equals(o.Labels, p.Labels) || oref != nil {
 		for _, j := range c.selecting(p) {
@@ -392,15 +334,9 @@ func (c *Controller) updatePod(old, cur any) {
 // deletePod counts an awaited deletion; final says the pod is gone from
 // the store (not only marked).
 func (c *Controller) deletePod(obj any, final bool) {
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := controller.Unwrap[*corev1.Pod](obj)
 	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if pod, ok = tomb.Obj.(*corev1.Pod); !ok {
-			return
-		}
+		return
 	}
 	ref := metav1.GetControllerOfNoCopy(pod)
 	if ref == nil {
@@ -410,11 +346,11 @@ func (c *Controller) deletePod(obj any, final bool) {
 	if j == nil || finished(j) {
 		// No sync of a Job will free this pod.
 		if hasFinalizer(pod) {
-			c.orphans.Add(pod.Namespace + "/" + pod.Name)
+			c.orphans.Add(controller.PodKey(pod))
 		}
 		return
 	}
-	key := jobKey(j)
+	key := controller.Key(j)
 	c.expectations.DeletionObserved(key, controller.PodKey(pod))
 	if final || !hasFinalizer(pod) {
 		// Gone (or no longer held by us): no finalizer removal to await.

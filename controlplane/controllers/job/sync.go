@@ -101,7 +101,7 @@ func (c *Controller) newCondition(t batchv1.JobConditionType, reason, msg string
 func (c *Controller) sync(ctx context.Context, key string) error {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
-		c.log.Error("bad queue key", "key", key, "err", err)
+		c.Log.Error("bad queue key", "key", key, "err", err)
 		return nil
 	}
 	shared, err := c.jobLister.Jobs(ns).Get(name)
@@ -174,7 +174,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			jc.finished = c.newCondition(batchv1.JobFailureTarget, batchv1.JobReasonDeadlineExceeded, "Job was active longer than specified deadline")
 		case job.Spec.ActiveDeadlineSeconds != nil && !suspended(job):
 			left := time.Duration(*job.Spec.ActiveDeadlineSeconds)*time.Second - c.opts.Clock.Since(job.Status.StartTime.Time)
-			c.queue.AddAfter(key, left)
+			c.Queue.AddAfter(key, left)
 		}
 	}
 	if isIndexed(job) {
@@ -215,12 +215,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		case managed && suspended(job):
 			if setCondition(job, batchv1.JobSuspended, corev1.ConditionTrue, "JobSuspended", "Job suspended", c.opts.Clock.Now()) {
 				suspendChanged = true
-				c.recorder.Event(job, corev1.EventTypeNormal, "Suspended", "Job suspended")
+				c.Recorder.Event(job, corev1.EventTypeNormal, "Suspended", "Job suspended")
 			}
 		case managed:
 			if setCondition(job, batchv1.JobSuspended, corev1.ConditionFalse, "JobResumed", "Job resumed", c.opts.Clock.Now()) {
 				suspendChanged = true
-				c.recorder.Event(job, corev1.EventTypeNormal, "Resumed", "Job resumed")
+				c.Recorder.Event(job, corev1.EventTypeNormal, "Resumed", "Job resumed")
 				// activeDeadlineSeconds counts continuous activity.
 				now := metav1.NewTime(c.opts.Clock.Now())
 				job.Status.StartTime = &now
@@ -273,9 +273,9 @@ func (c *Controller) claimPods(ctx context.Context, job *batchv1.Job) ([]*corev1
 	}
 	m := &controller.RefManager{Controller: job, Kind: kind, Selector: sel, AdoptFinalizers: []string{batchv1.JobTrackingFinalizer},
 		CanAdopt: controller.RecheckDeletion(job.UID, func(ctx context.Context) (metav1.Object, error) {
-			return c.kube.BatchV1().Jobs(job.Namespace).Get(ctx, job.Name, metav1.GetOptions{})
+			return c.Kube.BatchV1().Jobs(job.Namespace).Get(ctx, job.Name, metav1.GetOptions{})
 		})}
-	pods, err := controller.Claim(ctx, m, all, controller.PodPatcher(c.kube))
+	pods, err := controller.Claim(ctx, m, all, controller.PodPatcher(c.Kube))
 	// A finished pod that lost its finalizer and is gone from the cache
 	// was counted; one that has it and was never counted shows here.
 	return pods, err
@@ -337,7 +337,7 @@ func (c *Controller) pastActiveDeadline(j *batchv1.Job) bool {
 // wants, and returns the active count after.
 func (c *Controller) manageJob(ctx context.Context, jc *syncCtx) (int32, error) {
 	job := jc.job
-	key := jobKey(job)
+	key := controller.Key(job)
 	active := int32(len(jc.active))
 	if suspended(job) {
 		victims := podsForRemoval(job, jc.active, len(jc.active))
@@ -379,7 +379,7 @@ func (c *Controller) manageJob(ctx context.Context, jc *syncCtx) (int32, error) 
 		return active, nil
 	}
 	if wait := jc.backoff.remaining(c.opts.Clock.Now(), c.opts.PodFailureBackoff, c.opts.MaxPodFailureBackoff); wait > 0 {
-		c.queue.AddAfter(key, wait)
+		c.Queue.AddAfter(key, wait)
 		return active, nil
 	}
 	diff = min(diff, maxPodsPerSync)
@@ -466,7 +466,7 @@ func (c *Controller) deleteActivePods(ctx context.Context, job *batchv1.Job, pod
 }
 
 func (c *Controller) deletePods(ctx context.Context, job *batchv1.Job, pods []*corev1.Pod, dropFinalizer bool) (int32, int32, error) {
-	key := jobKey(job)
+	key := controller.Key(job)
 	keys := make([]string, len(pods))
 	for i, p := range pods {
 		keys[i] = controller.PodKey(p)

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,7 +35,7 @@ func hasFinalizer(p *corev1.Pod) bool { return hasString(p.Finalizers, batchv1.J
 func (c *Controller) removeFinalizer(ctx context.Context, p *corev1.Pod) error {
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
 		"$deleteFromPrimitiveList/finalizers": []string{batchv1.JobTrackingFinalizer}}})
-	_, err := c.kube.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	_, err := c.Kube.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
 	return err
 }
 
@@ -190,7 +191,7 @@ func (c *Controller) flushAndFree(ctx context.Context, jc *syncCtx, toFree []*co
 		c.backoff.update(jc.backoff)
 		needsFlush = false
 	}
-	key := jobKey(jc.job)
+	key := controller.Key(jc.job)
 	var rmErr error
 	if len(toFree) > 0 {
 		uids := make([]string, len(toFree))
@@ -286,16 +287,16 @@ func (c *Controller) enactFinished(jc *syncCtx) bool {
 
 func (c *Controller) recordFinished(job *batchv1.Job, f *batchv1.JobCondition) {
 	if f.Type == batchv1.JobComplete {
-		c.recorder.Event(job, corev1.EventTypeNormal, "Completed", "Job completed")
+		c.Recorder.Event(job, corev1.EventTypeNormal, "Completed", "Job completed")
 		return
 	}
-	c.recorder.Event(job, corev1.EventTypeWarning, f.Reason, f.Message)
+	c.Recorder.Event(job, corev1.EventTypeWarning, f.Reason, f.Message)
 }
 
 // updateStatus writes the Job's status and carries on with what was
 // stored (so a second write in this sync does not conflict).
 func (c *Controller) updateStatus(ctx context.Context, jc *syncCtx) error {
-	updated, err := c.kube.BatchV1().Jobs(jc.job.Namespace).UpdateStatus(ctx, jc.job, metav1.UpdateOptions{})
+	updated, err := c.Kube.BatchV1().Jobs(jc.job.Namespace).UpdateStatus(ctx, jc.job, metav1.UpdateOptions{})
 	if err != nil {
 		return err
 	}

@@ -2,9 +2,9 @@ package job
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
+	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,8 +15,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
-
-	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 // ttlController deletes finished Jobs ttlSecondsAfterFinished after they
@@ -29,32 +27,19 @@ type ttlController struct {
 	lister batchlisters.JobLister
 	queue  workqueue.TypedRateLimitingInterface[string]
 	clock  clock.Clock
-	log    *slog.Logger
 }
 
-func newTTLController(kube kubernetes.Interface, jobs batchinformers.JobInformer, clk clock.WithTicker, log *slog.Logger) *ttlController {
-	t := &ttlController{kube: kube, lister: jobs.Lister(), queue: newQueue("ttl_jobs_to_delete", clk), clock: clk, log: log}
+func newTTLController(kube kubernetes.Interface, jobs batchinformers.JobInformer, clk clock.WithTicker) *ttlController {
+	t := &ttlController{kube: kube, lister: jobs.Lister(), queue: controller.NewQueue("ttl_jobs_to_delete", clk), clock: clk}
 	enqueue := func(obj any) {
 		if j, ok := obj.(*batchv1.Job); ok && needsCleanup(j) {
-			t.queue.Add(jobKey(j))
+			t.queue.Add(controller.Key(j))
 		}
 	}
 	// The error is the handler registration's, only possible on a stopped
 	// informer.
 	_, _ = jobs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }})
 	return t
-}
-
-func (t *ttlController) run(ctx context.Context) {
-	defer t.queue.ShutDown()
-	workers.Run(ctx, 1, t.queue, func(ctx context.Context, key string) {
-		if err := t.process(ctx, key); err != nil {
-			t.log.Debug("ttl-after-finished failed; retrying", "job", key, "err", err)
-			t.queue.AddRateLimited(key)
-			return
-		}
-		t.queue.Forget(key)
-	})
 }
 
 // needsCleanup: a finished Job with a TTL.
@@ -110,9 +95,6 @@ func (t *ttlController) process(ctx context.Context, key string) error {
 	err = t.kube.BatchV1().Jobs(ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &fg, Preconditions: &metav1.Preconditions{UID: &fresh.UID}})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
-	}
-	if err == nil {
-		t.log.Info("deleted finished job after its TTL", "job", key)
 	}
 	return err
 }

@@ -37,21 +37,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	appsinformers "k8s.io/client-go/informers/apps/v1"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
-	"github.com/skep-dev/skep/controlplane/controllers/internal/workers"
 )
 
 // BurstReplicas is how many pods one sync creates or deletes at most
@@ -79,18 +73,15 @@ type Options struct {
 
 // Controller keeps ReplicaSets' pods.
 type Controller struct {
-	kube         kubernetes.Interface
+	*controller.Base
 	rsLister     appslisters.ReplicaSetLister
 	rsIndexer    cache.Indexer
 	podLister    corelisters.PodLister
 	podIndex     cache.Indexer
-	synced       []cache.InformerSynced
-	queue        workqueue.TypedRateLimitingInterface[string]
 	expectations *controller.Expectations
+	podEvents    *controller.PodEvents
 	pods         controller.PodControl
-	broadcaster  record.EventBroadcaster
 	opts         Options
-	log          *slog.Logger
 }
 
 // New builds the controller on shared informers (the caller starts them).
@@ -101,26 +92,20 @@ func New(kube kubernetes.Interface, rsInformer appsinformers.ReplicaSetInformer,
 	if opts.BurstReplicas == 0 {
 		opts.BurstReplicas = BurstReplicas
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	broadcaster := record.NewBroadcaster()
+	base := controller.NewBase(kube, "replicaset", "replicaset-controller", opts.Workers, opts.Logger)
+	base.WaitFor(rsInformer.Informer().HasSynced, podInformer.Informer().HasSynced)
 	c := &Controller{
-		kube:         kube,
+		Base:         base,
 		rsLister:     rsInformer.Lister(),
 		rsIndexer:    rsInformer.Informer().GetIndexer(),
 		podLister:    podInformer.Lister(),
 		podIndex:     podInformer.Informer().GetIndexer(),
-		synced:       []cache.InformerSynced{rsInformer.Informer().HasSynced, podInformer.Informer().HasSynced},
-		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "replicaset"}),
 		expectations: controller.NewExpectations(),
-		pods:         controller.PodControl{Client: kube, Recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "replicaset-controller"})},
-		broadcaster:  broadcaster,
+		pods:         controller.PodControl{Client: kube, Recorder: base.Recorder},
 		opts:         opts,
-		log:          opts.Logger.With("controller", "replicaset"),
 	}
 	if err := rsInformer.Informer().AddIndexers(cache.Indexers{controllerUIDIndex: indexByControllerUID}); err != nil {
 		return nil, fmt.Errorf("replicaset index: %w", err)
@@ -129,17 +114,14 @@ func New(kube kubernetes.Interface, rsInformer appsinformers.ReplicaSetInformer,
 		return nil, fmt.Errorf("pod index: %w", err)
 	}
 	if _, err := rsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
+		AddFunc:    c.Enqueue,
 		UpdateFunc: c.updateRS,
-		DeleteFunc: c.deleteRS,
+		DeleteFunc: c.ForgetDeleted(c.expectations),
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.addPod,
-		UpdateFunc: c.updatePod,
-		DeleteFunc: c.deletePod,
-	}); err != nil {
+	c.podEvents = &controller.PodEvents{Queue: c.Queue, Expectations: c.expectations, Owner: c.owner, Selecting: c.selecting}
+	if _, err := podInformer.Informer().AddEventHandler(c.podEvents.Handlers()); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -157,171 +139,37 @@ func indexByControllerUID(obj any) ([]string, error) {
 }
 
 // Run waits for the caches, then syncs ReplicaSets until ctx ends.
-func (c *Controller) Run(ctx context.Context) error {
-	defer utilruntime.HandleCrash()
-	defer c.queue.ShutDown()
-	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	defer c.broadcaster.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		return nil
-	}
-	c.log.Info("started", "workers", c.opts.Workers)
-	workers.Run(ctx, c.opts.Workers, c.queue, c.process)
-	return nil
-}
-
-// process syncs one ReplicaSet and retries it with backoff on failure.
-func (c *Controller) process(ctx context.Context, key string) {
-	if err := c.sync(ctx, key); err != nil {
-		c.log.Debug("sync failed; retrying", "replicaset", key, "err", err)
-		c.queue.AddRateLimited(key)
-		return
-	}
-	c.queue.Forget(key)
-}
-
-func (c *Controller) enqueue(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
-	}
-	c.queue.Add(key)
-}
+func (c *Controller) Run(ctx context.Context) error { return c.Base.Run(ctx, c.sync) }
 
 func (c *Controller) updateRS(old, cur any) {
 	o, n := old.(*appsv1.ReplicaSet), cur.(*appsv1.ReplicaSet)
 	if o.UID != n.UID {
 		// Deleted and recreated under one name between two events.
-		c.deleteRS(cache.DeletedFinalStateUnknown{Key: o.Namespace + "/" + o.Name, Obj: o})
+		c.ForgetDeleted(c.expectations)(cache.DeletedFinalStateUnknown{Key: controller.Key(o), Obj: o})
 	}
-	c.enqueue(n)
+	c.Enqueue(n)
 }
 
-func (c *Controller) deleteRS(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
+// owner resolves a pod's controller reference to a ReplicaSet.
+func (c *Controller) owner(ns string, ref *metav1.OwnerReference) (string, int32, bool) {
+	rs, ok := controller.Resolve(ref, kind.Kind, c.rsLister.ReplicaSets(ns).Get)
+	if !ok {
+		return "", 0, false
 	}
-	// A new ReplicaSet of that name starts without expectations.
-	c.expectations.Delete(key)
-	c.queue.Add(key)
+	return controller.Key(rs), rs.Spec.MinReadySeconds, true
 }
 
-// resolve returns the ReplicaSet ref names, if it is in the cache with
-// ref's uid.
-func (c *Controller) resolve(ns string, ref *metav1.OwnerReference) *appsv1.ReplicaSet {
-	if ref.Kind != kind.Kind {
-		return nil
-	}
-	rs, err := c.rsLister.ReplicaSets(ns).Get(ref.Name)
-	if err != nil || rs.UID != ref.UID {
-		return nil
-	}
-	return rs
-}
-
-// addPod counts an awaited creation and syncs the pod's ReplicaSet; an
-// orphan wakes the ReplicaSets that select it, which may adopt it.
-func (c *Controller) addPod(obj any) {
-	pod := obj.(*corev1.Pod)
-	if pod.DeletionTimestamp != nil {
-		// Seen for the first time already terminating (a restart of the
-		// controller): not a creation.
-		c.deletePod(pod)
-		return
-	}
-	if ref := metav1.GetControllerOfNoCopy(pod); ref != nil {
-		if rs := c.resolve(pod.Namespace, ref); rs != nil {
-			key := rs.Namespace + "/" + rs.Name
-			c.expectations.CreationObserved(key)
-			c.queue.Add(key)
-		}
-		return
-	}
-	c.enqueueSelecting(pod)
-}
-
-func (c *Controller) enqueueSelecting(pod *corev1.Pod) {
+// selecting are the ReplicaSets whose selector matches an orphan pod.
+func (c *Controller) selecting(pod *corev1.Pod) []string {
 	rss, err := c.rsLister.GetPodReplicaSets(pod)
 	if err != nil {
-		return
+		return nil
 	}
-	for _, rs := range rss {
-		c.enqueue(rs)
+	keys := make([]string, len(rss))
+	for i, rs := range rss {
+		keys[i] = controller.Key(rs)
 	}
-}
-
-func (c *Controller) updatePod(old, cur any) {
-	o, p := old.(*corev1.Pod), cur.(*corev1.Pod)
-	if o.ResourceVersion == p.ResourceVersion {
-		return // a resync
-	}
-	labelsChanged := !labels.Equals(o.Labels, p.Labels)
-	if p.DeletionTimestamp != nil {
-		// A graceful delete shows as an update setting the timestamp: count
-		// it as the deletion now, so a replacement starts without waiting
-		// out the grace period.
-		c.deletePod(p)
-		if labelsChanged {
-			c.deletePod(o)
-		}
-		return
-	}
-	oref, ref := metav1.GetControllerOfNoCopy(o), metav1.GetControllerOfNoCopy(p)
-	refChanged := !equalRefs(oref, ref)
-	if refChanged && oref != nil {
-		if rs := c.resolve(o.Namespace, oref); rs != nil {
-			c.enqueue(rs)
-		}
-	}
-	if ref != nil {
-		rs := c.resolve(p.Namespace, ref)
-		if rs == nil {
-			return
-		}
-		c.enqueue(rs)
-		// A pod that became ready makes the ReplicaSet available only
-		// minReadySeconds later: look again then.
-		if !controller.IsPodReady(o) && controller.IsPodReady(p) && rs.Spec.MinReadySeconds > 0 {
-			c.queue.AddAfter(rs.Namespace+"/"+rs.Name, time.Duration(rs.Spec.MinReadySeconds)*time.Second+time.Second)
-		}
-		return
-	}
-	if labelsChanged || refChanged {
-		c.enqueueSelecting(p)
-	}
-}
-
-func equalRefs(a, b *metav1.OwnerReference) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.UID == b.UID
-}
-
-// deletePod counts an awaited deletion and syncs the pod's ReplicaSet.
-func (c *Controller) deletePod(obj any) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		tomb, ok := obj.(cache.DeletedFinalStateUnknown)
-		if !ok {
-			return
-		}
-		if pod, ok = tomb.Obj.(*corev1.Pod); !ok {
-			return
-		}
-	}
-	ref := metav1.GetControllerOfNoCopy(pod)
-	if ref == nil {
-		return
-	}
-	if rs := c.resolve(pod.Namespace, ref); rs != nil {
-		key := rs.Namespace + "/" + rs.Name
-		c.expectations.DeletionObserved(key, controller.PodKey(pod))
-		c.queue.Add(key)
-	}
+	return keys
 }
 
 // sync brings one ReplicaSet's pods to its replicas (when its
@@ -329,7 +177,7 @@ func (c *Controller) deletePod(obj any) {
 func (c *Controller) sync(ctx context.Context, key string) error {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
-		c.log.Error("bad queue key", "key", key, "err", err)
+		c.Log.Error("bad queue key", "key", key, "err", err)
 		return nil
 	}
 	rs, err := c.rsLister.ReplicaSets(ns).Get(name)
@@ -343,7 +191,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	needsSync := c.expectations.Satisfied(key)
 	sel, err := metav1.LabelSelectorAsSelector(rs.Spec.Selector)
 	if err != nil {
-		c.log.Error("invalid selector; not syncing", "replicaset", key, "err", err)
+		c.Log.Error("invalid selector; not syncing", "replicaset", key, "err", err)
 		return nil
 	}
 	// Its pods and the namespace's orphans, not only the selected ones:
@@ -368,7 +216,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	// All ready but not yet all available: look again when they are.
 	if manageErr == nil && updated.Spec.MinReadySeconds > 0 && updated.Spec.Replicas != nil &&
 		updated.Status.ReadyReplicas == *updated.Spec.Replicas && updated.Status.AvailableReplicas != *updated.Spec.Replicas {
-		c.queue.AddAfter(key, time.Duration(updated.Spec.MinReadySeconds)*time.Second)
+		c.Queue.AddAfter(key, time.Duration(updated.Spec.MinReadySeconds)*time.Second)
 	}
 	return manageErr
 }
@@ -377,10 +225,10 @@ func (c *Controller) claimPods(ctx context.Context, rs *appsv1.ReplicaSet, sel l
 	m := &controller.RefManager{
 		Controller: rs, Kind: kind, Selector: sel,
 		CanAdopt: controller.RecheckDeletion(rs.UID, func(ctx context.Context) (metav1.Object, error) {
-			return c.kube.AppsV1().ReplicaSets(rs.Namespace).Get(ctx, rs.Name, metav1.GetOptions{})
+			return c.Kube.AppsV1().ReplicaSets(rs.Namespace).Get(ctx, rs.Name, metav1.GetOptions{})
 		}),
 	}
-	return controller.Claim(ctx, m, pods, controller.PodPatcher(c.kube))
+	return controller.Claim(ctx, m, pods, controller.PodPatcher(c.Kube))
 }
 
 // manageReplicas creates or deletes pods so that len(pods) moves toward
@@ -549,8 +397,7 @@ func removeCondition(cs []appsv1.ReplicaSetCondition, t appsv1.ReplicaSetConditi
 }
 
 // updateStatus writes st (with the generation it was computed for) unless
-// it is what is stored; one conflict is retried against a fresh read, any
-// more are left to the queue's backoff.
+// it is what is stored.
 func (c *Controller) updateStatus(ctx context.Context, rs *appsv1.ReplicaSet, st appsv1.ReplicaSetStatus) (*appsv1.ReplicaSet, error) {
 	if rs.Status.Replicas == st.Replicas && rs.Status.FullyLabeledReplicas == st.FullyLabeledReplicas &&
 		rs.Status.ReadyReplicas == st.ReadyReplicas && rs.Status.AvailableReplicas == st.AvailableReplicas &&
@@ -558,20 +405,11 @@ func (c *Controller) updateStatus(ctx context.Context, rs *appsv1.ReplicaSet, st
 		return rs, nil
 	}
 	st.ObservedGeneration = rs.Generation
-	client := c.kube.AppsV1().ReplicaSets(rs.Namespace)
-	for i := 0; ; i++ {
+	client := c.Kube.AppsV1().ReplicaSets(rs.Namespace)
+	return controller.WriteStatus(rs, func(rs *appsv1.ReplicaSet) (*appsv1.ReplicaSet, error) {
 		rs.Status = st
-		updated, err := client.UpdateStatus(ctx, rs, metav1.UpdateOptions{})
-		if err == nil {
-			return updated, nil
-		}
-		if i >= 1 {
-			return nil, err
-		}
-		if rs, err = client.Get(ctx, rs.Name, metav1.GetOptions{}); err != nil {
-			return nil, err
-		}
-	}
+		return client.UpdateStatus(ctx, rs, metav1.UpdateOptions{})
+	}, func() (*appsv1.ReplicaSet, error) { return client.Get(ctx, rs.Name, metav1.GetOptions{}) })
 }
 
 func equalConditions(a, b []appsv1.ReplicaSetCondition) bool {

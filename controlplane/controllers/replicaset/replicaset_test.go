@@ -108,7 +108,7 @@ func TestCreatesPodsOnce(t *testing.T) {
 	}
 	// The watch shows them: expectations are met, nothing to do.
 	for i := range list.Items {
-		f.c.addPod(&list.Items[i])
+		f.c.podEvents.Handlers().OnAdd(&list.Items[i], false)
 		controllertest.Add(f.factory.Core().V1().Pods().Informer(), &list.Items[i])
 	}
 	f.cs.ClearActions()
@@ -192,7 +192,7 @@ func TestStatus(t *testing.T) {
 	if !equality.Semantic.DeepEqual(got.Status, want) {
 		t.Errorf("status %+v, want %+v", got.Status, want)
 	}
-	if f.c.queue.Len() != 0 {
+	if f.c.Queue.Len() != 0 {
 		t.Errorf("queued before minReadySeconds")
 	}
 }
