@@ -28,46 +28,35 @@ type WorkloadOptions struct {
 // adds them to runners.
 func addWorkloadControllers(runners map[string]func(context.Context) error, kube kubernetes.Interface,
 	factory informers.SharedInformerFactory, log *slog.Logger, opts WorkloadOptions) error {
-	if opts.ReplicaSet.Logger == nil {
-		opts.ReplicaSet.Logger = log
+	for _, l := range []**slog.Logger{&opts.ReplicaSet.Logger, &opts.Deployment.Logger, &opts.DaemonSet.Logger, &opts.Job.Logger, &opts.CronJob.Logger} {
+		if *l == nil {
+			*l = log
+		}
 	}
-	if opts.Deployment.Logger == nil {
-		opts.Deployment.Logger = log
+	apps, batch, core := factory.Apps().V1(), factory.Batch().V1(), factory.Core().V1()
+	type runner interface{ Run(context.Context) error }
+	add := func(name string, r runner, err error) error {
+		if err == nil {
+			runners[name] = r.Run
+		}
+		return err
 	}
-	if opts.DaemonSet.Logger == nil {
-		opts.DaemonSet.Logger = log
-	}
-	if opts.Job.Logger == nil {
-		opts.Job.Logger = log
-	}
-	if opts.CronJob.Logger == nil {
-		opts.CronJob.Logger = log
-	}
-	apps, core := factory.Apps().V1(), factory.Core().V1()
 	rs, err := replicaset.New(kube, apps.ReplicaSets(), core.Pods(), opts.ReplicaSet)
-	if err != nil {
+	if err := add("replicaset", rs, err); err != nil {
 		return err
 	}
 	d, err := deployment.New(kube, apps.Deployments(), apps.ReplicaSets(), core.Pods(), opts.Deployment)
-	if err != nil {
+	if err := add("deployment", d, err); err != nil {
 		return err
 	}
 	ds, err := daemonset.New(kube, apps.DaemonSets(), apps.ControllerRevisions(), core.Pods(), core.Nodes(), opts.DaemonSet)
-	if err != nil {
+	if err := add("daemonset", ds, err); err != nil {
 		return err
 	}
-	j, err := job.New(kube, factory.Batch().V1().Jobs(), core.Pods(), opts.Job)
-	if err != nil {
+	j, err := job.New(kube, batch.Jobs(), core.Pods(), opts.Job)
+	if err := add("job", j, err); err != nil {
 		return err
 	}
-	cj, err := cronjob.New(kube, factory.Batch().V1().Jobs(), factory.Batch().V1().CronJobs(), opts.CronJob)
-	if err != nil {
-		return err
-	}
-	runners["job"] = j.Run
-	runners["cronjob"] = cj.Run
-	runners["replicaset"] = rs.Run
-	runners["deployment"] = d.Run
-	runners["daemonset"] = ds.Run
-	return nil
+	cj, err := cronjob.New(kube, batch.Jobs(), batch.CronJobs(), opts.CronJob)
+	return add("cronjob", cj, err)
 }

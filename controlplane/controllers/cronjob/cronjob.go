@@ -178,17 +178,11 @@ func (c *Controller) updateJob(old, cur any) {
 // sync runs one CronJob: history cleanup, active list, and the Job of
 // the most recent unmet schedule time. It returns when to look again.
 func (c *Controller) sync(ctx context.Context, key string) (*time.Duration, error) {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		return nil, nil
-	}
-	shared, err := c.cjLister.CronJobs(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
+	shared, ok, err := controller.Get(c.Base, key, func(ns, name string) (*batchv1.CronJob, error) { return c.cjLister.CronJobs(ns).Get(name) })
+	if !ok {
 		return nil, err
 	}
+	ns := shared.Namespace
 	all, err := c.jobLister.Jobs(ns).List(labels.Everything())
 	if err != nil {
 		return nil, err

@@ -11,8 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
@@ -24,28 +22,20 @@ import (
 var t0 = time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 
 type fixture struct {
-	cs *fake.Clientset
-	c  *Controller
+	*controllertest.Fake
+	c *Controller
 }
 
 func newFixture(t *testing.T, now time.Time, objs ...runtime.Object) *fixture {
 	t.Helper()
-	cs := controllertest.NewClientset(objs...)
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	c, err := New(cs, factory.Batch().V1().Jobs(), factory.Batch().V1().CronJobs(),
+	f := controllertest.NewFake(objs...)
+	c, err := New(f, f.Informers.Batch().V1().Jobs(), f.Informers.Batch().V1().CronJobs(),
 		Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(now)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		switch o.(type) {
-		case *batchv1.Job:
-			controllertest.Add(factory.Batch().V1().Jobs().Informer(), o)
-		case *batchv1.CronJob:
-			controllertest.Add(factory.Batch().V1().CronJobs().Informer(), o)
-		}
-	}
-	return &fixture{cs: cs, c: c}
+	f.Fill()
+	return &fixture{Fake: f, c: c}
 }
 
 func (f *fixture) sync(t *testing.T) *time.Duration {
@@ -59,7 +49,7 @@ func (f *fixture) sync(t *testing.T) *time.Duration {
 
 func (f *fixture) cronJob(t *testing.T) *batchv1.CronJob {
 	t.Helper()
-	cj, err := f.cs.BatchV1().CronJobs("default").Get(context.Background(), "cj", metav1.GetOptions{})
+	cj, err := f.BatchV1().CronJobs("default").Get(context.Background(), "cj", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +114,7 @@ func TestStartsJob(t *testing.T) {
 	cj := newCJ("*/1 * * * *", batchv1.AllowConcurrent)
 	f := newFixture(t, t0.Add(5*time.Second), cj)
 	after := f.sync(t)
-	jobs, _ := f.cs.BatchV1().Jobs("default").List(context.Background(), metav1.ListOptions{})
+	jobs, _ := f.BatchV1().Jobs("default").List(context.Background(), metav1.ListOptions{})
 	if len(jobs.Items) != 1 {
 		t.Fatalf("%d jobs, want 1", len(jobs.Items))
 	}
@@ -149,14 +139,14 @@ func TestConcurrencyPolicies(t *testing.T) {
 	cj.Status.Active = []corev1.ObjectReference{{Kind: "Job", Namespace: "default", Name: running.Name, UID: running.UID}}
 	f := newFixture(t, t0.Add(time.Second), cj, running)
 	f.sync(t)
-	if n := controllertest.Creates(f.cs, "jobs"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "jobs"); n != 0 {
 		t.Errorf("Forbid created %d jobs while one runs", n)
 	}
 	cj.Spec.ConcurrencyPolicy = batchv1.ReplaceConcurrent
 	f = newFixture(t, t0.Add(time.Second), cj, running)
 	f.sync(t)
-	if d := controllertest.Deleted(f.cs, "jobs"); strings.Join(d, ",") != running.Name || controllertest.Creates(f.cs, "jobs") != 1 {
-		t.Errorf("Replace: deleted %v, %d created", d, controllertest.Creates(f.cs, "jobs"))
+	if d := controllertest.Deleted(f.Clientset, "jobs"); strings.Join(d, ",") != running.Name || controllertest.Creates(f.Clientset, "jobs") != 1 {
+		t.Errorf("Replace: deleted %v, %d created", d, controllertest.Creates(f.Clientset, "jobs"))
 	}
 	if st := f.cronJob(t).Status; len(st.Active) != 1 || st.Active[0].Name != jobName(cj, t0) {
 		t.Errorf("active %v", st.Active)
@@ -175,14 +165,14 @@ func TestHistoryAndSuccess(t *testing.T) {
 	cj.Status.Active = []corev1.ObjectReference{{Name: bad.Name, UID: bad.UID}}
 	f := newFixture(t, t0, cj, ok1, ok2, bad)
 	f.sync(t)
-	if d := controllertest.Deleted(f.cs, "jobs"); strings.Join(d, ",") != ok1.Name {
+	if d := controllertest.Deleted(f.Clientset, "jobs"); strings.Join(d, ",") != ok1.Name {
 		t.Errorf("deleted %v, want the older success %s", d, ok1.Name)
 	}
 	st := f.cronJob(t).Status
 	if len(st.Active) != 0 || st.LastSuccessfulTime == nil || !st.LastSuccessfulTime.Time.Equal(ok2.Status.CompletionTime.Time) {
 		t.Errorf("status %+v", st)
 	}
-	if n := controllertest.Creates(f.cs, "jobs"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "jobs"); n != 0 {
 		t.Errorf("a suspended cronjob created %d jobs", n)
 	}
 }
@@ -195,7 +185,7 @@ func TestMissedDeadline(t *testing.T) {
 	cj.Status.LastScheduleTime = &metav1.Time{Time: t0.Add(-time.Hour)}
 	f := newFixture(t, t0.Add(time.Minute), cj)
 	f.sync(t)
-	if n := controllertest.Creates(f.cs, "jobs"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "jobs"); n != 0 {
 		t.Errorf("created %d jobs a minute past a 30s deadline", n)
 	}
 }

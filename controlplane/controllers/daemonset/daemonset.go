@@ -40,7 +40,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	appsinformers "k8s.io/client-go/informers/apps/v1"
@@ -280,17 +279,11 @@ func (c *Controller) byNode(pods []*corev1.Pod) map[string][]*corev1.Pod {
 // sync makes one DaemonSet's pods match its nodes and template, and
 // writes its status.
 func (c *Controller) sync(ctx context.Context, key string) error {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		c.Log.Error("bad queue key", "key", key, "err", err)
-		return nil
-	}
-	cached, err := c.dsLister.DaemonSets(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		c.expectations.Delete(key)
-		return nil
-	}
-	if err != nil {
+	cached, ok, err := controller.Get(c.Base, key, func(ns, name string) (*appsv1.DaemonSet, error) { return c.dsLister.DaemonSets(ns).Get(name) })
+	if !ok {
+		if err == nil {
+			c.expectations.Delete(key)
+		}
 		return err
 	}
 	ds := cached.DeepCopy()

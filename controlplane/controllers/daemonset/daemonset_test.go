@@ -13,8 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
@@ -23,34 +21,20 @@ import (
 )
 
 type fixture struct {
-	cs      *fake.Clientset
-	c       *Controller
-	factory informers.SharedInformerFactory
+	*controllertest.Fake
+	c *Controller
 }
 
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Helper()
-	cs := controllertest.NewClientset(objs...)
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	apps, core := factory.Apps().V1(), factory.Core().V1()
-	c, err := New(cs, apps.DaemonSets(), apps.ControllerRevisions(), core.Pods(), core.Nodes(),
-		Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
+	f := controllertest.NewFake(objs...)
+	c, err := New(f, f.Informers.Apps().V1().DaemonSets(), f.Informers.Apps().V1().ControllerRevisions(), f.Informers.Core().V1().Pods(),
+		f.Informers.Core().V1().Nodes(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		switch o.(type) {
-		case *appsv1.DaemonSet:
-			controllertest.Add(apps.DaemonSets().Informer(), o)
-		case *appsv1.ControllerRevision:
-			controllertest.Add(apps.ControllerRevisions().Informer(), o)
-		case *corev1.Pod:
-			controllertest.Add(core.Pods().Informer(), o)
-		case *corev1.Node:
-			controllertest.Add(core.Nodes().Informer(), o)
-		}
-	}
-	return &fixture{cs: cs, c: c, factory: factory}
+	f.Fill()
+	return &fixture{Fake: f, c: c}
 }
 
 func (f *fixture) sync(t *testing.T) {
@@ -62,7 +46,7 @@ func (f *fixture) sync(t *testing.T) {
 
 func (f *fixture) pods(t *testing.T) []corev1.Pod {
 	t.Helper()
-	l, err := f.cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
+	l, err := f.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +115,7 @@ func TestCreatesOnePodPerNode(t *testing.T) {
 	ds := newDS()
 	f := newFixture(t, ds, node("a", nil), node("b", nil), node("c", nil, corev1.Taint{Key: "k", Effect: corev1.TaintEffectNoSchedule}))
 	f.sync(t)
-	revs, err := f.cs.AppsV1().ControllerRevisions("default").List(context.Background(), metav1.ListOptions{})
+	revs, err := f.AppsV1().ControllerRevisions("default").List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(revs.Items) != 1 {
 		t.Fatalf("revisions %v %v", revs, err)
 	}
@@ -179,7 +163,7 @@ func TestDeletesWhereItShouldNotRun(t *testing.T) {
 	ds := newDS()
 	f := newFixture(t, ds)
 	f.sync(t) // the revision
-	rev, _ := f.cs.AppsV1().ControllerRevisions("default").List(context.Background(), metav1.ListOptions{})
+	rev, _ := f.AppsV1().ControllerRevisions("default").List(context.Background(), metav1.ListOptions{})
 	hash := rev.Items[0].Labels[appsv1.DefaultDaemonSetUniqueLabelKey]
 	extra := daemonPod(ds, "a-2", "a", hash, true)
 	extra.CreationTimestamp = metav1.Now()
@@ -187,7 +171,7 @@ func TestDeletesWhereItShouldNotRun(t *testing.T) {
 		node("a", nil), node("x", nil, corev1.Taint{Key: "k", Effect: corev1.TaintEffectNoExecute}),
 		daemonPod(ds, "a-1", "a", hash, true), extra, daemonPod(ds, "x-1", "x", hash, true))
 	f.sync(t)
-	deleted := controllertest.Deleted(f.cs, "pods")
+	deleted := controllertest.Deleted(f.Clientset, "pods")
 	sort.Strings(deleted)
 	if strings.Join(deleted, ",") != "a-2,x-1" {
 		t.Errorf("deleted %v, want a-2 and x-1", deleted)
@@ -202,20 +186,20 @@ func TestRollingUpdateWithinMaxUnavailable(t *testing.T) {
 	f := newFixture(t, ds, node("a", nil), node("b", nil), node("c", nil),
 		daemonPod(ds, "a-1", "a", "old", true), daemonPod(ds, "b-1", "b", "old", true), daemonPod(ds, "c-1", "c", "old", true))
 	f.sync(t)
-	if deleted := controllertest.Deleted(f.cs, "pods"); len(deleted) != 1 {
+	if deleted := controllertest.Deleted(f.Clientset, "pods"); len(deleted) != 1 {
 		t.Errorf("deleted %v, want one old pod", deleted)
 	}
 	f = newFixture(t, ds, node("a", nil), node("b", nil), node("c", nil), node("d", nil),
 		daemonPod(ds, "a-1", "a", "old", true), daemonPod(ds, "b-1", "b", "old", true),
 		daemonPod(ds, "c-1", "c", "old", true), daemonPod(ds, "d-1", "d", "old", false))
 	f.sync(t)
-	if deleted := controllertest.Deleted(f.cs, "pods"); strings.Join(deleted, ",") != "d-1" {
+	if deleted := controllertest.Deleted(f.Clientset, "pods"); strings.Join(deleted, ",") != "d-1" {
 		t.Errorf("deleted %v, want the unavailable d-1 only", deleted)
 	}
-	if n := controllertest.Creates(f.cs, "pods"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "pods"); n != 0 {
 		t.Errorf("created %d pods while the old ones are there", n)
 	}
-	got, _ := f.cs.AppsV1().DaemonSets("default").Get(context.Background(), "agent", metav1.GetOptions{})
+	got, _ := f.AppsV1().DaemonSets("default").Get(context.Background(), "agent", metav1.GetOptions{})
 	if st := got.Status; st.DesiredNumberScheduled != 4 || st.CurrentNumberScheduled != 4 || st.NumberReady != 3 || st.UpdatedNumberScheduled != 0 || st.NumberUnavailable != 1 {
 		t.Errorf("status %+v", st)
 	}
@@ -227,18 +211,18 @@ func TestFailedPodReplaced(t *testing.T) {
 	ds := newDS()
 	f := newFixture(t, ds)
 	f.sync(t) // the revision
-	rev, _ := f.cs.AppsV1().ControllerRevisions("default").List(context.Background(), metav1.ListOptions{})
+	rev, _ := f.AppsV1().ControllerRevisions("default").List(context.Background(), metav1.ListOptions{})
 	failed := daemonPod(ds, "a-1", "a", rev.Items[0].Labels[appsv1.DefaultDaemonSetUniqueLabelKey], false)
 	failed.Status.Phase = corev1.PodFailed
 	f = newFixture(t, ds, &rev.Items[0], node("a", nil), failed)
 	f.sync(t)
-	if d := controllertest.Deleted(f.cs, "pods"); len(d) != 1 {
+	if d := controllertest.Deleted(f.Clientset, "pods"); len(d) != 1 {
 		t.Fatalf("deleted %v, want the failed pod", d)
 	}
-	f.cs.ClearActions()
+	f.ClearActions()
 	f.c.expectations.Delete("default/agent")
 	f.sync(t)
-	if d := controllertest.Deleted(f.cs, "pods"); len(d) != 0 {
+	if d := controllertest.Deleted(f.Clientset, "pods"); len(d) != 0 {
 		t.Errorf("deleted %v again within the backoff", d)
 	}
 }

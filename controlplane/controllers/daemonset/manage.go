@@ -2,14 +2,13 @@ package daemonset
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
@@ -129,52 +128,15 @@ func (c *Controller) syncNodes(ctx context.Context, ds *appsv1.DaemonSet, del []
 	if len(nodes) == 0 && len(del) == 0 {
 		return nil
 	}
-	keys := make([]string, len(del))
-	for i, p := range del {
-		keys[i] = controller.PodKey(p)
-	}
-	c.expectations.Expect(key, len(nodes), keys)
-
+	c.expectations.Expect(key, len(nodes), controller.PodKeys(del))
 	tmpl := podTemplate(ds, hash)
 	ref := metav1.NewControllerRef(ds, kind)
-	var mu sync.Mutex
-	next := 0
-	created, err := controller.SlowStartBatch(len(nodes), controller.SlowStartInitialBatchSize, func() error {
-		mu.Lock()
-		node := nodes[next]
-		next++
-		mu.Unlock()
+	_, createErr := c.pods.CreatePods(ctx, c.expectations, key, ds.Namespace, len(nodes), func(i int) *corev1.Pod {
 		t := tmpl.DeepCopy()
-		t.Spec.Affinity = nodeAffinityTo(t.Spec.Affinity, node)
-		_, err := c.pods.Create(ctx, ds.Namespace, controller.NewPod(t, ds, ref), ds)
-		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-			return nil
-		}
-		return err
-	})
-	if skipped := len(nodes) - created; skipped > 0 {
-		c.expectations.LowerCreations(key, skipped)
-	}
-	errs := make(chan error, len(del)+1)
-	if err != nil {
-		errs <- err
-	}
-	var wg sync.WaitGroup
-	for _, p := range del {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.pods.Delete(ctx, ds.Namespace, p.Name, ds); err != nil {
-				c.expectations.DeletionObserved(key, controller.PodKey(p))
-				if !apierrors.IsNotFound(err) {
-					errs <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+		t.Spec.Affinity = nodeAffinityTo(t.Spec.Affinity, nodes[i])
+		return controller.NewPod(t, ds, ref)
+	}, ds)
+	return errors.Join(createErr, c.pods.DeletePods(ctx, c.expectations, key, ds.Namespace, del, ds))
 }
 
 // rollingUpdate replaces old pods within maxUnavailable (or, with a

@@ -14,8 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
@@ -25,32 +23,20 @@ import (
 )
 
 type fixture struct {
-	cs    *fake.Clientset
-	c     *Controller
-	clock *testingclock.FakeClock
+	*controllertest.Fake
+	c *Controller
 }
 
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Helper()
-	cs := controllertest.NewClientset(objs...)
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	clk := testingclock.NewFakeClock(time.Now())
-	c, err := New(cs, factory.Apps().V1().Deployments(), factory.Apps().V1().ReplicaSets(), factory.Core().V1().Pods(),
-		Options{Logger: testutil.QuietLogger(), Clock: clk})
+	f := controllertest.NewFake(objs...)
+	c, err := New(f, f.Informers.Apps().V1().Deployments(), f.Informers.Apps().V1().ReplicaSets(), f.Informers.Core().V1().Pods(),
+		Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		switch o.(type) {
-		case *appsv1.Deployment:
-			controllertest.Add(factory.Apps().V1().Deployments().Informer(), o)
-		case *appsv1.ReplicaSet:
-			controllertest.Add(factory.Apps().V1().ReplicaSets().Informer(), o)
-		case *corev1.Pod:
-			controllertest.Add(factory.Core().V1().Pods().Informer(), o)
-		}
-	}
-	return &fixture{cs: cs, c: c, clock: clk}
+	f.Fill()
+	return &fixture{Fake: f, c: c}
 }
 
 func (f *fixture) sync(t *testing.T) {
@@ -63,7 +49,7 @@ func (f *fixture) sync(t *testing.T) {
 // replicaSets are the ReplicaSets in the clientset, "name=replicas" sorted.
 func (f *fixture) replicaSets(t *testing.T) (map[string]*appsv1.ReplicaSet, string) {
 	t.Helper()
-	l, err := f.cs.AppsV1().ReplicaSets("default").List(context.Background(), metav1.ListOptions{})
+	l, err := f.AppsV1().ReplicaSets("default").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +66,7 @@ func (f *fixture) replicaSets(t *testing.T) (map[string]*appsv1.ReplicaSet, stri
 
 func (f *fixture) deployment(t *testing.T) *appsv1.Deployment {
 	t.Helper()
-	d, err := f.cs.AppsV1().Deployments("default").Get(context.Background(), "web", metav1.GetOptions{})
+	d, err := f.AppsV1().Deployments("default").Get(context.Background(), "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +204,7 @@ func TestCleanupHistory(t *testing.T) {
 	d.Status = appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1, ReadyReplicas: 1}
 	f := newFixture(t, objs...)
 	f.sync(t)
-	deleted := controllertest.Deleted(f.cs, "replicasets")
+	deleted := controllertest.Deleted(f.Clientset, "replicasets")
 	sort.Strings(deleted)
 	want := []string{objs[2].(*appsv1.ReplicaSet).Name, objs[3].(*appsv1.ReplicaSet).Name}
 	sort.Strings(want)
@@ -246,7 +232,7 @@ func TestRecreate(t *testing.T) {
 		Status: corev1.PodStatus{Phase: corev1.PodRunning}}
 	f = newFixture(t, d, old, p)
 	f.sync(t)
-	if n := controllertest.Creates(f.cs, "replicasets"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "replicasets"); n != 0 {
 		t.Fatalf("created a new replicaset while an old pod runs")
 	}
 	f = newFixture(t, d, old)

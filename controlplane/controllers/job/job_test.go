@@ -11,8 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
@@ -21,29 +19,19 @@ import (
 )
 
 type fixture struct {
-	cs    *fake.Clientset
-	c     *Controller
-	clock *testingclock.FakeClock
+	*controllertest.Fake
+	c *Controller
 }
 
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Helper()
-	cs := controllertest.NewClientset(objs...)
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	clk := testingclock.NewFakeClock(time.Now())
-	c, err := New(cs, factory.Batch().V1().Jobs(), factory.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: clk})
+	f := controllertest.NewFake(objs...)
+	c, err := New(f, f.Informers.Batch().V1().Jobs(), f.Informers.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		switch o.(type) {
-		case *batchv1.Job:
-			controllertest.Add(factory.Batch().V1().Jobs().Informer(), o)
-		case *corev1.Pod:
-			controllertest.Add(factory.Core().V1().Pods().Informer(), o)
-		}
-	}
-	return &fixture{cs: cs, c: c, clock: clk}
+	f.Fill()
+	return &fixture{Fake: f, c: c}
 }
 
 func (f *fixture) sync(t *testing.T) {
@@ -55,7 +43,7 @@ func (f *fixture) sync(t *testing.T) {
 
 func (f *fixture) job(t *testing.T) *batchv1.Job {
 	t.Helper()
-	j, err := f.cs.BatchV1().Jobs("default").Get(context.Background(), "j", metav1.GetOptions{})
+	j, err := f.BatchV1().Jobs("default").Get(context.Background(), "j", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +79,7 @@ func jobPod(j *batchv1.Job, name string, phase corev1.PodPhase) *corev1.Pod {
 func TestCreatesParallelismPods(t *testing.T) {
 	f := newFixture(t, newJob(5, 2, 6))
 	f.sync(t)
-	pods, _ := f.cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
+	pods, _ := f.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
 	if len(pods.Items) != 2 {
 		t.Fatalf("%d pods, want 2", len(pods.Items))
 	}
@@ -105,9 +93,9 @@ func TestCreatesParallelismPods(t *testing.T) {
 		t.Errorf("status %+v", j.Status)
 	}
 	// Before the watch shows them, no more.
-	f.cs.ClearActions()
+	f.ClearActions()
 	f.sync(t)
-	if n := controllertest.Creates(f.cs, "pods"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "pods"); n != 0 {
 		t.Errorf("%d more pods before the watch showed the first", n)
 	}
 }
@@ -119,7 +107,7 @@ func TestCountsThroughUncounted(t *testing.T) {
 	f := newFixture(t, j, jobPod(j, "done", corev1.PodSucceeded))
 	f.sync(t)
 	var steps []string
-	for _, a := range controllertest.Actions(f.cs) {
+	for _, a := range controllertest.Actions(f.Clientset) {
 		if a != "create events" {
 			steps = append(steps, a)
 		}
@@ -134,7 +122,7 @@ func TestCountsThroughUncounted(t *testing.T) {
 	if st.Succeeded != 1 || len(st.UncountedTerminatedPods.Succeeded) != 0 || st.Active != 1 {
 		t.Errorf("status %+v", st)
 	}
-	p, _ := f.cs.CoreV1().Pods("default").Get(context.Background(), "done", metav1.GetOptions{})
+	p, _ := f.CoreV1().Pods("default").Get(context.Background(), "done", metav1.GetOptions{})
 	if hasFinalizer(p) {
 		t.Error("the counted pod kept its finalizer")
 	}
@@ -165,7 +153,7 @@ func TestBackoffLimitExceeded(t *testing.T) {
 	f := newFixture(t, j, jobPod(j, "failed", corev1.PodFailed), running)
 	f.sync(t)
 	st := f.job(t).Status
-	if d := controllertest.Deleted(f.cs, "pods"); strings.Join(d, ",") != "running" {
+	if d := controllertest.Deleted(f.Clientset, "pods"); strings.Join(d, ",") != "running" {
 		t.Errorf("deleted %v, want the running pod", d)
 	}
 	var reasons []string
@@ -186,9 +174,9 @@ func TestSuspend(t *testing.T) {
 	f := newFixture(t, j, jobPod(j, "p1", corev1.PodRunning))
 	f.sync(t)
 	st := f.job(t).Status
-	if len(controllertest.Deleted(f.cs, "pods")) != 1 || st.Active != 0 || st.Failed != 0 ||
+	if len(controllertest.Deleted(f.Clientset, "pods")) != 1 || st.Active != 0 || st.Failed != 0 ||
 		len(st.Conditions) != 1 || st.Conditions[0].Type != batchv1.JobSuspended {
-		t.Errorf("status %+v, deleted %v", st, controllertest.Deleted(f.cs, "pods"))
+		t.Errorf("status %+v, deleted %v", st, controllertest.Deleted(f.Clientset, "pods"))
 	}
 }
 

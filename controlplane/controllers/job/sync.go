@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/skep-dev/skep/controlplane/controllers/internal/controller"
@@ -99,19 +98,13 @@ func (c *Controller) newCondition(t batchv1.JobConditionType, reason, msg string
 // sync moves one Job forward: count its finished pods, create or delete
 // pods, decide whether it succeeded or failed, and write its status.
 func (c *Controller) sync(ctx context.Context, key string) error {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		c.Log.Error("bad queue key", "key", key, "err", err)
-		return nil
-	}
-	shared, err := c.jobLister.Jobs(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		c.expectations.Delete(key)
-		c.finalizers.forget(key)
-		c.backoff.remove(key)
-		return nil
-	}
-	if err != nil {
+	shared, ok, err := controller.Get(c.Base, key, func(ns, name string) (*batchv1.Job, error) { return c.jobLister.Jobs(ns).Get(name) })
+	if !ok {
+		if err == nil {
+			c.expectations.Delete(key)
+			c.finalizers.forget(key)
+			c.backoff.remove(key)
+		}
 		return err
 	}
 	if managedElsewhere(shared) {
@@ -400,26 +393,16 @@ func (c *Controller) manageJob(ctx context.Context, jc *syncCtx) (int32, error) 
 		tmpl.Finalizers = append(tmpl.Finalizers, batchv1.JobTrackingFinalizer)
 	}
 	ref := metav1.NewControllerRef(job, kind)
-	var next atomic.Int32
-	created, err := controller.SlowStartBatch(int(diff), controller.SlowStartInitialBatchSize, func() error {
-		t := tmpl
+	created, err := c.pods.CreatePods(ctx, c.expectations, key, job.Namespace, int(diff), func(n int) *corev1.Pod {
+		if idx == nil {
+			return controller.NewPod(tmpl, job, ref)
+		}
+		t := tmpl.DeepCopy()
+		withIndex(t, job.Name, idx[n])
 		pod := controller.NewPod(t, job, ref)
-		if idx != nil {
-			i := idx[next.Add(1)-1]
-			t = tmpl.DeepCopy()
-			withIndex(t, job.Name, i)
-			pod = controller.NewPod(t, job, ref)
-			pod.GenerateName = fmt.Sprintf("%s-%d-", job.Name, i)
-		}
-		_, err := c.pods.Create(ctx, job.Namespace, pod, job)
-		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-			return nil
-		}
-		return err
-	})
-	if skipped := int(diff) - created; skipped > 0 {
-		c.expectations.LowerCreations(key, skipped)
-	}
+		pod.GenerateName = fmt.Sprintf("%s-%d-", job.Name, idx[n])
+		return pod
+	}, job)
 	return active + int32(created), err
 }
 
@@ -467,11 +450,7 @@ func (c *Controller) deleteActivePods(ctx context.Context, job *batchv1.Job, pod
 
 func (c *Controller) deletePods(ctx context.Context, job *batchv1.Job, pods []*corev1.Pod, dropFinalizer bool) (int32, int32, error) {
 	key := controller.Key(job)
-	keys := make([]string, len(pods))
-	for i, p := range pods {
-		keys[i] = controller.PodKey(p)
-	}
-	c.expectations.ExpectDeletions(key, keys)
+	c.expectations.ExpectDeletions(key, controller.PodKeys(pods))
 	var ready, deleted atomic.Int32
 	errs := make(chan error, len(pods))
 	var wg sync.WaitGroup

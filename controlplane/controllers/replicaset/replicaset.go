@@ -29,12 +29,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	appsinformers "k8s.io/client-go/informers/apps/v1"
@@ -175,19 +173,14 @@ func (c *Controller) selecting(pod *corev1.Pod) []string {
 // sync brings one ReplicaSet's pods to its replicas (when its
 // expectations are met) and writes its status.
 func (c *Controller) sync(ctx context.Context, key string) error {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		c.Log.Error("bad queue key", "key", key, "err", err)
-		return nil
-	}
-	rs, err := c.rsLister.ReplicaSets(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		c.expectations.Delete(key)
-		return nil
-	}
-	if err != nil {
+	rs, ok, err := controller.Get(c.Base, key, func(ns, name string) (*appsv1.ReplicaSet, error) { return c.rsLister.ReplicaSets(ns).Get(name) })
+	if !ok {
+		if err == nil {
+			c.expectations.Delete(key)
+		}
 		return err
 	}
+	ns := rs.Namespace
 	needsSync := c.expectations.Satisfied(key)
 	sel, err := metav1.LabelSelectorAsSelector(rs.Spec.Selector)
 	if err != nil {
@@ -240,17 +233,8 @@ func (c *Controller) manageReplicas(ctx context.Context, key string, pods []*cor
 		n := min(-diff, c.opts.BurstReplicas)
 		c.expectations.ExpectCreations(key, n)
 		ref := metav1.NewControllerRef(rs, kind)
-		created, err := controller.SlowStartBatch(n, controller.SlowStartInitialBatchSize, func() error {
-			_, err := c.pods.Create(ctx, rs.Namespace, controller.NewPod(&rs.Spec.Template, rs, ref), rs)
-			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-				return nil // every create fails from now on; nothing to retry
-			}
-			return err
-		})
-		// Creations never attempted, or failed, will never be observed.
-		if skipped := n - created; skipped > 0 {
-			c.expectations.LowerCreations(key, skipped)
-		}
+		_, err := c.pods.CreatePods(ctx, c.expectations, key, rs.Namespace, n,
+			func(int) *corev1.Pod { return controller.NewPod(&rs.Spec.Template, rs, ref) }, rs)
 		return err
 	case diff > 0:
 		n := min(diff, c.opts.BurstReplicas)
@@ -259,29 +243,8 @@ func (c *Controller) manageReplicas(ctx context.Context, key string, pods []*cor
 			return err
 		}
 		victims := podsToDelete(pods, related, n, c.opts.Clock.Now())
-		keys := make([]string, len(victims))
-		for i, p := range victims {
-			keys[i] = controller.PodKey(p)
-		}
-		c.expectations.ExpectDeletions(key, keys)
-		var wg sync.WaitGroup
-		errc := make(chan error, len(victims))
-		for _, p := range victims {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := c.pods.Delete(ctx, rs.Namespace, p.Name, rs); err != nil {
-					// The informer will not show this deletion.
-					c.expectations.DeletionObserved(key, controller.PodKey(p))
-					if !apierrors.IsNotFound(err) {
-						errc <- err
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errc)
-		return <-errc
+		c.expectations.ExpectDeletions(key, controller.PodKeys(victims))
+		return c.pods.DeletePods(ctx, c.expectations, key, rs.Namespace, victims, rs)
 	}
 	return nil
 }

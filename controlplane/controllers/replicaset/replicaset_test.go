@@ -13,8 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/skep-dev/skep/controlplane/controllers/internal/controller/controllertest"
@@ -22,10 +20,8 @@ import (
 )
 
 type fixture struct {
-	cs      *fake.Clientset
-	c       *Controller
-	factory informers.SharedInformerFactory
-	clock   *testingclock.FakeClock
+	*controllertest.Fake
+	c *Controller
 }
 
 // newFixture builds a controller over the fake clientset; objs are in the
@@ -33,22 +29,13 @@ type fixture struct {
 // sync).
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Helper()
-	cs := controllertest.NewClientset(objs...)
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	clk := testingclock.NewFakeClock(time.Now())
-	c, err := New(cs, factory.Apps().V1().ReplicaSets(), factory.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: clk})
+	f := controllertest.NewFake(objs...)
+	c, err := New(f, f.Informers.Apps().V1().ReplicaSets(), f.Informers.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		switch o.(type) {
-		case *appsv1.ReplicaSet:
-			controllertest.Add(factory.Apps().V1().ReplicaSets().Informer(), o)
-		case *corev1.Pod:
-			controllertest.Add(factory.Core().V1().Pods().Informer(), o)
-		}
-	}
-	return &fixture{cs: cs, c: c, factory: factory, clock: clk}
+	f.Fill()
+	return &fixture{Fake: f, c: c}
 }
 
 func (f *fixture) sync(t *testing.T, key string) {
@@ -90,7 +77,7 @@ func TestCreatesPodsOnce(t *testing.T) {
 	rs := newRS("web", 3)
 	f := newFixture(t, rs)
 	f.sync(t, "default/web")
-	list, err := f.cs.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
+	list, err := f.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(list.Items) != 3 {
 		t.Fatalf("%d pods created (%v), want 3", len(list.Items), err)
 	}
@@ -101,19 +88,19 @@ func TestCreatesPodsOnce(t *testing.T) {
 			t.Errorf("pod %s: controller %v, labels %v", p.Name, ref, p.Labels)
 		}
 	}
-	f.cs.ClearActions()
+	f.ClearActions()
 	f.sync(t, "default/web") // the informer has not seen the pods
-	if n := controllertest.Creates(f.cs, "pods"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "pods"); n != 0 {
 		t.Errorf("a sync before the watch caught up created %d more pods", n)
 	}
 	// The watch shows them: expectations are met, nothing to do.
 	for i := range list.Items {
 		f.c.podEvents.Handlers().OnAdd(&list.Items[i], false)
-		controllertest.Add(f.factory.Core().V1().Pods().Informer(), &list.Items[i])
+		controllertest.Add(f.Informers.Core().V1().Pods().Informer(), &list.Items[i])
 	}
-	f.cs.ClearActions()
+	f.ClearActions()
 	f.sync(t, "default/web")
-	if n := controllertest.Creates(f.cs, "pods"); n != 0 {
+	if n := controllertest.Creates(f.Clientset, "pods"); n != 0 {
 		t.Errorf("created %d pods with all 3 there", n)
 	}
 }
@@ -123,7 +110,7 @@ func TestSlowStartCap(t *testing.T) {
 	f := newFixture(t, newRS("big", 30))
 	f.c.opts.BurstReplicas = 10
 	f.sync(t, "default/big")
-	if n := controllertest.Creates(f.cs, "pods"); n != 10 {
+	if n := controllertest.Creates(f.Clientset, "pods"); n != 10 {
 		t.Errorf("%d pods created in one sync, want the burst of 10", n)
 	}
 }
@@ -141,7 +128,7 @@ func TestScaleDownRanking(t *testing.T) {
 	}
 	f := newFixture(t, append([]runtime.Object{rs}, pods...)...)
 	f.sync(t, "default/web")
-	deleted := controllertest.Deleted(f.cs, "pods")
+	deleted := controllertest.Deleted(f.Clientset, "pods")
 	sort.Strings(deleted)
 	if strings.Join(deleted, ",") != "notready,unscheduled,young" {
 		t.Errorf("deleted %v, want notready, unscheduled and young", deleted)
@@ -160,13 +147,13 @@ func TestAdoptsAndReleases(t *testing.T) {
 	f := newFixture(t, rs, orphan, gone)
 	f.sync(t, "default/web")
 	var patched []string
-	for _, a := range controllertest.Actions(f.cs) {
+	for _, a := range controllertest.Actions(f.Clientset) {
 		if strings.HasPrefix(a, "patch") {
 			patched = append(patched, a)
 		}
 	}
-	if len(patched) != 2 || controllertest.Creates(f.cs, "pods") != 0 || len(controllertest.Deleted(f.cs, "pods")) != 0 {
-		t.Errorf("actions %v: want an adoption and a release, no create or delete", controllertest.Actions(f.cs))
+	if len(patched) != 2 || controllertest.Creates(f.Clientset, "pods") != 0 || len(controllertest.Deleted(f.Clientset, "pods")) != 0 {
+		t.Errorf("actions %v: want an adoption and a release, no create or delete", controllertest.Actions(f.Clientset))
 	}
 }
 
@@ -184,7 +171,7 @@ func TestStatus(t *testing.T) {
 	p1.Labels = rs.Spec.Template.Labels
 	f := newFixture(t, rs, p1, p2, p3)
 	f.sync(t, "default/web")
-	got, err := f.cs.AppsV1().ReplicaSets("default").Get(context.Background(), "web", metav1.GetOptions{})
+	got, err := f.AppsV1().ReplicaSets("default").Get(context.Background(), "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +193,7 @@ func TestReplicaFailure(t *testing.T) {
 	if err := f.c.sync(context.Background(), "default/web"); err == nil {
 		t.Fatal("no error for a failed create")
 	}
-	got, _ := f.cs.AppsV1().ReplicaSets("default").Get(context.Background(), "web", metav1.GetOptions{})
+	got, _ := f.AppsV1().ReplicaSets("default").Get(context.Background(), "web", metav1.GetOptions{})
 	if len(got.Status.Conditions) != 1 || got.Status.Conditions[0].Reason != "FailedCreate" {
 		t.Errorf("conditions %+v", got.Status.Conditions)
 	}

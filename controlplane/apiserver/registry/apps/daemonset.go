@@ -32,17 +32,14 @@ func daemonSetResource() *registry.Resource {
 		Subresources: []*registry.Subresource{
 			{Name: "status", Verbs: []string{"get", "patch", "update"}, Update: registry.StatusStrategy(st)},
 		},
-		Columns: []registry.Column{
+		Columns: append([]registry.Column{
 			{Name: "Desired", Type: "integer", Description: "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod)."},
 			{Name: "Current", Type: "integer", Description: "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."},
 			{Name: "Ready", Type: "integer", Description: "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition."},
 			{Name: "Up-to-date", Type: "integer", Description: "The total number of nodes that are running updated daemon pod"},
 			{Name: "Available", Type: "integer", Description: "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"},
 			{Name: "Node Selector", Type: "string", Description: "NodeSelector is a selector which must be true for the pod to fit on a node."},
-			{Name: "Containers", Type: "string", Description: "Names of each container in the template.", Priority: 1},
-			{Name: "Images", Type: "string", Description: "Images referenced by each container in the template.", Priority: 1},
-			{Name: "Selector", Type: "string", Description: "A label query over pods that are managed by the daemon set.", Priority: 1},
-		},
+		}, TemplateColumns("A label query over pods that are managed by the daemon set.")...),
 		Row: daemonSetRow,
 	}
 }
@@ -173,9 +170,8 @@ func intOrPercentIsZero(v *intstr.IntOrString) bool {
 
 func daemonSetRow(o runtime.Object) []interface{} {
 	ds := o.(*appsv1.DaemonSet)
-	names, images := ContainersAndImages(ds.Spec.Template.Spec.Containers)
 	s := ds.Status
-	return []interface{}{int64(s.DesiredNumberScheduled), int64(s.CurrentNumberScheduled), int64(s.NumberReady),
-		int64(s.UpdatedNumberScheduled), int64(s.NumberAvailable), labels.FormatLabels(ds.Spec.Template.Spec.NodeSelector),
-		names, images, metav1.FormatLabelSelector(ds.Spec.Selector)}
+	return append([]interface{}{int64(s.DesiredNumberScheduled), int64(s.CurrentNumberScheduled), int64(s.NumberReady),
+		int64(s.UpdatedNumberScheduled), int64(s.NumberAvailable), labels.FormatLabels(ds.Spec.Template.Spec.NodeSelector)},
+		TemplateCells(&ds.Spec.Template, ds.Spec.Selector)...)
 }

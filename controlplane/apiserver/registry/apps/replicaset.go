@@ -4,7 +4,6 @@ import (
 	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -32,14 +31,11 @@ func replicaSetResource() *registry.Resource {
 		Fields: func(o runtime.Object) fields.Set {
 			return fields.Set{"status.replicas": strconv.Itoa(int(o.(*appsv1.ReplicaSet).Status.Replicas))}
 		},
-		Columns: []registry.Column{
+		Columns: append([]registry.Column{
 			{Name: "Desired", Type: "integer", Description: "Number of desired pods."},
 			{Name: "Current", Type: "integer", Description: "Number of actual replicas."},
 			{Name: "Ready", Type: "integer", Description: "The number of ready replicas."},
-			{Name: "Containers", Type: "string", Description: "Names of each container in the template.", Priority: 1},
-			{Name: "Images", Type: "string", Description: "Images referenced by each container in the template.", Priority: 1},
-			{Name: "Selector", Type: "string", Description: "Label selector for pods.", Priority: 1},
-		},
+		}, TemplateColumns("Label selector for pods.")...),
 		Row: replicaSetRow,
 	}
 }
@@ -69,6 +65,6 @@ func replicaSetRow(o runtime.Object) []interface{} {
 	if rs.Spec.Replicas != nil {
 		want = *rs.Spec.Replicas
 	}
-	names, images := ContainersAndImages(rs.Spec.Template.Spec.Containers)
-	return []interface{}{int64(want), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas), names, images, metav1.FormatLabelSelector(rs.Spec.Selector)}
+	return append([]interface{}{int64(want), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas)},
+		TemplateCells(&rs.Spec.Template, rs.Spec.Selector)...)
 }

@@ -69,13 +69,23 @@ func validateSelectorUpdate(sel, old *metav1.LabelSelector) field.ErrorList {
 	return nil
 }
 
-// ContainersAndImages are the CONTAINERS and IMAGES cells of a workload's
-// wide Table row, as kubectl prints them.
-func ContainersAndImages(cs []corev1.Container) (string, string) {
+// TemplateColumns are the wide columns of a workload's Table, as kubectl
+// prints them: its template's containers and images, and its selector
+// (described by selector).
+func TemplateColumns(selector string) []registry.Column {
+	return []registry.Column{
+		{Name: "Containers", Type: "string", Description: "Names of each container in the template.", Priority: 1},
+		{Name: "Images", Type: "string", Description: "Images referenced by each container in the template.", Priority: 1},
+		{Name: "Selector", Type: "string", Description: selector, Priority: 1},
+	}
+}
+
+// TemplateCells are the cells of TemplateColumns.
+func TemplateCells(tmpl *corev1.PodTemplateSpec, sel *metav1.LabelSelector) []interface{} {
 	var n, i []string
-	for _, c := range cs {
+	for _, c := range tmpl.Spec.Containers {
 		n = append(n, c.Name)
 		i = append(i, c.Image)
 	}
-	return strings.Join(n, ","), strings.Join(i, ",")
+	return []interface{}{strings.Join(n, ","), strings.Join(i, ","), metav1.FormatLabelSelector(sel)}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/robfig/cron/v3"
 	batchv1 "k8s.io/api/batch/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
@@ -33,16 +32,13 @@ func cronJobResource() *registry.Resource {
 		Subresources: []*registry.Subresource{
 			{Name: "status", Verbs: []string{"get", "patch", "update"}, Update: registry.StatusStrategy(st)},
 		},
-		Columns: []registry.Column{
+		Columns: append([]registry.Column{
 			{Name: "Schedule", Type: "string", Description: "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."},
 			{Name: "Timezone", Type: "string", Description: "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."},
 			{Name: "Suspend", Type: "boolean", Description: "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions."},
 			{Name: "Active", Type: "integer", Description: "A list of pointers to currently running jobs."},
 			{Name: "Last Schedule", Type: "string", Description: "Information when was the last time the job was successfully scheduled."},
-			{Name: "Containers", Type: "string", Description: "Names of each container in the template.", Priority: 1},
-			{Name: "Images", Type: "string", Description: "Images referenced by each container in the template.", Priority: 1},
-			{Name: "Selector", Type: "string", Description: "A label query over pods that should match the pod count.", Priority: 1},
-		},
+		}, apps.TemplateColumns("A label query over pods that should match the pod count.")...),
 		Row: cronJobRow,
 	}
 }
@@ -172,7 +168,6 @@ func cronJobRow(o runtime.Object) []interface{} {
 			suspend = "True"
 		}
 	}
-	names, images := apps.ContainersAndImages(cj.Spec.JobTemplate.Spec.Template.Spec.Containers)
-	return []interface{}{cj.Spec.Schedule, tz, suspend, int64(len(cj.Status.Active)), last,
-		names, images, metav1.FormatLabelSelector(cj.Spec.JobTemplate.Spec.Selector)}
+	return append([]interface{}{cj.Spec.Schedule, tz, suspend, int64(len(cj.Status.Active)), last},
+		apps.TemplateCells(&cj.Spec.JobTemplate.Spec.Template, cj.Spec.JobTemplate.Spec.Selector)...)
 }

@@ -45,14 +45,11 @@ func jobResource() *registry.Resource {
 		Fields: func(o runtime.Object) fields.Set {
 			return fields.Set{"status.successful": strconv.Itoa(int(o.(*batchv1.Job).Status.Succeeded))}
 		},
-		Columns: []registry.Column{
+		Columns: append([]registry.Column{
 			{Name: "Status", Type: "string", Description: "Status of the job."},
 			{Name: "Completions", Type: "string", Description: "The number of pods which reached phase Succeeded."},
 			{Name: "Duration", Type: "string", Description: "Time required to complete the job."},
-			{Name: "Containers", Type: "string", Description: "Names of each container in the template.", Priority: 1},
-			{Name: "Images", Type: "string", Description: "Images referenced by each container in the template.", Priority: 1},
-			{Name: "Selector", Type: "string", Description: "A label query over pods that should match the pod count.", Priority: 1},
-		},
+		}, apps.TemplateColumns("A label query over pods that should match the pod count.")...),
 		Row: jobRow,
 	}
 }
@@ -250,8 +247,7 @@ func jobRow(o runtime.Object) []interface{} {
 	default:
 		took = duration.HumanDuration(j.Status.CompletionTime.Sub(j.Status.StartTime.Time))
 	}
-	names, images := apps.ContainersAndImages(j.Spec.Template.Spec.Containers)
-	return []interface{}{jobStatus(j), completions, took, names, images, metav1.FormatLabelSelector(j.Spec.Selector)}
+	return append([]interface{}{jobStatus(j), completions, took}, apps.TemplateCells(&j.Spec.Template, j.Spec.Selector)...)
 }
 
 func jobStatus(j *batchv1.Job) string {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -118,6 +119,22 @@ func (b *Base) ForgetDeleted(e *Expectations) func(obj any) {
 		e.Delete(key)
 		b.Queue.Add(key)
 	}
+}
+
+// Get splits a queue key and gets its object with get. ok is false when
+// there is nothing to sync: the object is gone (err nil), the key is bad
+// (logged, err nil), or get failed (err set).
+func Get[T any](b *Base, key string, get func(ns, name string) (T, error)) (obj T, ok bool, err error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		b.Log.Error("bad queue key", "key", key, "err", err)
+		return obj, false, nil
+	}
+	obj, err = get(ns, name)
+	if apierrors.IsNotFound(err) {
+		return obj, false, nil
+	}
+	return obj, err == nil, err
 }
 
 // Key is the queue key of an object.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -88,6 +89,50 @@ func (pc PodControl) Delete(ctx context.Context, ns, name string, owner runtime.
 	}
 	pc.Recorder.Eventf(owner, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %v", name)
 	return nil
+}
+
+// CreatePods creates n pods on behalf of owner in slow-start batches (the
+// i-th is newPod(i)), for a controller whose expectations under key
+// already await them: those never created are taken back. Creates refused
+// because the namespace is being deleted count as done (all would be). It
+// returns how many were created and the first error.
+func (pc PodControl) CreatePods(ctx context.Context, e *Expectations, key, ns string, n int, newPod func(i int) *corev1.Pod, owner runtime.Object) (int, error) {
+	var next atomic.Int64
+	created, err := SlowStartBatch(n, SlowStartInitialBatchSize, func() error {
+		_, err := pc.Create(ctx, ns, newPod(int(next.Add(1)-1)), owner)
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			return nil
+		}
+		return err
+	})
+	if skipped := n - created; skipped > 0 {
+		e.LowerCreations(key, skipped)
+	}
+	return created, err
+}
+
+// DeletePods deletes pods on behalf of owner, all at once, for a
+// controller whose expectations under key already await the deletions:
+// those that will not show (failed, or already gone) are taken back. It
+// returns the first error but NotFound.
+func (pc PodControl) DeletePods(ctx context.Context, e *Expectations, key, ns string, pods []*corev1.Pod, owner runtime.Object) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(pods))
+	for _, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pc.Delete(ctx, ns, p.Name, owner); err != nil {
+				e.DeletionObserved(key, PodKey(p))
+				if !apierrors.IsNotFound(err) {
+					errc <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
 }
 
 // SlowStartInitialBatchSize is the first batch of SlowStartBatch.

@@ -62,6 +62,15 @@ func IsPodAvailable(p *corev1.Pod, minReadySeconds int32, now time.Time) bool {
 // PodKey is the namespace/name key of a pod, as expectations track it.
 func PodKey(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }
 
+// PodKeys are the keys of pods.
+func PodKeys(pods []*corev1.Pod) []string {
+	keys := make([]string, len(pods))
+	for i, p := range pods {
+		keys[i] = PodKey(p)
+	}
+	return keys
+}
+
 // RankedPods sorts pods so that the ones to delete first come first,
 // kube-controller-manager's ActivePodsWithRanks order:
 //  1. not yet scheduled before scheduled;

@@ -10,10 +10,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
@@ -57,6 +62,50 @@ func Add(inf cache.SharedIndexInformer, objs ...runtime.Object) {
 		if err := inf.GetIndexer().Add(o); err != nil {
 			panic(err)
 		}
+	}
+}
+
+// Fake is a fake clientset holding objects, and an informer factory on it
+// whose stores hold them too. Nothing runs: a test builds its controller
+// on Informers and drives its sync function.
+type Fake struct {
+	*fake.Clientset
+	Informers informers.SharedInformerFactory
+	objs      []runtime.Object
+}
+
+// NewFake makes a Fake holding objs.
+func NewFake(objs ...runtime.Object) *Fake {
+	cs := NewClientset(objs...)
+	return &Fake{Clientset: cs, Informers: informers.NewSharedInformerFactory(cs, 0), objs: objs}
+}
+
+// Fill puts the objects into the stores of the informers the controller
+// asked for (call it after building the controller).
+func (f *Fake) Fill() {
+	for _, o := range f.objs {
+		var inf cache.SharedIndexInformer
+		switch o.(type) {
+		case *corev1.Pod:
+			inf = f.Informers.Core().V1().Pods().Informer()
+		case *corev1.Node:
+			inf = f.Informers.Core().V1().Nodes().Informer()
+		case *appsv1.ReplicaSet:
+			inf = f.Informers.Apps().V1().ReplicaSets().Informer()
+		case *appsv1.Deployment:
+			inf = f.Informers.Apps().V1().Deployments().Informer()
+		case *appsv1.DaemonSet:
+			inf = f.Informers.Apps().V1().DaemonSets().Informer()
+		case *appsv1.ControllerRevision:
+			inf = f.Informers.Apps().V1().ControllerRevisions().Informer()
+		case *batchv1.Job:
+			inf = f.Informers.Batch().V1().Jobs().Informer()
+		case *batchv1.CronJob:
+			inf = f.Informers.Batch().V1().CronJobs().Informer()
+		default:
+			panic(fmt.Sprintf("no informer for %T", o))
+		}
+		Add(inf, o)
 	}
 }
 
