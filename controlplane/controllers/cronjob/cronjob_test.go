@@ -28,13 +28,10 @@ type fixture struct {
 
 func newFixture(t *testing.T, now time.Time, objs ...runtime.Object) *fixture {
 	t.Helper()
-	f := controllertest.NewFake(objs...)
-	c, err := New(f, f.Informers.Batch().V1().Jobs(), f.Informers.Batch().V1().CronJobs(),
-		Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(now)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Fill()
+	f, c := controllertest.Build(t, objs, func(f *controllertest.Fake) (*Controller, error) {
+		return New(f, f.Informers.Batch().V1().Jobs(), f.Informers.Batch().V1().CronJobs(),
+			Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(now)})
+	})
 	return &fixture{Fake: f, c: c}
 }
 

@@ -279,11 +279,9 @@ func (c *Controller) byNode(pods []*corev1.Pod) map[string][]*corev1.Pod {
 // sync makes one DaemonSet's pods match its nodes and template, and
 // writes its status.
 func (c *Controller) sync(ctx context.Context, key string) error {
-	cached, ok, err := controller.Get(c.Base, key, func(ns, name string) (*appsv1.DaemonSet, error) { return c.dsLister.DaemonSets(ns).Get(name) })
+	cached, ok, err := controller.Get(c.Base, key, func(ns, name string) (*appsv1.DaemonSet, error) { return c.dsLister.DaemonSets(ns).Get(name) },
+		func() { c.expectations.Delete(key) })
 	if !ok {
-		if err == nil {
-			c.expectations.Delete(key)
-		}
 		return err
 	}
 	ds := cached.DeepCopy()

@@ -27,13 +27,10 @@ type fixture struct {
 
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Helper()
-	f := controllertest.NewFake(objs...)
-	c, err := New(f, f.Informers.Apps().V1().DaemonSets(), f.Informers.Apps().V1().ControllerRevisions(), f.Informers.Core().V1().Pods(),
-		f.Informers.Core().V1().Nodes(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Fill()
+	f, c := controllertest.Build(t, objs, func(f *controllertest.Fake) (*Controller, error) {
+		return New(f, f.Informers.Apps().V1().DaemonSets(), f.Informers.Apps().V1().ControllerRevisions(), f.Informers.Core().V1().Pods(),
+			f.Informers.Core().V1().Nodes(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
+	})
 	return &fixture{Fake: f, c: c}
 }
 

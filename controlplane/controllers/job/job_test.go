@@ -25,12 +25,9 @@ type fixture struct {
 
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Helper()
-	f := controllertest.NewFake(objs...)
-	c, err := New(f, f.Informers.Batch().V1().Jobs(), f.Informers.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Fill()
+	f, c := controllertest.Build(t, objs, func(f *controllertest.Fake) (*Controller, error) {
+		return New(f, f.Informers.Batch().V1().Jobs(), f.Informers.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
+	})
 	return &fixture{Fake: f, c: c}
 }
 

@@ -98,13 +98,9 @@ func (c *Controller) newCondition(t batchv1.JobConditionType, reason, msg string
 // sync moves one Job forward: count its finished pods, create or delete
 // pods, decide whether it succeeded or failed, and write its status.
 func (c *Controller) sync(ctx context.Context, key string) error {
-	shared, ok, err := controller.Get(c.Base, key, func(ns, name string) (*batchv1.Job, error) { return c.jobLister.Jobs(ns).Get(name) })
+	shared, ok, err := controller.Get(c.Base, key, func(ns, name string) (*batchv1.Job, error) { return c.jobLister.Jobs(ns).Get(name) },
+		func() { c.expectations.Delete(key) }, func() { c.finalizers.forget(key) }, func() { c.backoff.remove(key) })
 	if !ok {
-		if err == nil {
-			c.expectations.Delete(key)
-			c.finalizers.forget(key)
-			c.backoff.remove(key)
-		}
 		return err
 	}
 	if managedElsewhere(shared) {

@@ -173,11 +173,9 @@ func (c *Controller) selecting(pod *corev1.Pod) []string {
 // sync brings one ReplicaSet's pods to its replicas (when its
 // expectations are met) and writes its status.
 func (c *Controller) sync(ctx context.Context, key string) error {
-	rs, ok, err := controller.Get(c.Base, key, func(ns, name string) (*appsv1.ReplicaSet, error) { return c.rsLister.ReplicaSets(ns).Get(name) })
+	rs, ok, err := controller.Get(c.Base, key, func(ns, name string) (*appsv1.ReplicaSet, error) { return c.rsLister.ReplicaSets(ns).Get(name) },
+		func() { c.expectations.Delete(key) })
 	if !ok {
-		if err == nil {
-			c.expectations.Delete(key)
-		}
 		return err
 	}
 	ns := rs.Namespace

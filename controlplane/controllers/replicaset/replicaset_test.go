@@ -29,12 +29,9 @@ type fixture struct {
 // sync).
 func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Helper()
-	f := controllertest.NewFake(objs...)
-	c, err := New(f, f.Informers.Apps().V1().ReplicaSets(), f.Informers.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Fill()
+	f, c := controllertest.Build(t, objs, func(f *controllertest.Fake) (*Controller, error) {
+		return New(f, f.Informers.Apps().V1().ReplicaSets(), f.Informers.Core().V1().Pods(), Options{Logger: testutil.QuietLogger(), Clock: testingclock.NewFakeClock(time.Now())})
+	})
 	return &fixture{Fake: f, c: c}
 }
 

@@ -122,9 +122,10 @@ func (b *Base) ForgetDeleted(e *Expectations) func(obj any) {
 }
 
 // Get splits a queue key and gets its object with get. ok is false when
-// there is nothing to sync: the object is gone (err nil), the key is bad
+// there is nothing to sync: the object is gone (err nil; the gone
+// functions forget what the controller kept about it), the key is bad
 // (logged, err nil), or get failed (err set).
-func Get[T any](b *Base, key string, get func(ns, name string) (T, error)) (obj T, ok bool, err error) {
+func Get[T any](b *Base, key string, get func(ns, name string) (T, error), gone ...func()) (obj T, ok bool, err error) {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		b.Log.Error("bad queue key", "key", key, "err", err)
@@ -132,6 +133,9 @@ func Get[T any](b *Base, key string, get func(ns, name string) (T, error)) (obj 
 	}
 	obj, err = get(ns, name)
 	if apierrors.IsNotFound(err) {
+		for _, f := range gone {
+			f()
+		}
 		return obj, false, nil
 	}
 	return obj, err == nil, err

@@ -8,6 +8,7 @@ package controllertest
 import (
 	"fmt"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -78,6 +79,19 @@ type Fake struct {
 func NewFake(objs ...runtime.Object) *Fake {
 	cs := NewClientset(objs...)
 	return &Fake{Clientset: cs, Informers: informers.NewSharedInformerFactory(cs, 0), objs: objs}
+}
+
+// Build makes a Fake holding objs, builds a controller on it with newC,
+// and fills the stores of the informers it asked for.
+func Build[C any](t testing.TB, objs []runtime.Object, newC func(*Fake) (C, error)) (*Fake, C) {
+	t.Helper()
+	f := NewFake(objs...)
+	c, err := newC(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Fill()
+	return f, c
 }
 
 // Fill puts the objects into the stores of the informers the controller
