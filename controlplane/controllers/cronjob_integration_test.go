@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -175,14 +174,10 @@ func TestCronJobFires(t *testing.T) {
 		t.Errorf("a suspended cronjob started %s", jobs[1].Name)
 	}
 
-	kubectl := testutil.RequireBinary(t, "kubectl")
-	out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig", w.kcfg, "get", "cronjobs").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "*/1 * * * *") || !strings.Contains(string(out), "True") {
-		t.Errorf("kubectl get cronjobs: %v\n%s", err, out)
+	run := w.kubectl(t, kubectls(t)[0])
+	if out := run("get", "cronjobs"); !strings.Contains(out, "*/1 * * * *") || !strings.Contains(out, "True") {
+		t.Errorf("kubectl get cronjobs:\n%s", out)
 	}
-	out, err = exec.CommandContext(ctx, kubectl, "--kubeconfig", w.kcfg, "create", "job", "manual", "--from=cronjob/hello").CombinedOutput()
-	if err != nil {
-		t.Fatalf("kubectl create job --from: %v\n%s", err, out)
-	}
+	run("create", "job", "manual", "--from=cronjob/hello")
 	waitJob(t, w, "manual", batchv1.JobComplete)
 }

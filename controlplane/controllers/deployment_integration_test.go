@@ -3,8 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,13 +214,8 @@ func (rw *rolloutWatch) check(t *testing.T) {
 // every step the ReplicaSets ask for at most 10 pods and at least 7 are
 // ready.
 func TestRollingUpdateAndUndoWithKubectl(t *testing.T) {
-	kubectl := testutil.RequireBinary(t, "kubectl")
-	for _, k := range []string{kubectl, "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"} {
-		if _, err := os.Stat(k); err != nil {
-			t.Logf("no %s: %v", k, err)
-			continue
-		}
-		t.Run(strings.TrimPrefix(k, "/usr/lib/google-cloud-sdk/bin/"), func(t *testing.T) { rollingUpdateAndUndo(t, k) })
+	for _, k := range kubectls(t) {
+		t.Run(filepath.Base(k), func(t *testing.T) { rollingUpdateAndUndo(t, k) })
 	}
 }
 
@@ -236,16 +230,7 @@ func rollingUpdateAndUndo(t *testing.T, kubectl string) {
 	if _, err := w.cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	run := func(args ...string) string {
-		t.Helper()
-		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(cctx, kubectl, append([]string{"--kubeconfig", w.kcfg}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("kubectl %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
+	run := w.kubectl(t, kubectl)
 	out := run("rollout", "status", "deployment/roll", "--timeout=30s")
 	if !strings.Contains(out, `deployment "roll" successfully rolled out`) {
 		t.Fatalf("rollout status: %s", out)

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,36 @@ func startWorkloads(t testing.TB, opts controllers.Options, fo fakeNodeOptions) 
 		t.Fatal(err)
 	}
 	return &workloadCluster{cs: cs, cfg: cfg, kcfg: srv.KubeconfigPath(), nodes: startFakeNodes(t, cs, fo)}
+}
+
+// kubectls are the kubectl binaries the workload tests drive: the one on
+// PATH (1.33) and 1.27, the oldest the project supports, when installed.
+func kubectls(t *testing.T) []string {
+	t.Helper()
+	out := []string{testutil.RequireBinary(t, "kubectl")}
+	if _, err := exec.LookPath(kubectl127); err == nil {
+		out = append(out, kubectl127)
+	} else {
+		t.Logf("no %s: testing with %s only", kubectl127, out[0])
+	}
+	return out
+}
+
+const kubectl127 = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"
+
+// kubectl returns a function running the kubectl binary k against the
+// cluster, failing the test on an error.
+func (w *workloadCluster) kubectl(t *testing.T, k string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, k, append([]string{"--kubeconfig", w.kcfg}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", k, args, err, out)
+		}
+		return string(out)
+	}
 }
 
 // fastClient lifts client-go's default 5 qps: the server is local.

@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -111,20 +110,8 @@ func TestJobRunsToCompletion(t *testing.T) {
 		}
 	}
 
-	kubectl := testutil.RequireBinary(t, "kubectl")
-	for i, k := range []string{kubectl, "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"} {
-		if _, err := exec.LookPath(k); err != nil {
-			t.Logf("no %s", k)
-			continue
-		}
-		run := func(args ...string) string {
-			t.Helper()
-			out, err := exec.CommandContext(ctx, k, append([]string{"--kubeconfig", w.kcfg}, args...)...).CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s %v: %v\n%s", k, args, err, out)
-			}
-			return string(out)
-		}
+	for i, k := range kubectls(t) {
+		run := w.kubectl(t, k)
 		if out := run("get", "job", "done"); !strings.Contains(out, "Complete") || !strings.Contains(out, "5/5") {
 			t.Errorf("%s get job:\n%s", k, out)
 		}
