@@ -147,7 +147,20 @@ func TestDaemonSetFollowsNodes(t *testing.T) {
 	if want := map[int]string{1: "[2 3]", 2: "[2 4 5]"}[len(ks)]; fmt.Sprint(nums) != want {
 		t.Errorf("revisions after %d rollouts and undos: %v, want %s", len(ks), nums, want)
 	}
-	if out := w.kubectl(t, ks[0])("get", "ds", "agent"); !strings.Contains(out, "disk=ssd") {
+	run := w.kubectl(t, ks[0])
+	run("rollout", "restart", "daemonset/agent")
+	run("rollout", "status", "daemonset/agent", "--timeout=30s")
+	waitDaemonNodes(t, w, "agent", "a", "d")
+	_, pods, err = daemonNodes(ctx, w, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if p.Annotations["kubectl.kubernetes.io/restartedAt"] == "" {
+			t.Errorf("pod %s was not restarted: %v", p.Name, p.Annotations)
+		}
+	}
+	if out := run("get", "ds", "agent"); !strings.Contains(out, "disk=ssd") {
 		t.Errorf("kubectl get ds: %s", out)
 	}
 }
