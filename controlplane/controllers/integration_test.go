@@ -110,10 +110,12 @@ func pod(name, node string, grace int64, owners ...metav1.OwnerReference) *corev
 	}
 }
 
+// replicaSet is a ReplicaSet of one app=web pod, labelled as a Deployment
+// selecting app=web expects (its controller releases it otherwise).
 func replicaSet(name string) *appsv1.ReplicaSet {
 	one := int32(1)
 	return &appsv1.ReplicaSet{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "web"}},
 		Spec: appsv1.ReplicaSetSpec{Replicas: &one,
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			Template: corev1.PodTemplateSpec{
@@ -225,7 +227,8 @@ func TestNamespaceDeletionRemovesContent(t *testing.T) {
 func ownedPods(t *testing.T, c *cluster, rsName string, pods ...*corev1.Pod) *appsv1.ReplicaSet {
 	t.Helper()
 	ctx := context.Background()
-	rs, err := c.cs.AppsV1().ReplicaSets("default").Create(ctx, replicaSet(rsName), metav1.CreateOptions{})
+	// As many replicas as pods: the ReplicaSet controller leaves them be.
+	rs, err := c.cs.AppsV1().ReplicaSets("default").Create(ctx, replicaSetOf(rsName, int32(len(pods))), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,8 +428,6 @@ func TestKubectlDeleteReturns(t *testing.T) {
 	}
 	rs := replicaSet("x-1")
 	rs.OwnerReferences = []metav1.OwnerReference{controllerRef("apps/v1", "Deployment", d.Name, d.UID)}
-	// Labelled as the Deployment selects, or its controller would release it.
-	rs.Labels = map[string]string{"app": "web"}
 	if _, err = c.cs.AppsV1().ReplicaSets("default").Create(ctx, rs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
