@@ -78,7 +78,7 @@ func serve(ctx context.Context, args []string) error {
 	defer cancel()
 	ctrlErr := make(chan error, 1)
 	go func() {
-		err := controllers.RunWithOptions(ctx, srv.LoopbackRESTConfig(), controllers.Options{Logger: log.With("component", "controllers")})
+		err := controllers.RunWithOptions(ctx, srv.LoopbackRESTConfig(), controllers.Options{Logger: log.With("component", "controllers"), RootCA: srv.CAPEM(), CA: srv.CA()})
 		if err != nil {
 			log.Error("controllers failed; stopping the server", "err", err)
 			cancel()

@@ -179,8 +179,7 @@ func deleteOptions(r *http.Request) (*metav1.DeleteOptions, error) {
 		p := metav1.DeletionPropagation(v)
 		opts.PropagationPolicy = &p
 	}
-	if v := q.Get("orphanDependents"); v != "" {
-		b := v == "true"
+	if b, ok := queryBool(q, "orphanDependents"); ok {
 		opts.OrphanDependents = &b
 	}
 	opts.DryRun = append(opts.DryRun, q["dryRun"]...)

@@ -9,12 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/core"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/rbac"
 	"github.com/skep-dev/skep/controlplane/store"
 )
 
@@ -36,6 +38,20 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		ns.Name = name
 		if err := s.ensure(ctx, nsRes, ns, nil); err != nil {
 			return fmt.Errorf("namespace %s: %w", name, err)
+		}
+	}
+	// The bootstrap RBAC policy: created when missing, left as it is
+	// when an administrator changed it.
+	crRes := s.reg.Lookup(rbacv1.SchemeGroupVersion.WithResource("clusterroles"))
+	for _, cr := range rbac.BootstrapClusterRoles() {
+		if err := s.ensure(ctx, crRes, &cr, nil); err != nil {
+			return fmt.Errorf("clusterrole %s: %w", cr.Name, err)
+		}
+	}
+	crbRes := s.reg.Lookup(rbacv1.SchemeGroupVersion.WithResource("clusterrolebindings"))
+	for _, crb := range rbac.BootstrapClusterRoleBindings() {
+		if err := s.ensure(ctx, crbRes, &crb, nil); err != nil {
+			return fmt.Errorf("clusterrolebinding %s: %w", crb.Name, err)
 		}
 	}
 	_, port, _ := net.SplitHostPort(s.ln.Addr().String())

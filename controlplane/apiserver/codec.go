@@ -15,11 +15,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	"k8s.io/client-go/kubernetes/scheme"
 	k8sjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
+
+// codecs answer what k8s.io/apiserver's filters (impersonation) write.
+var codecs = serializer.NewCodecFactory(scheme.Scheme).WithoutConversion()
 
 // protobufSerializer decodes request bodies sent as Kubernetes protobuf.
 var protobufSerializer = protobuf.NewSerializer(scheme.Scheme, scheme.Scheme)

@@ -87,7 +87,7 @@ func (s *Server) handleSubresource(ctx context.Context, w http.ResponseWriter, r
 	}
 	body := &requestBody{r: r}
 	req := &registry.Request{Verb: ri.verb, Namespace: ri.namespace, Name: ri.name, DryRun: dryRun,
-		Objects: resourceObjects{s, ri.res}, Body: body, HTTP: r, Writer: w}
+		Objects: resourceObjects{s, ri.res}, Body: body, Others: getter{s}, HTTP: r, Writer: w}
 	obj, code, err := ri.sub.Handler(ctx, req)
 	if err != nil {
 		return err
@@ -219,31 +219,60 @@ func (s *Server) handleDelete(ctx context.Context, w http.ResponseWriter, r *htt
 	return s.respond(w, r, code, ri.res, obj)
 }
 
+// handleDeleteCollection deletes what a list would return. Every object is
+// checked before any is deleted (an immortal or refusing one fails the
+// whole request, with nothing gone); then each is deleted in turn and goes
+// out in the answer as it is, so neither pass holds more than one object.
 func (s *Server) handleDeleteCollection(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	opts, err := deleteOptions(r)
 	if err != nil {
 		return err
 	}
-	lo, err := parseListOptions(r, ri.res)
+	lo, err := parseListOptions(r, ri.res, false)
 	if err != nil {
 		return err
+	}
+	of, ok := negotiate(r.Header.Get("Accept"))
+	if !ok {
+		return notAcceptable(r.Header.Get("Accept"))
 	}
 	lo.limit = 0
-	items, listRev, _, _, err := s.listObjects(ctx, ri.res, ri.namespace, lo)
+	type objName struct{ namespace, name string }
+	var names []objName
+	var listRev int64
+	err = s.listAll(ctx, ri.res, ri.namespace, lo, true, func(rev int64) error {
+		listRev = rev
+		return nil
+	}, func(it listItem) error {
+		if _, _, err := ri.res.Strategy.BeginDelete(it.obj.DeepCopyObject(), opts); err != nil {
+			return err
+		}
+		m := registry.Meta(it.obj)
+		names = append(names, objName{m.GetNamespace(), m.GetName()})
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	var deleted []runtime.Object
-	for _, it := range items {
-		m := registry.Meta(it)
-		obj, _, err := s.deleteObject(ctx, ri.res, m.GetNamespace(), m.GetName(), opts)
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
+	return s.streamList(w, r, of, ri.res, func(e listEncoder) error {
+		if err := e.begin(metav1.ListMeta{ResourceVersion: strconv.FormatInt(listRev, 10)}); err != nil {
 			return err
 		}
-		deleted = append(deleted, obj)
-	}
-	return s.respondList(w, r, ri.res, deleted, metav1.ListMeta{ResourceVersion: strconv.FormatInt(listRev, 10)})
+		for _, n := range names {
+			if err := ctx.Err(); err != nil {
+				return storeErr(err, ri.res, "") // the client is gone: stop deleting
+			}
+			obj, _, err := s.deleteObject(ctx, ri.res, n.namespace, n.name, opts)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := e.item(listItem{obj: obj}); err != nil {
+				return err
+			}
+		}
+		return e.end()
+	})
 }

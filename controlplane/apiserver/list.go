@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/store"
@@ -71,7 +73,7 @@ func decodeContinue(tok, prefix string) (string, int64, error) {
 	return prefix + ct.StartKey, ct.ResourceVersion, nil
 }
 
-func parseListOptions(r *http.Request, res *registry.Resource) (*listOptions, error) {
+func parseListOptions(r *http.Request, res *registry.Resource, watch bool) (*listOptions, error) {
 	q := r.URL.Query()
 	lo := &listOptions{labelSel: labels.Everything(), fieldSel: fields.Everything()}
 	var err error
@@ -103,19 +105,13 @@ func parseListOptions(r *http.Request, res *registry.Resource) (*listOptions, er
 		return nil, err
 	}
 	lo.rvMatch = metav1.ResourceVersionMatch(q.Get("resourceVersionMatch"))
-	switch lo.rvMatch {
-	case "", metav1.ResourceVersionMatchNotOlderThan, metav1.ResourceVersionMatchExact:
-	default:
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid resourceVersionMatch %q: must be NotOlderThan or Exact", lo.rvMatch))
-	}
 	if v := q.Get("continue"); v != "" {
 		if lo.startAfter, lo.continueRV, err = decodeContinue(v, res.KeyPrefix()); err != nil {
 			return nil, err
 		}
 	}
-	lo.allowBookmarks = q.Get("allowWatchBookmarks") == "true"
-	if v := q.Get("sendInitialEvents"); v != "" {
-		b := v == "true"
+	lo.allowBookmarks, _ = queryBool(q, "allowWatchBookmarks")
+	if b, ok := queryBool(q, "sendInitialEvents"); ok {
 		lo.sendInitial = &b
 	}
 	if v := q.Get("timeoutSeconds"); v != "" {
@@ -125,7 +121,55 @@ func parseListOptions(r *http.Request, res *registry.Resource) (*listOptions, er
 		}
 		lo.timeout = time.Duration(n) * time.Second
 	}
+	if errs := lo.validate(watch, q.Get("continue") != ""); len(errs) > 0 {
+		return nil, apierrors.NewInvalid(schema.GroupKind{Group: metav1.GroupName, Kind: "ListOptions"}, "", errs)
+	}
 	return lo, nil
+}
+
+// validate checks the combinations kube-apiserver's ValidateListOptions
+// refuses (422).
+func (lo *listOptions) validate(watch, hasContinue bool) field.ErrorList {
+	var errs field.ErrorList
+	p := field.NewPath("resourceVersionMatch")
+	if watch {
+		if lo.sendInitial != nil && lo.rvMatch != metav1.ResourceVersionMatchNotOlderThan {
+			errs = append(errs, field.Forbidden(p, fmt.Sprintf("sendInitialEvents requires setting resourceVersionMatch to %s", metav1.ResourceVersionMatchNotOlderThan)))
+		}
+		if lo.sendInitial != nil && *lo.sendInitial && !lo.allowBookmarks {
+			errs = append(errs, field.Forbidden(field.NewPath("allowWatchBookmarks"), "allowWatchBookmarks must be set to true when sendInitialEvents is true"))
+		}
+		if lo.rvMatch != "" {
+			if lo.sendInitial == nil {
+				errs = append(errs, field.Forbidden(p, "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"))
+			}
+			if lo.rvMatch != metav1.ResourceVersionMatchNotOlderThan {
+				errs = append(errs, field.NotSupported(p, lo.rvMatch, []string{string(metav1.ResourceVersionMatchNotOlderThan)}))
+			}
+			if hasContinue {
+				errs = append(errs, field.Forbidden(p, "resourceVersionMatch is forbidden when continue is provided"))
+			}
+		}
+		return errs
+	}
+	if lo.rvMatch != "" {
+		if lo.rv == "" {
+			errs = append(errs, field.Forbidden(p, "resourceVersionMatch is forbidden unless resourceVersion is provided"))
+		}
+		if hasContinue {
+			errs = append(errs, field.Forbidden(p, "resourceVersionMatch is forbidden when continue is provided"))
+		}
+		if lo.rvMatch != metav1.ResourceVersionMatchExact && lo.rvMatch != metav1.ResourceVersionMatchNotOlderThan {
+			errs = append(errs, field.NotSupported(p, lo.rvMatch, []string{string(metav1.ResourceVersionMatchExact), string(metav1.ResourceVersionMatchNotOlderThan), ""}))
+		}
+		if lo.rvMatch == metav1.ResourceVersionMatchExact && lo.rv == "0" {
+			errs = append(errs, field.Forbidden(p, `resourceVersionMatch "exact" is forbidden for resourceVersion "0"`))
+		}
+	}
+	if lo.sendInitial != nil {
+		errs = append(errs, field.Forbidden(field.NewPath("sendInitialEvents"), "sendInitialEvents is forbidden for list"))
+	}
+	return errs
 }
 
 func (lo *listOptions) matches(res *registry.Resource, obj runtime.Object) bool {
@@ -152,112 +196,197 @@ type labelsOnly struct {
 	} `json:"metadata"`
 }
 
-// listObjects returns one page of matching objects, the revision the list
-// reflects, the continue token and the remaining count.
-func (s *Server) listObjects(ctx context.Context, res *registry.Resource, ns string, lo *listOptions) ([]runtime.Object, int64, string, *int64, error) {
-	items, rev, cont, remaining, err := s.listItems(ctx, res, ns, lo, true)
-	if err != nil {
-		return nil, 0, "", nil, err
-	}
-	objs := make([]runtime.Object, len(items))
-	for i, it := range items {
-		objs[i] = it.obj
-	}
-	return objs, rev, cont, remaining, nil
-}
+// pageBudget bounds the stored bytes one page of a paged list holds. The
+// API lets a server answer fewer items than the limit (with a continue
+// token), and 500 objects of 1 MB would otherwise be half a gigabyte.
+const pageBudget = 32 << 20
 
-// listItems pages through the store, filtering by the selectors. Objects
-// are decoded only when needObj is set or a field selector needs them; a
-// label selector alone decodes just the labels.
-func (s *Server) listItems(ctx context.Context, res *registry.Resource, ns string, lo *listOptions, needObj bool) ([]listItem, int64, string, *int64, error) {
+// errPageFull stops a store Range once a page holds what it may.
+var errPageFull = errors.New("page full")
+
+// checkList refuses a continue token of another list and waits for a
+// resourceVersion the store has not reached yet; it returns the prefix to
+// read.
+func (s *Server) checkList(ctx context.Context, res *registry.Resource, ns string, lo *listOptions) (string, error) {
 	prefix := res.PrefixFor(ns)
 	if lo.startAfter != "" && !strings.HasPrefix(lo.startAfter, prefix) {
-		return nil, 0, "", nil, apierrors.NewBadRequest("continue key is not valid: it belongs to another list")
+		return "", apierrors.NewBadRequest("continue key is not valid: it belongs to another list")
 	}
-	if lo.rvMatch == metav1.ResourceVersionMatchExact && lo.rv != "" {
-		want, _ := parseRV(lo.rv)
-		if cur := s.store.Revision(); want != cur {
-			return nil, 0, "", nil, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", want, cur))
+	if want, _ := parseRV(lo.rv); want > 0 && lo.startAfter == "" {
+		// A list not older than a revision the store has not reached waits
+		// a moment for it, as kube-apiserver's watch cache does.
+		if err := s.waitForRevision(ctx, want); err != nil {
+			return "", err
+		}
+		if cur := s.store.Revision(); lo.rvMatch == metav1.ResourceVersionMatchExact && want != cur {
+			// The store keeps no history to read an older snapshot from.
+			return "", apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", want, cur))
 		}
 	}
-	// resourceVersion=0 lists are served whole, like the watch cache does.
-	limit := lo.limit
-	if lo.rv == "0" && lo.startAfter == "" {
-		limit = 0
-	}
+	return prefix, nil
+}
+
+// paged reports whether a list answers one page (with a continue token)
+// rather than everything: resourceVersion=0 lists are served whole, like
+// the watch cache does.
+func (lo *listOptions) paged() bool {
+	return lo.limit > 0 && !(lo.rv == "0" && lo.startAfter == "")
+}
+
+// match decodes of kv what the selectors need and reports whether it
+// matches. Objects are decoded only when needObj is set or a field
+// selector needs them; a label selector alone decodes just the labels.
+func (s *Server) match(res *registry.Resource, lo *listOptions, kv store.KV, needObj bool) (listItem, bool, error) {
+	it := listItem{kv: kv}
 	byLabel, byField := !lo.labelSel.Empty(), !lo.fieldSel.Empty()
-	filtering := byLabel || byField
-	var items []listItem
-	start := lo.startAfter
-	var listRev int64
-	for {
-		page := limit
-		if filtering && page > 0 && page < 500 {
-			page = 500
-		}
-		lr, err := s.store.List(ctx, prefix, store.ListOptions{StartAfter: start, Limit: page})
+	switch {
+	case needObj || byField:
+		obj, err := s.decodeKV(res, kv)
 		if err != nil {
-			return nil, 0, "", nil, storeErr(err, res, "")
+			return it, false, apierrors.NewInternalError(err)
 		}
+		if !lo.matches(res, obj) {
+			return it, false, nil
+		}
+		if needObj {
+			// Otherwise the item goes out from its stored bytes: the
+			// decoded object would only be held to be dropped.
+			it.obj = obj
+		}
+	case byLabel:
+		var lb labelsOnly
+		if err := json.Unmarshal(kv.Value, &lb); err != nil {
+			return it, false, apierrors.NewInternalError(fmt.Errorf("decode %s: %w", kv.Key, err))
+		}
+		if !lo.labelSel.Matches(labels.Set(lb.Metadata.Labels)) {
+			return it, false, nil
+		}
+	}
+	return it, true, nil
+}
+
+// listErr is the API error of a failed Range: what the callbacks returned
+// (API errors, a write to a client gone), or the store's, translated.
+func listErr(err error, res *registry.Resource) error {
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		return err
+	}
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrClosed) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return storeErr(err, res, "")
+	}
+	return err
+}
+
+// listAll hands every matching object to emit, read from one snapshot of
+// the store whose revision begin gets first, holding one object at a time.
+func (s *Server) listAll(ctx context.Context, res *registry.Resource, ns string, lo *listOptions, needObj bool,
+	begin func(rev int64) error, emit func(listItem) error) error {
+	prefix, err := s.checkList(ctx, res, ns, lo)
+	if err != nil {
+		return err
+	}
+	_, err = s.store.Range(ctx, prefix, store.ListOptions{StartAfter: lo.startAfter}, begin, func(kv store.KV) error {
+		it, ok, err := s.match(res, lo, kv, needObj)
+		if err != nil || !ok {
+			return err
+		}
+		return emit(it)
+	})
+	return listErr(err, res)
+}
+
+// listPage returns one page of a paged list: at most the limit of
+// matching items and about pageBudget of their stored bytes, with the
+// continue token of what follows.
+func (s *Server) listPage(ctx context.Context, res *registry.Resource, ns string, lo *listOptions) ([]listItem, metav1.ListMeta, error) {
+	prefix, err := s.checkList(ctx, res, ns, lo)
+	if err != nil {
+		return nil, metav1.ListMeta{}, err
+	}
+	filtering := !lo.labelSel.Empty() || !lo.fieldSel.Empty()
+	var items []listItem
+	var listRev int64
+	var lastKey string
+	size := 0
+	start := lo.startAfter
+	for {
+		chunk := lo.limit
+		if filtering && chunk < 500 {
+			chunk = 500 // selectors drop items: read ahead in larger steps
+		}
+		scanned := 0
+		lr, err := s.store.Range(ctx, prefix, store.ListOptions{StartAfter: start, Limit: chunk}, nil, func(kv store.KV) error {
+			scanned++
+			lastKey = kv.Key
+			it, ok, err := s.match(res, lo, kv, false)
+			if err != nil || !ok {
+				return err
+			}
+			items = append(items, it)
+			size += len(kv.Value)
+			// At the chunk's last key the store ends by itself and counts
+			// what follows; before it, stop the read here.
+			if size >= pageBudget || (len(items) == lo.limit && scanned < chunk) {
+				return errPageFull
+			}
+			return nil
+		})
 		if listRev == 0 {
 			listRev = lr.Revision
 		}
-		if items == nil && !filtering {
-			items = make([]listItem, 0, len(lr.Items))
+		full := errors.Is(err, errPageFull)
+		if err != nil && !full {
+			return nil, metav1.ListMeta{}, listErr(err, res)
 		}
-		for i, kv := range lr.Items {
-			it := listItem{kv: kv}
-			if needObj || byField {
-				obj, err := s.decodeKV(res, kv)
-				if err != nil {
-					return nil, 0, "", nil, apierrors.NewInternalError(err)
-				}
-				if !lo.matches(res, obj) {
-					continue
-				}
-				if needObj {
-					// Otherwise the item goes out from its stored bytes:
-					// the decoded object would only be held to be dropped.
-					it.obj = obj
-				}
-			} else if byLabel {
-				var lb labelsOnly
-				if err := json.Unmarshal(kv.Value, &lb); err != nil {
-					return nil, 0, "", nil, apierrors.NewInternalError(fmt.Errorf("decode %s: %w", kv.Key, err))
-				}
-				if !lo.labelSel.Matches(labels.Set(lb.Metadata.Labels)) {
-					continue
-				}
+		rv := listRev
+		if lo.continueRV > 0 {
+			rv = lo.continueRV
+		}
+		lm := metav1.ListMeta{ResourceVersion: strconv.FormatInt(rv, 10)}
+		switch {
+		case full:
+			// More may follow the last key read: a continue token (the
+			// next page may come back short, even empty, as the API allows).
+			lm.Continue = encodeContinue(rv, lastKey, res.KeyPrefix())
+		case len(items) == lo.limit && lr.More:
+			lm.Continue = encodeContinue(rv, lastKey, res.KeyPrefix())
+			if !filtering {
+				remaining := lr.Remaining
+				lm.RemainingItemCount = &remaining
 			}
-			items = append(items, it)
-			if limit > 0 && len(items) == limit {
-				if i < len(lr.Items)-1 || lr.More {
-					rv := listRev
-					if lo.continueRV > 0 {
-						rv = lo.continueRV
-					}
-					var remaining *int64
-					if !filtering && lr.More {
-						r := lr.Remaining + int64(len(lr.Items)-1-i)
-						remaining = &r
-					} else if !filtering {
-						r := int64(len(lr.Items) - 1 - i)
-						remaining = &r
-					}
-					return items, rv, encodeContinue(rv, kv.Key, res.KeyPrefix()), remaining, nil
-				}
-				break
-			}
+		case lr.More && scanned > 0:
+			start = lastKey // selectors dropped items: read on
+			continue
 		}
-		if !lr.More || len(lr.Items) == 0 || (limit > 0 && len(items) == limit) {
-			break
+		return items, lm, nil
+	}
+}
+
+// waitForRevision waits until the store has reached rev, or answers 504
+// "Too large resource version" as kube-apiserver does.
+func (s *Server) waitForRevision(ctx context.Context, rev int64) error {
+	if s.store.Revision() >= rev {
+		return nil
+	}
+	deadline := time.NewTimer(s.cfg.FreshnessWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.store.Revision() < rev {
+		select {
+		case <-ctx.Done():
+			return storeErr(ctx.Err(), nil, "")
+		case <-deadline.C:
+			cur := s.store.Revision()
+			err := apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", rev, cur), 1)
+			err.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: metav1.CauseTypeResourceVersionTooLarge, Message: "Too large resource version"}}
+			return err
+		case <-tick.C:
 		}
-		start = lr.Items[len(lr.Items)-1].Key
 	}
-	if lo.continueRV > 0 {
-		listRev = lo.continueRV
-	}
-	return items, listRev, "", nil, nil
+	return nil
 }
 
 // withResourceVersion splices "resourceVersion" into stored JSON (which
@@ -332,7 +461,7 @@ func jsonObjectEnd(data []byte, start int) int {
 }
 
 func (s *Server) handleList(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
-	lo, err := parseListOptions(r, ri.res)
+	lo, err := parseListOptions(r, ri.res, false)
 	if err != nil {
 		return err
 	}
@@ -341,30 +470,28 @@ func (s *Server) handleList(ctx context.Context, w http.ResponseWriter, r *http.
 		return notAcceptable(r.Header.Get("Accept"))
 	}
 	// Items are decoded (for a Table) one at a time as they are encoded.
-	items, rev, cont, remaining, err := s.listItems(ctx, ri.res, ri.namespace, lo, false)
-	if err != nil {
-		return err
+	if lo.paged() {
+		items, lm, err := s.listPage(ctx, ri.res, ri.namespace, lo)
+		if err != nil {
+			return err
+		}
+		return s.respondItems(w, r, of, ri.res, items, lm)
 	}
-	return s.respondItems(w, r, of, ri.res, items, metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: cont, RemainingItemCount: remaining})
-}
-
-// respondList writes a list as a typed list, a Table or metadata only. The
-// list JSON is assembled item by item (no reflection over the list type).
-func (s *Server) respondList(w http.ResponseWriter, r *http.Request, res *registry.Resource, objs []runtime.Object, lm metav1.ListMeta) error {
-	of, ok := negotiate(r.Header.Get("Accept"))
-	if !ok {
-		return notAcceptable(r.Header.Get("Accept"))
-	}
-	items := make([]listItem, len(objs))
-	for i, o := range objs {
-		items[i].obj = o
-	}
-	return s.respondItems(w, r, of, res, items, lm)
+	// The whole list streams out of one store snapshot.
+	return s.streamList(w, r, of, ri.res, func(e listEncoder) error {
+		err := s.listAll(ctx, ri.res, ri.namespace, lo, false, func(rev int64) error {
+			return e.begin(metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10)})
+		}, e.item)
+		if err != nil {
+			return err
+		}
+		return e.end()
+	})
 }
 
 func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http.Request, ri *requestInfo) error {
 	res := ri.res
-	lo, err := parseListOptions(r, res)
+	lo, err := parseListOptions(r, res, true)
 	if err != nil {
 		return err
 	}
@@ -381,12 +508,6 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 		return notAcceptable(r.Header.Get("Accept"))
 	}
 	sendInitial := lo.sendInitial != nil && *lo.sendInitial
-	switch {
-	case sendInitial && (lo.rvMatch != metav1.ResourceVersionMatchNotOlderThan || !lo.allowBookmarks):
-		return apierrors.NewBadRequest("sendInitialEvents=true requires resourceVersionMatch=NotOlderThan and allowWatchBookmarks=true")
-	case lo.sendInitial == nil && lo.rvMatch != "":
-		return apierrors.NewBadRequest("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")
-	}
 	timeout := lo.timeout
 	if timeout == 0 {
 		timeout = s.cfg.MaxWatchTimeout
@@ -405,25 +526,22 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 	if of.partial {
 		conv = partialMetaJSON
 	}
-	var initial []listItem
 	fromRev, err := parseRV(lo.rv)
 	if err != nil {
 		return err
 	}
 	// rv "" and "0" (and sendInitialEvents) start with the current state as
-	// ADDED events, like the real API server. Objects are decoded only when
-	// the events need them, one at a time as they are sent.
-	if sendInitial || fromRev == 0 {
-		all := *lo
-		all.limit, all.startAfter, all.continueRV, all.rvMatch, all.rv = 0, "", 0, "", ""
-		initial, fromRev, _, _, err = s.listItems(ctx, res, ri.namespace, &all, false)
-		if err != nil {
-			return err
+	// ADDED events, like the real API server: they stream out of one store
+	// snapshot, decoded only when the events need it, and the watch opens
+	// at that snapshot's revision before the first of them.
+	withInitial := sendInitial || fromRev == 0
+	var ch <-chan store.Event
+	var werr error
+	if !withInitial {
+		ch, werr = s.store.Watch(ctx, prefix, fromRev, store.WatchOptions{ProgressNotify: lo.allowBookmarks})
+		if werr != nil && !errors.Is(werr, store.ErrExpired) {
+			return storeErr(werr, res, "")
 		}
-	}
-	ch, werr := s.store.Watch(ctx, prefix, fromRev, store.WatchOptions{ProgressNotify: lo.allowBookmarks})
-	if werr != nil && !errors.Is(werr, store.ErrExpired) {
-		return storeErr(werr, res, "")
 	}
 
 	ctype := "application/json"
@@ -447,14 +565,25 @@ func (s *Server) handleWatch(ctx context.Context, w http.ResponseWriter, r *http
 		_ = tw.send("ERROR", js)
 		return nil
 	}
-	for i := range initial {
-		it := initial[i]
-		initial[i] = listItem{}
-		if err := tw.sendItem(res, it, raw, metaOnly, conv); err != nil {
+	if withInitial {
+		all := *lo
+		all.limit, all.startAfter, all.continueRV, all.rvMatch, all.rv = 0, "", 0, "", ""
+		err := s.listAll(ctx, res, ri.namespace, &all, false, func(rev int64) error {
+			fromRev = rev
+			ch, werr = s.store.Watch(ctx, prefix, rev, store.WatchOptions{ProgressNotify: lo.allowBookmarks})
+			return werr
+		}, func(it listItem) error {
+			return tw.sendItem(res, it, raw, metaOnly, conv)
+		})
+		if err != nil {
+			// The initial state cannot go out with a hole in it: end the
+			// watch (the client watches again).
+			if !errors.Is(err, context.Canceled) {
+				s.log.Debug("watch initial events", "resource", res.GroupResource().String(), "err", err)
+			}
 			return nil
 		}
 	}
-	initial = nil
 	lastRev := fromRev
 	if sendInitial {
 		if err := tw.bookmark(lastRev, true); err != nil {

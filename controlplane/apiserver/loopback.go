@@ -11,9 +11,9 @@ import (
 	"net/http"
 	"time"
 
+	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/client-go/rest"
 
-	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	"github.com/skep-dev/skep/internal/memnet"
 )
 
@@ -43,7 +43,7 @@ func (s *Server) initLoopback() error {
 		return fmt.Errorf("loopback token: %w", err)
 	}
 	s.loopbackToken = hex.EncodeToString(b[:])
-	s.tokens.Add(s.loopbackToken, &auth.User{Name: LoopbackUser, Groups: []string{"system:masters", "system:authenticated"}})
+	s.tokens.Add(s.loopbackToken, &user.DefaultInfo{Name: LoopbackUser, Groups: []string{user.SystemPrivilegedGroup}})
 	s.loopback = memnet.New()
 	return nil
 }

@@ -63,6 +63,26 @@ func (m *memStore) List(_ context.Context, prefix string, opts store.ListOptions
 	return res, nil
 }
 
+func (m *memStore) Range(ctx context.Context, prefix string, opts store.ListOptions, begin func(int64) error, each func(store.KV) error) (store.ListResult, error) {
+	lr, err := m.List(ctx, prefix, opts)
+	if err != nil {
+		return lr, err
+	}
+	if begin != nil {
+		if err := begin(lr.Revision); err != nil {
+			return lr, err
+		}
+	}
+	items := lr.Items
+	lr.Items = nil
+	for _, kv := range items {
+		if err := each(kv); err != nil {
+			return lr, err
+		}
+	}
+	return lr, nil
+}
+
 // emit records an event and fans it out; callers hold mu.
 func (m *memStore) emit(ev store.Event) {
 	m.log = append(m.log, ev)

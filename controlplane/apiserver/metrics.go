@@ -163,3 +163,10 @@ func (i *instrumentedStore) Delete(ctx context.Context, key string, expectRev in
 	i.observe("delete", start, err)
 	return kv, err
 }
+
+func (i *instrumentedStore) Range(ctx context.Context, prefix string, opts store.ListOptions, begin func(int64) error, each func(store.KV) error) (store.ListResult, error) {
+	start := time.Now()
+	lr, err := i.Interface.Range(ctx, prefix, opts, begin, each)
+	i.observe("range", start, err)
+	return lr, err
+}

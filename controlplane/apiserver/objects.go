@@ -15,6 +15,7 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -33,7 +34,10 @@ const maxWriteAttempts = 100
 
 // storeErr translates store errors to API errors.
 func storeErr(err error, res *registry.Resource, name string) error {
-	gr := res.GroupResource()
+	var gr schema.GroupResource
+	if res != nil {
+		gr = res.GroupResource()
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return apierrors.NewNotFound(gr, name)
@@ -52,7 +56,11 @@ func storeErr(err error, res *registry.Resource, name string) error {
 }
 
 func conflictErr(res *registry.Resource, name string) error {
-	return apierrors.NewConflict(res.GroupResource(), name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+	var gr schema.GroupResource
+	if res != nil {
+		gr = res.GroupResource()
+	}
+	return apierrors.NewConflict(gr, name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
 }
 
 // decodeKV turns stored bytes into a typed object carrying its resourceVersion.
@@ -133,7 +141,7 @@ func validate(res *registry.Resource, us registry.UpdateStrategy, obj, old runti
 		errs = append(errs, us.ValidateUpdate(obj, old)...)
 	}
 	if len(errs) > 0 {
-		return apierrors.NewInvalid(res.GVK.GroupKind(), m.GetName(), errs)
+		return registry.Invalid(res.GVK.GroupKind(), m.GetName(), errs)
 	}
 	return nil
 }
@@ -163,7 +171,13 @@ func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns st
 	st := res.Strategy
 	st.PrepareForCreate(obj)
 	st.Default(obj)
+	if err := s.mutate(ctx, res, obj); err != nil {
+		return nil, 0, err
+	}
 	if err := validate(res, st, obj, nil); err != nil {
+		return nil, 0, err
+	}
+	if err := admitUser(ctx, res, obj, nil); err != nil {
 		return nil, 0, err
 	}
 	rsv, err := st.Reserve(obj, nil)
@@ -190,6 +204,18 @@ func (s *Server) createObject(ctx context.Context, res *registry.Resource, ns st
 	rsv.Commit()
 	m.SetResourceVersion(strconv.FormatInt(rev, 10))
 	return data, rev, nil
+}
+
+// admitUser checks who makes the write: the node restriction, then the
+// strategy's own check if it has one.
+func admitUser(ctx context.Context, res *registry.Resource, obj, old runtime.Object) error {
+	if err := restrictNode(ctx, res, obj, old); err != nil {
+		return err
+	}
+	if a, ok := res.Strategy.(registry.Admitter); ok {
+		return a.Admit(ctx, obj, old)
+	}
+	return nil
 }
 
 // carrySystemMeta keeps what no client may change on update.
@@ -236,6 +262,12 @@ func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, n
 		if expect != 0 && expect != kv.ModRevision {
 			return nil, conflictErr(res, name)
 		}
+		// A uid on the new object is a precondition too, as upstream: a PUT
+		// of an object read before it was deleted and recreated must not
+		// overwrite the new one.
+		if uid, curUID := m.GetUID(), registry.Meta(cur).GetUID(); uid != "" && uid != curUID {
+			return nil, apierrors.NewConflict(res.GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, curUID))
+		}
 		// Without a precondition the update is unconditional, as
 		// Kubernetes allows for its built-in kinds.
 		m.SetResourceVersion(registry.Meta(cur).GetResourceVersion())
@@ -252,6 +284,9 @@ func (s *Server) updateObject(ctx context.Context, res *registry.Resource, ns, n
 		us.PrepareForUpdate(obj, cur)
 		res.Strategy.Default(obj)
 		if err := validate(res, us, obj, cur); err != nil {
+			return nil, err
+		}
+		if err := admitUser(ctx, res, obj, cur); err != nil {
 			return nil, err
 		}
 		rsv, err := res.Strategy.Reserve(obj, cur)
@@ -319,6 +354,9 @@ func (s *Server) deleteObject(ctx context.Context, res *registry.Resource, ns, n
 			return nil, 0, err
 		}
 		if err := checkPreconditions(res, cur, opts.Preconditions); err != nil {
+			return nil, 0, err
+		}
+		if err := restrictNode(ctx, res, nil, cur); err != nil {
 			return nil, 0, err
 		}
 		obj := cur.DeepCopyObject()
@@ -415,6 +453,19 @@ func markDeleting(m metav1.Object, grace int64) {
 	ts := metav1.NewTime(time.Now().Add(time.Duration(grace) * time.Second))
 	m.SetDeletionTimestamp(&ts)
 	m.SetDeletionGracePeriodSeconds(&grace)
+}
+
+// getter reads an object of any served resource (registry.Getter).
+type getter struct{ s *Server }
+
+func (g getter) Get(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) (runtime.Object, error) {
+	s := g.s
+	res := s.reg.Lookup(gvr)
+	if res == nil {
+		return nil, apierrors.NewNotFound(gvr.GroupResource(), name)
+	}
+	obj, _, err := s.getObject(ctx, res, ns, name)
+	return obj, err
 }
 
 // resourceObjects is one resource's Objects, for subresource handlers.

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,6 +29,20 @@ func (ri *requestInfo) subName() string {
 	}
 	return ri.sub.Name
 }
+
+// queryBool reads a boolean query parameter as kube-apiserver's conversion
+// does: absent is false; present, it is true unless "0" or "false" in any
+// case (so watch=True, watch=t and a bare watch= all start a watch).
+func queryBool(q url.Values, name string) (value, present bool) {
+	vs, ok := q[name]
+	if !ok || len(vs) == 0 {
+		return false, false
+	}
+	return vs[0] != "0" && !strings.EqualFold(vs[0], "false"), true
+}
+
+var subresourceVerbs = map[string]string{http.MethodGet: "get", http.MethodHead: "get", http.MethodPost: "create",
+	http.MethodPut: "update", http.MethodPatch: "patch", http.MethodDelete: "delete"}
 
 // parseResourcePath resolves /api/v1/... and /apis/<g>/<v>/... paths.
 func (s *Server) parseResourcePath(path string) (*requestInfo, error) {
@@ -86,17 +101,39 @@ func (s *Server) parseResourcePath(path string) (*requestInfo, error) {
 	return ri, nil
 }
 
-// verbFor maps the HTTP method and URL shape to the Kubernetes verb.
+// verbFor maps the HTTP method and URL shape to the Kubernetes verb, and
+// refuses (405) what the resource does not serve there: a namespaced
+// resource's cluster-wide path (/api/v1/configmaps, or an empty namespace,
+// /api/v1/namespaces//configmaps) serves list and watch only, so that no
+// request there can touch every namespace at once.
 func verbFor(r *http.Request, ri *requestInfo) (string, error) {
-	q := r.URL.Query()
-	isWatch := ri.watch || q.Get("watch") == "true" || q.Get("watch") == "1"
+	verb, err := methodVerb(r, ri)
+	if err != nil {
+		return "", err
+	}
+	allowed := ri.res.Serves(verb)
 	if ri.sub != nil {
-		verb := map[string]string{http.MethodGet: "get", http.MethodHead: "get", http.MethodPost: "create",
-			http.MethodPut: "update", http.MethodPatch: "patch", http.MethodDelete: "delete"}[r.Method]
-		if !ri.sub.Serves(verb) {
-			return "", apierrors.NewMethodNotSupported(ri.res.GroupResource(), r.Method)
+		allowed = ri.sub.Serves(verb)
+	}
+	if ri.res.Namespaced && ri.namespace == "" && verb != "list" && verb != "watch" {
+		allowed = false
+	}
+	if !allowed {
+		return "", apierrors.NewMethodNotSupported(ri.res.GroupResource(), r.Method)
+	}
+	return verb, nil
+}
+
+// methodVerb is the verb an HTTP method means on the URL's shape.
+func methodVerb(r *http.Request, ri *requestInfo) (string, error) {
+	q := r.URL.Query()
+	isWatch, _ := queryBool(q, "watch")
+	isWatch = isWatch || ri.watch
+	if ri.sub != nil {
+		if verb, ok := subresourceVerbs[r.Method]; ok {
+			return verb, nil
 		}
-		return verb, nil
+		return "", apierrors.NewMethodNotSupported(ri.res.GroupResource(), r.Method)
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:

@@ -12,11 +12,13 @@ package apiserver
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
 	"runtime/debug"
@@ -27,16 +29,23 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/apiserver/pkg/endpoints/filters"
+	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/rest"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/internal/auth"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/apps"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/batch"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/certificates"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/coordination"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/core"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/discovery"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/networking"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/rbac"
 	"github.com/skep-dev/skep/controlplane/store"
 	"github.com/skep-dev/skep/internal/memnet"
 	"github.com/skep-dev/skep/internal/pki"
@@ -50,6 +59,9 @@ const (
 	servingCertFile = "pki/apiserver.crt"
 	servingKeyFile  = "pki/apiserver.key"
 	adminTokenFile  = "admin.token"
+	// serviceAccountKeyFile signs ServiceAccount tokens; every server of
+	// a cluster needs the same one.
+	serviceAccountKeyFile = "pki/sa.key"
 	// AdminKubeconfigFile is the admin kubeconfig, relative to the data dir.
 	AdminKubeconfigFile = "admin.kubeconfig"
 )
@@ -81,23 +93,35 @@ type Config struct {
 	BodyReadTimeout time.Duration
 	// MaxWatchTimeout ends watches that set no timeoutSeconds (default 30m).
 	MaxWatchTimeout time.Duration
+	// FreshnessWait is how long a list at a resourceVersion the store has
+	// not reached waits for it before answering 504 (default 3s, as
+	// kube-apiserver's watch cache).
+	FreshnessWait time.Duration
 }
 
 // Server is a running API server.
 type Server struct {
-	cfg        Config
-	log        *slog.Logger
-	store      store.Interface
-	ownStore   bool
-	reg        *registry.Table
-	ln         net.Listener
-	ca         *pki.CA
-	serving    tls.Certificate
-	adminToken string
-	tokens     *auth.Tokens
-	authn      auth.Authenticator
-	authz      auth.Authorizer
-	metrics    *metrics
+	cfg         Config
+	log         *slog.Logger
+	store       store.Interface
+	ownStore    bool
+	reg         *registry.Table
+	ln          net.Listener
+	ca          *pki.CA
+	serving     tls.Certificate
+	adminToken  string
+	tokens      *auth.StaticTokens
+	authn       authenticator.Request
+	authz       authorizer.Authorizer
+	rbac        *auth.RBAC
+	nodeAuthz   *auth.NodeAuthorizer
+	saTokens    *auth.ServiceAccountTokens
+	impersonate http.Handler
+	metrics     *metrics
+	// lifetime ends with Close: the server's own goroutines (the RBAC
+	// feed) stop with it.
+	lifetime context.Context
+	stop     context.CancelFunc
 	// serviceCIDR is the service cluster IP range (the kubernetes
 	// service has its first address).
 	serviceCIDR netip.Prefix
@@ -136,6 +160,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BodyReadTimeout == 0 {
 		cfg.BodyReadTimeout = 60 * time.Second
 	}
+	if cfg.FreshnessWait == 0 {
+		cfg.FreshnessWait = 3 * time.Second
+	}
 	if cfg.MaxWatchTimeout == 0 {
 		cfg.MaxWatchTimeout = 30 * time.Minute
 	}
@@ -143,11 +170,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil || !cidr.Addr().Is4() {
 		return nil, fmt.Errorf("service CIDR %q: must be an IPv4 prefix", cfg.ServiceCIDR)
 	}
-	reg, err := newTable(cidr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: reg, metrics: newMetrics(), serviceCIDR: cidr.Masked()}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(), serviceCIDR: cidr.Masked()}
+	s.lifetime, s.stop = context.WithCancel(context.Background())
 
 	// The store's file lock says who owns the data directory: take it
 	// before writing anything there, so a second server on a directory in
@@ -175,6 +199,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("ca: %w", err))
 	}
+	if s.saTokens, err = auth.LoadOrCreateServiceAccountKey(filepath.Join(cfg.DataDir, serviceAccountKeyFile)); err != nil {
+		return fail(err)
+	}
+	s.saTokens.Lookup = boundObjects{s}
+	if s.reg, err = newTable(cidr, cfg, rbacChecker{s}, s.saTokens); err != nil {
+		return fail(err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("listen: %w", err))
@@ -192,10 +223,15 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("admin token: %w", err))
 	}
 	s.ca, s.serving, s.adminToken = ca, serving, token
-	s.tokens = auth.NewTokens()
-	s.tokens.Add(token, &auth.User{Name: "skep-admin", Groups: []string{"system:masters", "system:authenticated"}})
-	s.authn = s.tokens
-	s.authz = auth.AllowAuthenticated{}
+	s.tokens = auth.NewStaticTokens()
+	s.tokens.Add(token, &user.DefaultInfo{Name: "skep-admin", Groups: []string{user.SystemPrivilegedGroup}})
+	s.rbac = auth.NewRBAC()
+	s.nodeAuthz = auth.NewNodeAuthorizer(nodeRules())
+	s.authz = auth.NewAuthorizer(s.nodeAuthz, s.rbac)
+	clientCA := x509.NewCertPool()
+	clientCA.AddCert(ca.Cert)
+	s.authn = auth.NewAuthenticator(auth.AuthenticatorConfig{ClientCA: clientCA, Static: s.tokens, Tokens: []authenticator.Token{s.saTokens, &auth.BootstrapTokens{Secret: s.kubeSystemSecret}}})
+	s.impersonate = filters.WithImpersonation(http.HandlerFunc(s.serveAuthorized), s.authz, codecs)
 	if err := s.initLoopback(); err != nil {
 		return fail(err)
 	}
@@ -209,6 +245,10 @@ func New(cfg Config) (*Server, error) {
 	if err := s.bootstrap(context.Background()); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := s.startFeeds(context.Background()); err != nil {
+		s.Close()
+		return nil, err
 	}
 	s.ready.Store(true)
 	return s, nil
@@ -263,7 +303,10 @@ func (s *Server) Run(ctx context.Context) error {
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{s.serving},
 			MinVersion:   tls.VersionTLS12,
-			NextProtos:   []string{"h2", "http/1.1"},
+			// Client certificates (nodes') are verified by the
+			// authenticator, which answers 401 for a bad one.
+			ClientAuth: tls.RequestClientCert,
+			NextProtos: []string{"h2", "http/1.1"},
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context {
@@ -300,6 +343,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Close releases the listeners, closing every in-memory connection, and
 // the store (if the server opened it).
 func (s *Server) Close() error {
+	s.stop()
 	s.ln.Close()
 	if s.loopback != nil {
 		s.loopback.Close()
@@ -328,15 +372,6 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes+1)
 
 	path := r.URL.Path
-	var user *auth.User
-	if !isPublic(path) {
-		u, err := s.authn.AuthenticateRequest(r)
-		if err != nil {
-			writeError(w, apierrors.NewUnauthorized("Unauthorized"))
-			return
-		}
-		user = u
-	}
 	switch {
 	case path == "/healthz" || path == "/livez" || strings.HasPrefix(path, "/healthz/") || strings.HasPrefix(path, "/livez/"):
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -355,18 +390,45 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, Version)
 		return
 	}
-	// Anyone authenticated may ask about themselves (upstream's
-	// system:basic-user role).
-	if s.serveReview(w, r, user) {
+	// Everything else needs an identity: no request without one reaches
+	// a handler.
+	resp, ok, err := s.authn.AuthenticateRequest(r)
+	if err != nil || !ok {
+		writeError(w, apierrors.NewUnauthorized("Unauthorized"))
 		return
 	}
-	attrs := auth.Attributes{User: user, Path: path, Verb: strings.ToLower(r.Method)}
+	r = r.WithContext(request.WithUser(r.Context(), resp.User))
+	// Impersonation headers (kubectl --as) replace the user, once the
+	// authenticated one may impersonate it.
+	s.impersonate.ServeHTTP(w, r)
+}
+
+// serveAuthorized authorizes a request as its (possibly impersonated) user
+// and routes it.
+func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	u, _ := request.UserFrom(r.Context())
+	attrs := authorizer.AttributesRecord{User: u, Verb: strings.ToLower(r.Method), Path: path}
+	if api := s.reviewFor(r); api != nil {
+		attrs.Verb, attrs.APIGroup, attrs.APIVersion, attrs.Resource, attrs.ResourceRequest = "create", api.gv.Group, api.gv.Version, api.resource, true
+		if api.namespaced {
+			attrs.Namespace = api.namespace
+		}
+		if !s.authorize(w, r, attrs) {
+			return
+		}
+		s.serveReview(w, r, u, api)
+		return
+	}
 	if strings.HasPrefix(path, "/api/") || strings.HasPrefix(path, "/apis/") {
 		if ri, err := s.parseResourcePath(path); err == nil {
 			verb, err := verbFor(r, ri)
 			if err != nil {
-				if ok, _ := s.authz.Authorize(attrs); !ok {
-					writeError(w, apierrors.NewForbidden(schema.GroupResource{}, "", errors.New("access denied")))
+				// What the resource does not serve: 405, once the caller
+				// may see the resource at all.
+				attrs.Verb, attrs.ResourceRequest = "get", true
+				attrs.APIGroup, attrs.Resource, attrs.Namespace = ri.res.GVK.Group, ri.res.Plural, ri.namespace
+				if !s.authorize(w, r, attrs) {
 					return
 				}
 				writeError(w, err)
@@ -374,9 +436,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			ri.verb = verb
 			attrs.Verb, attrs.Resource, attrs.Subresource = verb, ri.res.Plural, ri.subName()
-			attrs.APIGroup, attrs.Namespace, attrs.Name, attrs.ResourceRequest = ri.res.GVK.Group, ri.namespace, ri.name, true
-			if ok, reason := s.authz.Authorize(attrs); !ok {
-				writeError(w, apierrors.NewForbidden(ri.res.GroupResource(), ri.name, fmt.Errorf("user %q cannot %s resource %q: %s", user.Name, verb, ri.res.Plural, reason)))
+			attrs.APIGroup, attrs.APIVersion, attrs.Namespace, attrs.Name, attrs.ResourceRequest = ri.res.GVK.Group, ri.res.GVK.Version, ri.namespace, ri.name, true
+			if !s.authorize(w, r, attrs) {
 				return
 			}
 			setRequestInfo(r, verb, ri.res.Plural+subSuffix(ri.subName()))
@@ -384,13 +445,34 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if ok, reason := s.authz.Authorize(attrs); !ok {
-		writeError(w, apierrors.NewForbidden(schema.GroupResource{}, "", fmt.Errorf("forbidden: %s", reason)))
+	if !s.authorize(w, r, attrs) {
 		return
 	}
 	switch {
 	case path == "/metrics":
 		s.metrics.handler().ServeHTTP(w, r)
+	case strings.HasPrefix(path, "/debug/pprof"):
+		// Go's profiles, as kube-apiserver serves them (--profiling, on
+		// by default), to those authorized for the path.
+		serveProfile(w, r)
+	case path == "/.well-known/openid-configuration":
+		// ServiceAccount token issuer discovery, as kube-apiserver serves
+		// it, for whoever verifies the tokens (system:serviceaccounts by
+		// the bootstrap policy).
+		js, err := auth.OpenIDConfiguration("https://" + s.clientAddr() + "/openid/v1/jwks")
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeRaw(w, http.StatusOK, js, false)
+	case path == "/openid/v1/jwks":
+		js, err := s.saTokens.JWKS()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		_, _ = w.Write(js)
 	case path == "/openapi/v2":
 		s.serveOpenAPIv2(w, r)
 	case path == "/openapi/v3" || strings.HasPrefix(path, "/openapi/v3/"):
@@ -403,6 +485,44 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, apierrors.NewNotFound(schema.GroupResource{}, ""))
 	}
+}
+
+// authorize answers 403 with Kubernetes' message and returns false unless
+// the request's user may do what attrs say.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, attrs authorizer.AttributesRecord) bool {
+	ok, reason := auth.Allowed(r.Context(), s.authz, attrs)
+	if ok {
+		return true
+	}
+	writeError(w, forbidden(attrs, reason))
+	return false
+}
+
+// forbidden is the 403 kube-apiserver answers a denied request with.
+func forbidden(a authorizer.Attributes, reason string) error {
+	name := ""
+	if u := a.GetUser(); u != nil {
+		name = u.GetName()
+	}
+	var msg string
+	switch {
+	case !a.IsResourceRequest():
+		msg = fmt.Sprintf("User %q cannot %s path %q", name, a.GetVerb(), a.GetPath())
+	default:
+		resource := a.GetResource()
+		if sub := a.GetSubresource(); sub != "" {
+			resource += "/" + sub
+		}
+		if ns := a.GetNamespace(); ns != "" {
+			msg = fmt.Sprintf("User %q cannot %s resource %q in API group %q in the namespace %q", name, a.GetVerb(), resource, a.GetAPIGroup(), ns)
+		} else {
+			msg = fmt.Sprintf("User %q cannot %s resource %q in API group %q at the cluster scope", name, a.GetVerb(), resource, a.GetAPIGroup())
+		}
+	}
+	if reason != "" {
+		msg += ": " + reason
+	}
+	return apierrors.NewForbidden(schema.GroupResource{Group: a.GetAPIGroup(), Resource: a.GetResource()}, a.GetName(), errors.New(msg))
 }
 
 func subSuffix(sub string) string {
@@ -428,10 +548,35 @@ func (s *Server) recoverMiddleware(next http.Handler) http.Handler {
 }
 
 // newTable is the resource table: the rows of every served API group.
-func newTable(cidr netip.Prefix, cfg Config) (*registry.Table, error) {
-	coreRows, err := core.Resources(core.Options{ServiceCIDR: cidr, NodePortMin: cfg.NodePortMin, NodePortMax: cfg.NodePortMax})
+func newTable(cidr netip.Prefix, cfg Config, rc rbac.Checker, tokens *auth.ServiceAccountTokens) (*registry.Table, error) {
+	opts := core.Options{ServiceCIDR: cidr, NodePortMin: cfg.NodePortMin, NodePortMax: cfg.NodePortMax}
+	if tokens != nil {
+		opts.Tokens = tokens
+	}
+	coreRows, err := core.Resources(opts)
 	if err != nil {
 		return nil, err
 	}
-	return registry.NewTable(coreRows, apps.Resources(), batch.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources())
+	return registry.NewTable(coreRows, apps.Resources(), batch.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources(),
+		rbac.Resources(rc), certificates.Resources())
 }
+
+// serveProfile answers /debug/pprof/... with net/http/pprof's handlers.
+func serveProfile(w http.ResponseWriter, r *http.Request) {
+	switch name := strings.TrimPrefix(r.URL.Path, "/debug/pprof/"); name {
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	case "profile":
+		pprof.Profile(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	default:
+		pprof.Index(w, r) // the index, and the named profiles (heap, goroutine, …)
+	}
+}
+
+// CA is the cluster certificate authority, which the in-process
+// controllers sign approved certificate requests with.
+func (s *Server) CA() *pki.CA { return s.ca }

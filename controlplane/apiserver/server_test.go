@@ -45,6 +45,12 @@ func startServer(t *testing.T, st store.Interface) *testServer {
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
+	return serve(t, srv)
+}
+
+// serve runs srv until the test ends.
+func serve(t *testing.T, srv *Server) *testServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -569,13 +575,14 @@ func TestBadInput(t *testing.T) {
 		{"bad token", "GET", cmPath, "", "", []string{"Authorization", "Bearer nope"}, 401, metav1.StatusReasonUnauthorized},
 		{"bad limit", "GET", cmPath + "?limit=-3", "", "", nil, 400, metav1.StatusReasonBadRequest},
 		{"bad resourceVersion", "GET", cmPath + "?resourceVersion=abc", "", "", nil, 400, metav1.StatusReasonBadRequest},
-		{"bad resourceVersionMatch", "GET", cmPath + "?resourceVersionMatch=Sometimes", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		// Invalid ListOptions are 422 Invalid in Kubernetes (ValidateListOptions).
+		{"bad resourceVersionMatch", "GET", cmPath + "?resourceVersionMatch=Sometimes", "", "", nil, 422, metav1.StatusReasonInvalid},
 		{"bad timeoutSeconds", "GET", cmPath + "?watch=true&timeoutSeconds=x", "", "", nil, 400, metav1.StatusReasonBadRequest},
 		{"bad includeObject", "GET", cmPath + "?includeObject=Everything", "", "", []string{"Accept", "application/json;as=Table;v=v1;g=meta.k8s.io"}, 400, metav1.StatusReasonBadRequest},
 		{"bad fieldValidation", "POST", cmPath + "?fieldValidation=Loose", "application/json", `{}`, nil, 400, metav1.StatusReasonBadRequest},
 		{"bad dryRun", "POST", cmPath + "?dryRun=Some", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d"}}`, nil, 400, metav1.StatusReasonBadRequest},
 		{"bad propagationPolicy", "DELETE", cmPath + "/x?propagationPolicy=Sideways", "", "", nil, 422, metav1.StatusReasonInvalid},
-		{"sendInitialEvents without match", "GET", cmPath + "?watch=true&sendInitialEvents=true", "", "", nil, 400, metav1.StatusReasonBadRequest},
+		{"sendInitialEvents without match", "GET", cmPath + "?watch=true&sendInitialEvents=true", "", "", nil, 422, metav1.StatusReasonInvalid},
 		{"watch on a missing pod log", "GET", "/api/v1/namespaces/default/pods/nope/log", "", "", nil, 400, metav1.StatusReasonBadRequest},
 		{"patch without type", "PATCH", cmPath + "/x", "application/json", `{}`, nil, 415, metav1.StatusReasonUnsupportedMediaType},
 		{"namespace mismatch", "POST", cmPath, "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"kube-system"}}`, nil, 400, metav1.StatusReasonBadRequest},
@@ -764,7 +771,7 @@ func TestFinalizers(t *testing.T) {
 
 // testTable is the resource table of a server with the default settings.
 func testTable() *registry.Table {
-	reg, err := newTable(netip.MustParsePrefix("10.96.0.0/12"), Config{NodePortMin: 30000, NodePortMax: 32767})
+	reg, err := newTable(netip.MustParsePrefix("10.96.0.0/12"), Config{NodePortMin: 30000, NodePortMax: 32767}, nil, nil)
 	if err != nil {
 		panic(err)
 	}

@@ -25,7 +25,9 @@ func tableColumns(res *registry.Resource) []metav1.TableColumnDefinition {
 			cols = append(cols, c)
 		}
 	}
-	cols = append(cols, ageCol)
+	if !res.NoAge {
+		cols = append(cols, ageCol)
+	}
 	for _, c := range res.Columns {
 		if c.Priority != 0 {
 			cols = append(cols, c)
@@ -46,7 +48,9 @@ func tableCells(res *registry.Resource, obj runtime.Object) []interface{} {
 			cells = append(cells, extra[i])
 		}
 	}
-	cells = append(cells, registry.Age(m.GetCreationTimestamp().Time))
+	if !res.NoAge {
+		cells = append(cells, registry.Age(m.GetCreationTimestamp().Time))
+	}
 	for i, c := range res.Columns {
 		if c.Priority != 0 && i < len(extra) {
 			cells = append(cells, extra[i])

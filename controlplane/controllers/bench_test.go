@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -33,7 +32,7 @@ func BenchmarkNamespaceDeletion(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		rs, err := c.cs.AppsV1().ReplicaSets(ns).Create(ctx, replicaSetOf("rs", 20), metav1.CreateOptions{})
+		rs, err := c.cs.AppsV1().ReplicaSets(ns).Create(ctx, replicaSet("rs"), metav1.CreateOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -63,7 +62,7 @@ func BenchmarkGCBackground(b *testing.B) {
 	pods := c.cs.CoreV1().Pods("default")
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		rs, err := c.cs.AppsV1().ReplicaSets("default").Create(ctx, replicaSetOf(fmt.Sprintf("rs-%d", i), 100), metav1.CreateOptions{})
+		rs, err := c.cs.AppsV1().ReplicaSets("default").Create(ctx, replicaSet(fmt.Sprintf("rs-%d", i)), metav1.CreateOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -87,14 +86,6 @@ func BenchmarkGCBackground(b *testing.B) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-}
-
-// replicaSetOf is replicaSet with n replicas: the ReplicaSet controller
-// leaves its n pods be.
-func replicaSetOf(name string, n int32) *appsv1.ReplicaSet {
-	rs := replicaSet(name)
-	rs.Spec.Replicas = &n
-	return rs
 }
 
 // waitGone polls get every 50ms until it answers NotFound (30s at most).

@@ -66,6 +66,9 @@ func startCluster(t testing.TB) *cluster {
 			Logger: quietLogger(),
 			// Pods bound to a live node are forced 1s after their grace.
 			Namespace: namespace.Options{ForceAfter: time.Second},
+			// These tests make ReplicaSets and pods the workload
+			// controllers would resize; those have tests of their own.
+			Workloads: controllers.WorkloadOptions{Disable: controllers.AllWorkloads},
 		})
 	}()
 	t.Cleanup(func() {
@@ -110,12 +113,10 @@ func pod(name, node string, grace int64, owners ...metav1.OwnerReference) *corev
 	}
 }
 
-// replicaSet is a ReplicaSet of one app=web pod, labelled as a Deployment
-// selecting app=web expects (its controller releases it otherwise).
 func replicaSet(name string) *appsv1.ReplicaSet {
 	one := int32(1)
 	return &appsv1.ReplicaSet{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "web"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: appsv1.ReplicaSetSpec{Replicas: &one,
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			Template: corev1.PodTemplateSpec{
@@ -227,8 +228,7 @@ func TestNamespaceDeletionRemovesContent(t *testing.T) {
 func ownedPods(t *testing.T, c *cluster, rsName string, pods ...*corev1.Pod) *appsv1.ReplicaSet {
 	t.Helper()
 	ctx := context.Background()
-	// As many replicas as pods: the ReplicaSet controller leaves them be.
-	rs, err := c.cs.AppsV1().ReplicaSets("default").Create(ctx, replicaSetOf(rsName, int32(len(pods))), metav1.CreateOptions{})
+	rs, err := c.cs.AppsV1().ReplicaSets("default").Create(ctx, replicaSet(rsName), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

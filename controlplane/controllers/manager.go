@@ -16,14 +16,24 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
+	"github.com/skep-dev/skep/controlplane/controllers/certificates"
+	"github.com/skep-dev/skep/controlplane/controllers/clusterroleaggregation"
 	"github.com/skep-dev/skep/controlplane/controllers/endpointslice"
 	"github.com/skep-dev/skep/controlplane/controllers/garbagecollector"
 	"github.com/skep-dev/skep/controlplane/controllers/namespace"
+	"github.com/skep-dev/skep/controlplane/controllers/serviceaccount"
+	"github.com/skep-dev/skep/internal/pki"
 )
 
 // Options tune Run; the zero value is what `skep server` uses.
 type Options struct {
-	Logger        *slog.Logger
+	Logger *slog.Logger
+	// RootCA is the cluster CA (PEM) published in every namespace as
+	// kube-root-ca.crt.
+	RootCA []byte
+	// CA signs approved client certificate requests (nodes joining);
+	// nil: requests are approved but not signed.
+	CA            *pki.CA
 	Namespace     namespace.Options
 	GC            garbagecollector.Options
 	EndpointSlice endpointslice.Options
@@ -93,12 +103,28 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	agg, err := clusterroleaggregation.New(kube, factory.Rbac().V1().ClusterRoles(), log)
+	if err != nil {
+		return err
+	}
+	sa, err := serviceaccount.New(kube, factory.Core().V1().Namespaces(), factory.Core().V1().ServiceAccounts(),
+		factory.Core().V1().ConfigMaps(), serviceaccount.Options{RootCA: opts.RootCA, Logger: log})
+	if err != nil {
+		return err
+	}
+	csr, err := certificates.New(kube, factory.Certificates().V1().CertificateSigningRequests(), certificates.Options{CA: opts.CA, Logger: log})
+	if err != nil {
+		return err
+	}
 	// Future controllers: build them here from factory (and meta), add
 	// them to runners.
 	runners := map[string]func(context.Context) error{
-		"namespace":        ns.Run,
-		"garbagecollector": gc.Run,
-		"endpointslice":    eps.Run,
+		"namespace":              ns.Run,
+		"garbagecollector":       gc.Run,
+		"endpointslice":          eps.Run,
+		"clusterroleaggregation": agg.Run,
+		"serviceaccount":         sa.Run,
+		"certificates":           csr.Run,
 	}
 	if err := addWorkloadControllers(runners, kube, factory, log, opts.Workloads); err != nil {
 		return err

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"log/slog"
+	"slices"
 
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -22,7 +23,15 @@ type WorkloadOptions struct {
 	DaemonSet  daemonset.Options
 	Job        job.Options
 	CronJob    cronjob.Options
+	// Disable names workload controllers not to run ("replicaset",
+	// "deployment", "daemonset", "job", "cronjob"), as
+	// kube-controller-manager's --controllers=-<name> does: tests of other
+	// controllers keep their ReplicaSets and pods as they made them.
+	Disable []string
 }
+
+// AllWorkloads are the names of the workload controllers.
+var AllWorkloads = []string{"replicaset", "deployment", "daemonset", "job", "cronjob"}
 
 // addWorkloadControllers builds the workload controllers on factory and
 // adds them to runners.
@@ -36,7 +45,7 @@ func addWorkloadControllers(runners map[string]func(context.Context) error, kube
 	apps, batch, core := factory.Apps().V1(), factory.Batch().V1(), factory.Core().V1()
 	type runner interface{ Run(context.Context) error }
 	add := func(name string, r runner, err error) error {
-		if err == nil {
+		if err == nil && !slices.Contains(opts.Disable, name) {
 			runners[name] = r.Run
 		}
 		return err

@@ -73,8 +73,13 @@ type WatchOptions struct {
 type Interface interface {
 	// Get returns the current value of key, or ErrNotFound.
 	Get(ctx context.Context, key string) (KV, error)
-	// List returns keys with the prefix in key order.
+	// List returns keys with the prefix in key order, from one snapshot.
 	List(ctx context.Context, prefix string, opts ListOptions) (ListResult, error)
+	// Range reads as List does but hands the items to each one at a time,
+	// so a list of any size is never all in memory; begin, when not nil,
+	// gets the snapshot's revision before the first item. It stops at the
+	// first error either returns. The result has no Items.
+	Range(ctx context.Context, prefix string, opts ListOptions, begin func(rev int64) error, each func(KV) error) (ListResult, error)
 	// Create stores a new key and returns the write's revision; ErrExists if present.
 	// It returns only after the write is durable.
 	Create(ctx context.Context, key string, value []byte) (int64, error)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -13,7 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+
+	"github.com/skep-dev/skep/internal/pki"
 )
 
 // managedBy labels every object the lab writes, so a new `up` or `demo`
@@ -55,6 +59,32 @@ func (c Config) writeNodeKubeconfig(apiAddr string) error {
 	}
 	if err := os.WriteFile(c.caFile(), ca, 0o644); err != nil {
 		return fmt.Errorf("ca file: %w", err)
+	}
+	return nil
+}
+
+// writeProxyKubeconfig writes the proxies' kubeconfig: the node one's
+// server and CA with a client certificate for system:kube-proxy, signed by
+// the cluster CA, so the proxies hold only kube-proxy's rights
+// (system:node-proxier) and not the admin's.
+func (c Config) writeProxyKubeconfig() error {
+	kc, err := clientcmd.LoadFromFile(c.nodeKubeconfig())
+	if err != nil {
+		return fmt.Errorf("node kubeconfig: %w", err)
+	}
+	ca, err := pki.LoadOrCreateCA(filepath.Join(c.dataDir(), "pki", "ca.crt"), filepath.Join(c.dataDir(), "pki", "ca.key"))
+	if err != nil {
+		return fmt.Errorf("cluster CA: %w", err)
+	}
+	certPEM, keyPEM, err := ca.IssueClient("system:kube-proxy", nil, 365*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("proxy certificate: %w", err)
+	}
+	for _, ai := range kc.AuthInfos {
+		*ai = clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	}
+	if err := clientcmd.WriteToFile(*kc, c.proxyKubeconfig()); err != nil {
+		return fmt.Errorf("proxy kubeconfig: %w", err)
 	}
 	return nil
 }

@@ -171,17 +171,18 @@ func (c Config) netnsPath(name string) string {
 func (c Config) podNetnsPrefix(n Node) string { return n.Name + "-" }
 
 // Files in Dir.
-func (c Config) stateFile() string      { return filepath.Join(c.Dir, "lab.json") }
-func (c Config) pidFile() string        { return filepath.Join(c.Dir, "server.pid") }
-func (c Config) logDir() string         { return filepath.Join(c.Dir, "log") }
-func (c Config) logFile() string        { return filepath.Join(c.logDir(), "server.log") }
-func (c Config) dataDir() string        { return filepath.Join(c.Dir, "server") }
-func (c Config) cniDir() string         { return filepath.Join(c.Dir, "cni") }
-func (c Config) podsDir() string        { return filepath.Join(c.Dir, "pods") }
-func (c Config) Kubeconfig() string     { return filepath.Join(c.dataDir(), "admin.kubeconfig") }
-func (c Config) nodeKubeconfig() string { return filepath.Join(c.Dir, "node.kubeconfig") }
-func (c Config) caFile() string         { return filepath.Join(c.Dir, "ca.crt") }
-func (c Config) LogDir() string         { return c.logDir() }
+func (c Config) stateFile() string       { return filepath.Join(c.Dir, "lab.json") }
+func (c Config) pidFile() string         { return filepath.Join(c.Dir, "server.pid") }
+func (c Config) logDir() string          { return filepath.Join(c.Dir, "log") }
+func (c Config) logFile() string         { return filepath.Join(c.logDir(), "server.log") }
+func (c Config) dataDir() string         { return filepath.Join(c.Dir, "server") }
+func (c Config) cniDir() string          { return filepath.Join(c.Dir, "cni") }
+func (c Config) podsDir() string         { return filepath.Join(c.Dir, "pods") }
+func (c Config) Kubeconfig() string      { return filepath.Join(c.dataDir(), "admin.kubeconfig") }
+func (c Config) nodeKubeconfig() string  { return filepath.Join(c.Dir, "node.kubeconfig") }
+func (c Config) proxyKubeconfig() string { return filepath.Join(c.Dir, "proxy.kubeconfig") }
+func (c Config) caFile() string          { return filepath.Join(c.Dir, "ca.crt") }
+func (c Config) LogDir() string          { return c.logDir() }
 
 // apiAddr is where nodes and pods reach the API: the switch's address on
 // the underlay, with the server's port.

@@ -34,7 +34,9 @@
 // --advertise-address 172.31.77.1, which puts that address in its
 // certificate and makes it the kubernetes service's endpoint. So nodes use
 // a kubeconfig (Dir/node.kubeconfig) that is the admin one pointed at
-// 172.31.77.1:<port>, and pods reach the API the in-cluster way, through
+// 172.31.77.1:<port>; the proxies get their own (Dir/proxy.kubeconfig), a
+// client certificate for system:kube-proxy that holds kube-proxy's rights
+// and no more; and pods reach the API the in-cluster way, through
 // 10.96.0.1:443 (socket-LB → 172.31.77.1:<port> → their node → the
 // switch, which routes the pod ranges back via the nodes).
 //

@@ -131,6 +131,9 @@ func Up(ctx context.Context, c Config) (err error) {
 	if err := c.writeNodeKubeconfig(apiAddr); err != nil {
 		return err
 	}
+	if err := c.writeProxyKubeconfig(); err != nil {
+		return err
+	}
 	for _, n := range c.AllNodes() {
 		dial := dialerIn(c.netnsPath(n.Name))
 		err := poll(ctx, 10*time.Second, exited, func() bool {
@@ -160,7 +163,7 @@ func Up(ctx context.Context, c Config) (err error) {
 		c.Logger.Info("starting the proxy", "node", n.Name, "ip", n.IP, "podCIDR", n.PodCIDR)
 		_, exited, err := c.start(daemon{name: "proxy-" + n.Short, cgroup: system, netns: c.netnsPath(n.Name),
 			argv: []string{c.Binary, "proxy",
-				"--kubeconfig", c.nodeKubeconfig(),
+				"--kubeconfig", c.proxyKubeconfig(),
 				"--node-name", n.Name,
 				"--node-ip", n.IP.String(),
 				"--pod-cidr", n.PodCIDR.String(),
@@ -272,7 +275,7 @@ func Down(c Config, purge bool) error {
 		errs = append(errs, cgroup2.Remove(root))
 	}
 	errs = append(errs, c.delGuardRoutes())
-	for _, p := range []string{c.cniDir(), c.podsDir(), c.pidFile(), c.nodeKubeconfig(), c.caFile()} {
+	for _, p := range []string{c.cniDir(), c.podsDir(), c.pidFile(), c.nodeKubeconfig(), c.proxyKubeconfig(), c.caFile()} {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
 		}

@@ -7,10 +7,13 @@ import (
 	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Meta returns an API object's metadata. Every kind in the table has
@@ -85,4 +88,23 @@ func Age(t time.Time) string {
 		return "<unknown>"
 	}
 	return duration.HumanDuration(time.Since(t))
+}
+
+// maxReportedErrors bounds the field errors one answer carries. Building
+// the Status message is quadratic in their number (apimachinery's
+// aggregate joins them one by one), so 200,000 invalid label keys would
+// keep a core busy for minutes; the first hundred say what is wrong.
+const maxReportedErrors = 100
+
+// Invalid is apierrors.NewInvalid with at most maxReportedErrors errors
+// (and one saying how many more there were). Strategies use it for every
+// 422 they answer.
+func Invalid(gk schema.GroupKind, name string, errs field.ErrorList) *apierrors.StatusError {
+	if len(errs) > maxReportedErrors {
+		more := len(errs) - maxReportedErrors
+		errs = append(errs[:maxReportedErrors:maxReportedErrors],
+			&field.Error{Type: field.ErrorTypeTooMany, Field: "<truncated>", BadValue: more,
+				Detail: fmt.Sprintf("and %d more errors not listed", more)})
+	}
+	return apierrors.NewInvalid(gk, name, errs)
 }

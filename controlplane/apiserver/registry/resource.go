@@ -26,6 +26,9 @@ type Resource struct {
 	New func() runtime.Object
 	// NameFn validates metadata.name (default: a DNS-1123 subdomain).
 	NameFn apivalidation.ValidateNameFunc
+	// Verbs the resource serves (default: AllVerbs); a request for another
+	// answers 405, as kube-apiserver does for a route it did not register.
+	Verbs []string
 	// Strategy says what the kind adds to the generic create, update and
 	// delete (default: DefaultStrategy, nothing).
 	Strategy Strategy
@@ -39,6 +42,9 @@ type Resource struct {
 	// added around them.
 	Columns []Column
 	Row     func(obj runtime.Object) []interface{}
+	// NoAge leaves out the AGE column (kubectl shows CREATED AT for RBAC
+	// kinds instead).
+	NoAge bool
 }
 
 // Column is a Table column; Priority 1 columns show with -o wide.
@@ -53,6 +59,12 @@ func (r *Resource) GVR() schema.GroupVersionResource {
 func (r *Resource) GroupResource() schema.GroupResource {
 	return schema.GroupResource{Group: r.GVK.Group, Resource: r.Plural}
 }
+
+// AllVerbs are the verbs of a resource with the whole REST surface.
+var AllVerbs = []string{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+
+// Serves reports whether the resource serves the verb.
+func (r *Resource) Serves(verb string) bool { return slices.Contains(r.Verbs, verb) }
 
 // Subresource returns the named subresource, or nil.
 func (r *Resource) Subresource(name string) *Subresource {
@@ -132,6 +144,9 @@ func NewTable(groups ...[]*Resource) (*Table, error) {
 			}
 			if r.Singular == "" {
 				r.Singular = strings.ToLower(r.GVK.Kind)
+			}
+			if r.Verbs == nil {
+				r.Verbs = AllVerbs
 			}
 			if r.Strategy == nil {
 				r.Strategy = DefaultStrategy{}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -52,6 +53,14 @@ type Strategy interface {
 // object of the resource at start, before it serves.
 type Restorer interface {
 	Restore(obj runtime.Object)
+}
+
+// Admitter is implemented by strategies that check a write against who
+// makes it (RBAC's escalation prevention, the node restriction): ctx
+// carries the user (k8s.io/apiserver's request.UserFrom). Admit runs after
+// validation, on creates (old nil) and updates.
+type Admitter interface {
+	Admit(ctx context.Context, obj, old runtime.Object) error
 }
 
 // Reservation is shared state a write holds until it lands or fails.

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"net/http"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -28,14 +29,7 @@ type Subresource struct {
 }
 
 // Serves reports whether the subresource serves the verb.
-func (s *Subresource) Serves(verb string) bool {
-	for _, v := range s.Verbs {
-		if v == verb {
-			return true
-		}
-	}
-	return false
-}
+func (s *Subresource) Serves(verb string) bool { return slices.Contains(s.Verbs, verb) }
 
 // Handler serves one request for a subresource. It returns the object to
 // answer with and its HTTP code, or a nil object when it wrote the answer
@@ -53,6 +47,9 @@ type Request struct {
 	Objects Objects
 	// Body reads the request body the way the generic handler does.
 	Body Body
+	// Others reads objects of other resources (a token request checks the
+	// pod it binds to).
+	Others Getter
 	// HTTP and Writer are for handlers that stream or proxy.
 	HTTP   *http.Request
 	Writer http.ResponseWriter
@@ -69,6 +66,11 @@ type Objects interface {
 	// us replaces the resource's UpdateStrategy when not nil. Conflicts
 	// with other writers are retried with a fresh copy.
 	Update(ctx context.Context, namespace, name string, us UpdateStrategy, dryRun bool, fn func(cur runtime.Object) (runtime.Object, error)) (runtime.Object, error)
+}
+
+// Getter reads any served object.
+type Getter interface {
+	Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (runtime.Object, error)
 }
 
 // Body decodes the request body as the generic handler does (JSON, YAML or

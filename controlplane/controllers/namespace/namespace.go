@@ -4,8 +4,8 @@
 // which the API server removes the namespace.
 //
 // Like upstream's namespaced-resources deleter it discovers every
-// namespaced resource that can be listed and deleted, deletes each
-// collection with background propagation, and polls (with backoff) until
+// namespaced resource that can be listed and deleted, deletes what it holds
+// (object by object, a few at a time, with background propagation), and polls (with backoff) until
 // every list is empty, reporting progress in the namespace's status
 // conditions (NamespaceContentRemaining, NamespaceFinalizersRemaining,
 // NamespaceDeletionDiscoveryFailure, NamespaceDeletionContentFailure).
@@ -35,6 +35,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -228,19 +230,17 @@ func (c *Controller) deletableResources() ([]resourceInfo, error) {
 			if strings.Contains(r.Name, "/") || !r.Namespaced || !slices.Contains(r.Verbs, "list") {
 				continue
 			}
-			canDelete, canCollection := slices.Contains(r.Verbs, "delete"), slices.Contains(r.Verbs, "deletecollection")
-			if !canDelete && !canCollection {
+			if !slices.Contains(r.Verbs, "delete") {
 				continue
 			}
-			out = append(out, resourceInfo{gvr: gv.WithResource(r.Name), collection: canCollection})
+			out = append(out, resourceInfo{gvr: gv.WithResource(r.Name)})
 		}
 	}
 	return out, err
 }
 
 type resourceInfo struct {
-	gvr        schema.GroupVersionResource
-	collection bool
+	gvr schema.GroupVersionResource
 }
 
 // contentReport is what one deletion pass found.
@@ -275,18 +275,7 @@ func (c *Controller) deleteContent(ctx context.Context, ns string, resources []r
 			}
 		}
 		if live > 0 {
-			if ri.collection {
-				err = client.DeleteCollection(ctx, opts, metav1.ListOptions{})
-			} else {
-				for _, it := range list.Items {
-					if it.DeletionTimestamp != nil {
-						continue
-					}
-					if e := client.Delete(ctx, it.Name, opts); e != nil && !apierrors.IsNotFound(e) {
-						err = e
-					}
-				}
-			}
+			err = deleteEach(ctx, client, list.Items, opts)
 			if err != nil && !apierrors.IsNotFound(err) {
 				rep.errs = append(rep.errs, fmt.Sprintf("delete %s: %v", name, err))
 				continue
@@ -362,6 +351,32 @@ func (c *Controller) forceLingeringPods(ctx context.Context, ns string, pods []m
 		removed++
 	}
 	return removed, next, nil
+}
+
+// deleteParallel is how many deletes of one namespace's content are in
+// flight at once: enough for the store to group their commits.
+const deleteParallel = 8
+
+// deleteEach deletes the objects not yet marked, a few at a time. Not a
+// deletecollection: its answer is every deleted object whole, and 5,000
+// ConfigMaps of 1 MB would be a 5 GB body read by this process, which in
+// skep server is the API server's own; each delete's answer is one object.
+func deleteEach(ctx context.Context, client metadata.ResourceInterface, items []metav1.PartialObjectMetadata, opts metav1.DeleteOptions) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deleteParallel)
+	for i := range items {
+		if items[i].DeletionTimestamp != nil {
+			continue
+		}
+		name := items[i].Name
+		g.Go(func() error {
+			if err := client.Delete(gctx, name, opts); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // shouldForce decides whether a terminating pod may be deleted with grace

@@ -63,25 +63,6 @@ func newFixture(t *testing.T, ns *corev1.Namespace, typed []runtime.Object, cont
 		t.Fatal(err)
 	}
 	meta := metadatafake.NewSimpleMetadataClient(scheme, content...)
-	// The fake tracker has no delete-collection: emulate the server.
-	meta.PrependReactor("delete-collection", "*", func(a clienttesting.Action) (bool, runtime.Object, error) {
-		gvr, nsName := a.GetResource(), a.GetNamespace()
-		objs, err := meta.Tracker().List(gvr, schema.GroupVersionKind{Group: "fake-metadata-client-group", Version: "v1"}, nsName)
-		if err != nil {
-			return true, nil, err
-		}
-		items, _ := objs.(*metav1.List)
-		if items == nil {
-			return true, nil, nil
-		}
-		for _, raw := range items.Items {
-			pm := raw.Object.(*metav1.PartialObjectMetadata)
-			if pm.DeletionTimestamp == nil {
-				_ = meta.Tracker().Delete(gvr, nsName, pm.Name)
-			}
-		}
-		return true, nil, nil
-	})
 	factory := informers.NewSharedInformerFactory(kube, 0)
 	inf := factory.Core().V1().Namespaces()
 	c, err := New(kube, meta, inf, Options{ForceAfter: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

@@ -72,7 +72,8 @@
 // # Watch
 //
 // The event log is a ring of the last N events (WithEventLogSize) indexed by
-// revision; it starts empty at Open, so a watch from a revision older than the
+// revision, holding at most about WithEventLogBytes of values (128 MiB: large
+// objects make it shorter); it starts empty at Open, so a watch from a revision older than the
 // store's revision at Open, or older than the ring's oldest event, gets
 // ErrExpired and the client relists. Each watcher has a goroutine that pulls
 // from the ring at its own pace into a buffered channel; the committer never

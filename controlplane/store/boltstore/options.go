@@ -12,6 +12,7 @@ type Option func(*options)
 
 type options struct {
 	eventLogSize     int
+	eventLogBytes    int64
 	watchBuffer      int
 	progressInterval time.Duration
 	encrypted        []string
@@ -31,6 +32,7 @@ type options struct {
 func defaultOptions() options {
 	return options{
 		eventLogSize:     10000,
+		eventLogBytes:    128 << 20,
 		watchBuffer:      100,
 		progressInterval: time.Second,
 		maxBatch:         1024,
@@ -52,6 +54,17 @@ func WithEventLogSize(n int) Option {
 	return func(o *options) {
 		if n > 0 {
 			o.eventLogSize = n
+		}
+	}
+}
+
+// WithEventLogBytes bounds the values the watch log keeps alive (default
+// 128 MiB): past it the oldest events go early, and a watch from before
+// them gets ErrExpired.
+func WithEventLogBytes(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.eventLogBytes = n
 		}
 	}
 }

@@ -93,9 +93,11 @@ func Open(path string, opts ...Option) (*Store, error) {
 		Timeout:        o.openTimeout,
 		NoFreelistSync: o.noFreelistSync,
 		FreelistType:   bolt.FreelistMapType,
-		// Reserve address space up front so growing the file rarely remaps
-		// (a remap waits for every reader). Costs no memory until touched.
-		InitialMmapSize: 256 << 20,
+		// Reserve address space up front, as etcd does (10 GiB), so a
+		// growing file is not remapped: a remap waits for every open read
+		// transaction, and a list streams out of one (Range). A read-only
+		// file mapping costs no memory until touched.
+		InitialMmapSize: 10 << 30,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -136,7 +138,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		log:            o.logger,
 		sealer:         sl,
 		metrics:        newMetrics(),
-		events:         newEventLog(o.eventLogSize, rev),
+		events:         newEventLog(o.eventLogSize, o.eventLogBytes, rev),
 		wal:            w,
 		overlay:        map[string]walEntry{},
 		applied:        rev,
@@ -194,6 +196,22 @@ func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 // List returns the keys under prefix in key order, read from one snapshot:
 // the bbolt file at its last checkpoint with the later writes laid over it.
 func (s *Store) List(ctx context.Context, prefix string, opts store.ListOptions) (store.ListResult, error) {
+	var items []store.KV
+	res, err := s.Range(ctx, prefix, opts, nil, func(kv store.KV) error {
+		items = append(items, kv)
+		return nil
+	})
+	res.Items = items
+	return res, err
+}
+
+// Range reads as List does but hands each item to fn as it goes, inside the
+// snapshot's read transaction, so a list of any size holds one value at a
+// time. The snapshot is kept open while fn runs: long runs delay the reuse
+// of freed pages (the file grows meanwhile), never writes, which go to the
+// log; the memory map is made large up front so a growing file is not
+// remapped under an open snapshot (see Open).
+func (s *Store) Range(ctx context.Context, prefix string, opts store.ListOptions, begin func(rev int64) error, fn func(store.KV) error) (store.ListResult, error) {
 	if err := ctx.Err(); err != nil {
 		return store.ListResult{}, err
 	}
@@ -222,7 +240,12 @@ func (s *Store) List(ctx context.Context, prefix string, opts store.ListOptions)
 				stale = true
 				return nil
 			}
-			return s.listMerged(ctx, tx, prefix, opts, over, &res)
+			if begin != nil {
+				if err := begin(res.Revision); err != nil {
+					return err
+				}
+			}
+			return s.rangeMerged(ctx, tx, prefix, opts, over, &res, fn)
 		})
 		if stale {
 			runtime.Gosched()
@@ -236,11 +259,12 @@ func (s *Store) List(ctx context.Context, prefix string, opts store.ListOptions)
 // and opening the bbolt snapshot, to widen that window.
 var testHookListCopied func()
 
-// listMerged walks bbolt's keys under prefix and the overlay's (sorted)
+// rangeMerged walks bbolt's keys under prefix and the overlay's (sorted)
 // together; an overlay entry replaces bbolt's value of its key or, when a
 // delete, hides it.
-func (s *Store) listMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts store.ListOptions, over []walEntry, res *store.ListResult) error {
+func (s *Store) rangeMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts store.ListOptions, over []walEntry, res *store.ListResult, fn func(store.KV) error) error {
 	p := []byte(prefix)
+	n := 0 // items handed to fn
 	c := kvBucket(tx).Cursor()
 	var k, v []byte
 	if opts.StartAfter > prefix {
@@ -273,13 +297,13 @@ func (s *Store) listMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts
 			key, rec = string(k), v
 			k, v = c.Next()
 		}
-		if opts.Limit > 0 && len(res.Items) == opts.Limit {
+		if opts.Limit > 0 && n == opts.Limit {
 			// Counting the rest reads only keys, never values.
 			res.More = true
 			res.Remaining++
 			continue
 		}
-		if len(res.Items)%64 == 0 {
+		if n%64 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -288,7 +312,10 @@ func (s *Store) listMerged(ctx context.Context, tx *bolt.Tx, prefix string, opts
 		if err != nil {
 			return err
 		}
-		res.Items = append(res.Items, kv)
+		n++
+		if err := fn(kv); err != nil {
+			return err
+		}
 	}
 }
 

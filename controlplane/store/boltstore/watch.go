@@ -10,13 +10,18 @@ import (
 )
 
 // eventLog is a ring of the most recent events, indexed by revision: every
-// revision is exactly one event, so event r lives at r % len(buf).
+// revision is exactly one event, so event r lives at r % len(buf). It holds
+// at most len(buf) events and about maxBytes of their values: large
+// objects fall out sooner (a watch from before them gets ErrExpired, 410),
+// so 10,000 deletes of 1 MB objects cannot pin 20 GB.
 type eventLog struct {
-	mu     sync.RWMutex
-	buf    []store.Event
-	first  int64         // oldest revision held; first > last when empty
-	last   int64         // newest revision held (the store's revision)
-	notify chan struct{} // closed and replaced on every append
+	mu       sync.RWMutex
+	buf      []store.Event
+	first    int64         // oldest revision held; first > last when empty
+	last     int64         // newest revision held (the store's revision)
+	notify   chan struct{} // closed and replaced on every append
+	bytes    int64         // value bytes the held events keep alive
+	maxBytes int64
 
 	// latest maps a live key to the revision of its newest event in buf, so
 	// the committer can share that value as the next event's PrevKV. Only
@@ -24,14 +29,38 @@ type eventLog struct {
 	latest map[string]int64
 }
 
-func newEventLog(size int, rev int64) *eventLog {
+func newEventLog(size int, maxBytes int64, rev int64) *eventLog {
 	return &eventLog{
-		buf:    make([]store.Event, size),
-		first:  rev + 1,
-		last:   rev,
-		notify: make(chan struct{}),
-		latest: make(map[string]int64),
+		buf:      make([]store.Event, size),
+		first:    rev + 1,
+		last:     rev,
+		notify:   make(chan struct{}),
+		latest:   make(map[string]int64),
+		maxBytes: maxBytes,
 	}
+}
+
+// eventBytes is what an event keeps alive: its value, and its PrevKV's
+// unless that is the same bytes (a delete). A PrevKV shared with an older
+// event is counted twice, which only makes the bound stricter.
+func eventBytes(e *store.Event) int64 {
+	n := int64(len(e.KV.Value))
+	if p := e.PrevKV; p != nil && len(p.Value) > 0 && (len(e.KV.Value) == 0 || &p.Value[0] != &e.KV.Value[0]) {
+		n += int64(len(p.Value))
+	}
+	return n
+}
+
+// drop removes the event in slot from the log's accounting. mu held.
+func (l *eventLog) drop(slot *store.Event) {
+	if slot.Revision == 0 {
+		return
+	}
+	if old := slot.KV.Key; l.latest[old] == slot.Revision {
+		delete(l.latest, old)
+	}
+	l.bytes -= eventBytes(slot)
+	*slot = store.Event{}
 }
 
 // latestValue returns key's value at modRev if the log still holds it.
@@ -54,10 +83,9 @@ func (l *eventLog) append(evs []store.Event) {
 	l.mu.Lock()
 	for _, e := range evs {
 		slot := &l.buf[e.Revision%n]
-		if old := slot.KV.Key; slot.Revision != 0 && l.latest[old] == slot.Revision {
-			delete(l.latest, old)
-		}
+		l.drop(slot)
 		*slot = e
+		l.bytes += eventBytes(slot)
 		l.last = e.Revision
 		if e.Type == store.EventDelete {
 			delete(l.latest, e.KV.Key)
@@ -68,14 +96,23 @@ func (l *eventLog) append(evs []store.Event) {
 	if l.last-l.first+1 > n {
 		l.first = l.last - n + 1
 	}
+	// Past the byte bound the oldest events go, the newest always stays.
+	for l.bytes > l.maxBytes && l.first < l.last {
+		l.drop(&l.buf[l.first%n])
+		l.first++
+	}
 	close(l.notify)
 	l.notify = make(chan struct{})
 	l.mu.Unlock()
 }
 
-// read copies up to max events from revision next on. ok is false when next
-// is no longer in the ring. With nothing to read, it returns the channel that
-// closes on the next append.
+// readBytes bounds the values one read takes out of the log, so a lagging
+// watcher holds a few large events rather than a batch of them.
+const readBytes = 8 << 20
+
+// read copies up to cap(dst) events, and about readBytes of values, from
+// revision next on. ok is false when next is no longer in the ring. With
+// nothing to read, it returns the channel that closes on the next append.
 func (l *eventLog) read(next int64, dst []store.Event) (evs []store.Event, ok bool, notify <-chan struct{}) {
 	n := int64(len(l.buf))
 	l.mu.RLock()
@@ -83,8 +120,10 @@ func (l *eventLog) read(next int64, dst []store.Event) (evs []store.Event, ok bo
 	if next < l.first {
 		return nil, false, nil
 	}
-	for r := next; r <= l.last && len(dst) < cap(dst); r++ {
+	var size int64
+	for r := next; r <= l.last && len(dst) < cap(dst) && size < readBytes; r++ {
 		dst = append(dst, l.buf[r%n])
+		size += eventBytes(&dst[len(dst)-1])
 	}
 	return dst, true, l.notify
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +125,54 @@ func TestWatchExpired(t *testing.T) {
 	mustCreate(t, s2, "/new", "v")
 	if e := next(t, ch); e.Revision != 11 || e.KV.Key != "/new" {
 		t.Fatalf("after reopen got %+v", e)
+	}
+}
+
+// TestWatchLogBoundedByBytes: large values make the log shorter, not
+// larger: past the byte bound the oldest events go (a watch from before
+// them is ErrExpired) while the newest stay, and the log's accounting never
+// exceeds the bound by more than one event.
+func TestWatchLogBoundedByBytes(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), WithEventLogSize(1000), WithEventLogBytes(1<<20))
+	big := strings.Repeat("x", 300<<10)
+	for i := range 10 {
+		mustCreate(t, s, fmt.Sprintf("/big%d", i), big)
+	}
+	// Each update keeps its value and the one before it: updates count twice.
+	for i := range 3 {
+		if _, err := s.Update(ctx, fmt.Sprintf("/big%d", 9-i), []byte(big+"y"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.events.mu.RLock()
+	first, last, bytes := s.events.first, s.events.last, s.events.bytes
+	s.events.mu.RUnlock()
+	if bytes > 1<<20+2*int64(len(big))+2 || last != 13 || first < 11 {
+		t.Fatalf("log holds revisions %d..%d and %d bytes; want about 1 MiB of the newest", first, last, bytes)
+	}
+	if _, err := s.Watch(ctx, "/", 1, store.WatchOptions{}); !errors.Is(err, store.ErrExpired) {
+		t.Fatalf("watch from an evicted revision: %v, want ErrExpired", err)
+	}
+	ch, err := s.Watch(ctx, "/", first-1, store.WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := first; want <= last; want++ {
+		if e := next(t, ch); e.Revision != want {
+			t.Fatalf("replay got revision %d, want %d", e.Revision, want)
+		}
+	}
+	// Deletes keep one copy (the deleted value is the previous one).
+	for i := range 3 {
+		if _, err := s.Delete(ctx, fmt.Sprintf("/big%d", i), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.events.mu.RLock()
+	defer s.events.mu.RUnlock()
+	if s.events.bytes > 1<<20+2*int64(len(big))+2 || s.events.last != 16 {
+		t.Fatalf("after deletes: %d bytes up to revision %d", s.events.bytes, s.events.last)
 	}
 }
 

@@ -215,7 +215,11 @@ func (s *Server) RSSBytes() (int64, error) {
 }
 
 // ProcRSS reads VmRSS of a process from /proc/<pid>/status.
-func ProcRSS(pid int) (int64, error) {
+func ProcRSS(pid int) (int64, error) { return ProcStatusBytes(pid, "VmRSS") }
+
+// ProcStatusBytes reads a size field of /proc/<pid>/status (VmRSS, RssAnon:
+// the resident memory that is the process's own, not mapped files).
+func ProcStatusBytes(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -224,7 +228,7 @@ func ProcRSS(pid int) (int64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			fields := strings.Fields(v)
 			if len(fields) != 2 || fields[1] != "kB" {
 				return 0, fmt.Errorf("parse %q", line)
@@ -233,7 +237,7 @@ func ProcRSS(pid int) (int64, error) {
 			return kb * 1024, err
 		}
 	}
-	return 0, errors.New("VmRSS not found")
+	return 0, fmt.Errorf("%s not found", field)
 }
 
 // LogTail returns the last n lines of the server's log.

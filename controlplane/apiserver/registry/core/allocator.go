@@ -94,7 +94,8 @@ func (a *serviceAllocator) allocateIP(want string) (netip.Addr, *field.Error) {
 		if err != nil || !ip.Is4() {
 			return ip, field.Invalid(p, want, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
 		}
-		if !a.cidr.Contains(ip) {
+		// The range's network and broadcast addresses are no service's.
+		if !a.cidr.Contains(ip) || ip == a.cidr.Addr() || ip == addrAt(a.cidr.Addr(), (uint32(1)<<(32-a.cidr.Bits()))-1) {
 			return ip, field.Invalid(p, want, fmt.Sprintf("failed to allocate IP %s: the provided IP (%s) is not in the valid range. The range of valid IPs is %s", want, want, a.cidr))
 		}
 		if a.ips[ip] {
@@ -183,7 +184,10 @@ func (a *serviceAllocator) allocate(svc, prev *corev1.Service) (field.ErrorList,
 			svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicySingleStack)
 		}
 	}
-	// Node ports.
+	// Node ports, as Kubernetes assigns them: ports with the same port
+	// number share one node port (53/TCP and 53/UDP), a port keeps the node
+	// port prev gave it, and once the range is full the rest fail at once
+	// rather than each scanning it again.
 	needPorts := svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
 	held := map[int32]bool{}
 	if prev != nil {
@@ -191,6 +195,7 @@ func (a *serviceAllocator) allocate(svc, prev *corev1.Service) (field.ErrorList,
 			held[p] = true
 		}
 	}
+	byPort := map[int32]int32{} // service port → its node port
 	for i := range svc.Spec.Ports {
 		port := &svc.Spec.Ports[i]
 		pp := field.NewPath("spec", "ports").Index(i).Child("nodePort")
@@ -198,7 +203,12 @@ func (a *serviceAllocator) allocate(svc, prev *corev1.Service) (field.ErrorList,
 			port.NodePort = 0
 			continue
 		}
+		if np, ok := byPort[port.Port]; ok && (port.NodePort == 0 || port.NodePort == np) {
+			port.NodePort = np
+			continue
+		}
 		if port.NodePort != 0 && held[port.NodePort] {
+			byPort[port.Port] = port.NodePort
 			continue
 		}
 		if port.NodePort == 0 && prev != nil {
@@ -208,16 +218,21 @@ func (a *serviceAllocator) allocate(svc, prev *corev1.Service) (field.ErrorList,
 				}
 			}
 			if port.NodePort != 0 {
+				byPort[port.Port] = port.NodePort
 				continue
 			}
 		}
 		np, ferr := a.allocatePort(port.NodePort, pp)
 		if ferr != nil {
+			// The first port that cannot have one fails the service, as in
+			// Kubernetes: trying the rest would only scan a full range
+			// again for each.
 			errs = append(errs, ferr)
-			continue
+			break
 		}
 		gotPorts = append(gotPorts, np)
 		port.NodePort = np
+		byPort[port.Port] = np
 	}
 	if len(errs) > 0 {
 		a.freeLocked(got, gotPorts)

@@ -2,10 +2,10 @@ package core
 
 import (
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
@@ -25,67 +25,70 @@ func configMapResource() *registry.Resource {
 	}
 }
 
+// configMapStrategy validates as Kubernetes' ValidateConfigMap(Update).
 type configMapStrategy struct{ registry.DefaultStrategy }
 
 func (configMapStrategy) Validate(o runtime.Object) field.ErrorList {
 	c := o.(*corev1.ConfigMap)
-	errs := validateDataKeys(keysOf(c.Data, c.BinaryData), field.NewPath("data"))
-	size := 0
-	for _, v := range c.Data {
-		size += len(v)
+	var errs field.ErrorList
+	total := 0
+	dp, bp := field.NewPath("data"), field.NewPath("binaryData")
+	for _, k := range sortedKeys(c.Data) {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs = append(errs, field.Invalid(dp.Key(k), k, msg))
+		}
+		if _, dup := c.BinaryData[k]; dup {
+			errs = append(errs, field.Invalid(dp.Key(k), k, "duplicate of key present in binaryData"))
+		}
+		total += len(c.Data[k])
 	}
-	for _, v := range c.BinaryData {
-		size += len(v)
+	for _, k := range sortedKeys(c.BinaryData) {
+		for _, msg := range validation.IsConfigMapKey(k) {
+			errs = append(errs, field.Invalid(bp.Key(k), k, msg))
+		}
+		total += len(c.BinaryData[k])
 	}
-	if size > maxDataBytes {
+	if total > maxDataBytes {
 		// The whole object, as upstream (an empty path).
 		errs = append(errs, field.TooLong(field.NewPath(""), "", maxDataBytes))
 	}
 	return errs
 }
 
-func (st configMapStrategy) ValidateUpdate(o, _ runtime.Object) field.ErrorList {
-	return st.Validate(o)
+func (st configMapStrategy) ValidateUpdate(o, old runtime.Object) field.ErrorList {
+	c, oc := o.(*corev1.ConfigMap), old.(*corev1.ConfigMap)
+	var errs field.ErrorList
+	if oc.Immutable != nil && *oc.Immutable {
+		errs = append(errs, immutableWhenSet(c.Immutable, field.NewPath("immutable"))...)
+		if !registry.EqualSemantic(c.Data, oc.Data) {
+			errs = append(errs, field.Forbidden(field.NewPath("data"), immutableMsg))
+		}
+		if !registry.EqualSemantic(c.BinaryData, oc.BinaryData) {
+			errs = append(errs, field.Forbidden(field.NewPath("binaryData"), immutableMsg))
+		}
+	}
+	return append(errs, st.Validate(o)...)
+}
+
+const immutableMsg = "field is immutable when `immutable` is set"
+
+// immutableWhenSet: an immutable ConfigMap or Secret stays immutable.
+func immutableWhenSet(immutable *bool, p *field.Path) field.ErrorList {
+	if immutable == nil || !*immutable {
+		return field.ErrorList{field.Forbidden(p, immutableMsg)}
+	}
+	return nil
 }
 
 // maxDataBytes bounds the total data of a configmap or secret, as upstream
 // (core.MaxSecretSize): such objects are mounted into pods whole.
 const maxDataBytes = 1 << 20
 
-func keysOf(a map[string]string, b map[string][]byte) []string {
-	var out []string
-	for k := range a {
-		out = append(out, k)
-	}
-	for k := range b {
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
 		out = append(out, k)
 	}
 	sort.Strings(out)
 	return out
-}
-
-// validateDataKeys checks configmap and secret keys as the real API does.
-func validateDataKeys(keys []string, p *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	for _, k := range keys {
-		if msgs := isConfigMapKey(k); len(msgs) > 0 {
-			errs = append(errs, field.Invalid(p, k, strings.Join(msgs, "; ")))
-		}
-	}
-	return errs
-}
-
-func isConfigMapKey(k string) []string {
-	if k == "" || len(k) > 253 {
-		return []string{"a valid config key must be between 1 and 253 characters"}
-	}
-	if k == "." || k == ".." || strings.HasPrefix(k, "..") {
-		return []string{"must not be '.' or '..' or start with '..'"}
-	}
-	for _, c := range k {
-		if !(c == '-' || c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return []string{"a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"}
-		}
-	}
-	return nil
 }

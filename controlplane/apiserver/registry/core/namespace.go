@@ -19,8 +19,11 @@ func namespaceResource() *registry.Resource {
 	st := namespaceStrategy{SpecStatus: registry.SpecStatus{Status: true}}
 	return &registry.Resource{
 		GVK: corev1.SchemeGroupVersion.WithKind("Namespace"), Plural: "namespaces", ShortNames: []string{"ns"},
-		New:      func() runtime.Object { return &corev1.Namespace{} },
-		NameFn:   apivalidation.NameIsDNSLabel,
+		New:    func() runtime.Object { return &corev1.Namespace{} },
+		NameFn: apivalidation.NameIsDNSLabel,
+		// No deletecollection, as in Kubernetes: DELETE /api/v1/namespaces
+		// is 405, never "every namespace but the immortal ones".
+		Verbs:    []string{"create", "delete", "get", "list", "patch", "update", "watch"},
 		Strategy: st,
 		Subresources: []*registry.Subresource{
 			{Name: "status", Verbs: []string{"get", "patch", "update"}, Update: registry.StatusStrategy(st)},

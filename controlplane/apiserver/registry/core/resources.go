@@ -16,6 +16,9 @@ type Options struct {
 	ServiceCIDR netip.Prefix
 	// NodePortMin and NodePortMax bound node ports.
 	NodePortMin, NodePortMax int32
+	// Tokens signs ServiceAccount tokens; nil serves no
+	// serviceaccounts/token.
+	Tokens TokenIssuer
 }
 
 // Resources returns the rows of the core group.
@@ -33,5 +36,6 @@ func Resources(opts Options) ([]*registry.Resource, error) {
 		configMapResource(),
 		secretResource(),
 		eventResource(),
+		serviceAccountResource(opts.Tokens),
 	}, nil
 }

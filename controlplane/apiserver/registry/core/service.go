@@ -2,15 +2,17 @@ package core
 
 import (
 	"fmt"
+	"net"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
@@ -75,45 +77,143 @@ func (serviceStrategy) Default(o runtime.Object) {
 	}
 }
 
+// Validate follows Kubernetes' ValidateService for what skep serves
+// (single-stack IPv4): type, ports, target ports, node ports, selector,
+// session affinity, external IPs and names; the allocator checks the
+// cluster IP against the range when it reserves it.
 func (serviceStrategy) Validate(o runtime.Object) field.ErrorList {
 	s := o.(*corev1.Service)
 	var errs field.ErrorList
 	sp := field.NewPath("spec")
+	headless := s.Spec.ClusterIP == corev1.ClusterIPNone
 	switch s.Spec.Type {
 	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer:
-		if len(s.Spec.Ports) == 0 && s.Spec.ClusterIP != corev1.ClusterIPNone {
+		if len(s.Spec.Ports) == 0 && !headless {
 			errs = append(errs, field.Required(sp.Child("ports"), ""))
+		}
+		if s.Spec.ClusterIP != "" && !headless {
+			errs = append(errs, validation.IsValidIP(sp.Child("clusterIP"), s.Spec.ClusterIP)...)
+		}
+		if headless && s.Spec.Type != corev1.ServiceTypeClusterIP {
+			errs = append(errs, field.Invalid(sp.Child("clusterIPs").Index(0), corev1.ClusterIPNone, "may not be set to 'None' for "+string(s.Spec.Type)+" services"))
 		}
 	case corev1.ServiceTypeExternalName:
 		if s.Spec.ExternalName == "" {
 			errs = append(errs, field.Required(sp.Child("externalName"), ""))
+		} else {
+			for _, msg := range validation.IsDNS1123Subdomain(strings.TrimSuffix(s.Spec.ExternalName, ".")) {
+				errs = append(errs, field.Invalid(sp.Child("externalName"), s.Spec.ExternalName, msg))
+			}
 		}
 	default:
 		errs = append(errs, field.NotSupported(sp.Child("type"), s.Spec.Type, []string{"ClusterIP", "ExternalName", "LoadBalancer", "NodePort"}))
 	}
-	seen := map[string]bool{}
+	names := map[string]bool{}
+	ports := map[corev1.ServicePort]bool{}
+	nodePorts := map[corev1.ServicePort]bool{}
 	for i, p := range s.Spec.Ports {
 		pp := sp.Child("ports").Index(i)
-		if len(s.Spec.Ports) > 1 && p.Name == "" {
+		switch {
+		case p.Name == "" && len(s.Spec.Ports) > 1:
 			errs = append(errs, field.Required(pp.Child("name"), ""))
+		case p.Name != "":
+			for _, msg := range validation.IsDNS1123Label(p.Name) {
+				errs = append(errs, field.Invalid(pp.Child("name"), p.Name, msg))
+			}
+			if names[p.Name] {
+				errs = append(errs, field.Duplicate(pp.Child("name"), p.Name))
+			}
+			names[p.Name] = true
 		}
-		if p.Name != "" && seen[p.Name] {
-			errs = append(errs, field.Duplicate(pp.Child("name"), p.Name))
-		}
-		seen[p.Name] = true
-		if p.Port < 1 || p.Port > 65535 {
-			errs = append(errs, field.Invalid(pp.Child("port"), p.Port, "must be between 1 and 65535, inclusive"))
+		for _, msg := range validation.IsValidPortNum(int(p.Port)) {
+			errs = append(errs, field.Invalid(pp.Child("port"), p.Port, msg))
 		}
 		switch p.Protocol {
 		case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
 		default:
 			errs = append(errs, field.NotSupported(pp.Child("protocol"), p.Protocol, []string{"SCTP", "TCP", "UDP"}))
 		}
-		if p.NodePort != 0 && s.Spec.Type != corev1.ServiceTypeNodePort && s.Spec.Type != corev1.ServiceTypeLoadBalancer {
-			errs = append(errs, field.Forbidden(pp.Child("nodePort"), "may not be used when `type` is 'ClusterIP'"))
+		if p.TargetPort.Type == intstr.String {
+			for _, msg := range validation.IsValidPortName(p.TargetPort.StrVal) {
+				errs = append(errs, field.Invalid(pp.Child("targetPort"), p.TargetPort.StrVal, msg))
+			}
+		} else {
+			for _, msg := range validation.IsValidPortNum(int(p.TargetPort.IntVal)) {
+				errs = append(errs, field.Invalid(pp.Child("targetPort"), p.TargetPort.IntVal, msg))
+			}
+		}
+		// One port and protocol once; one node port and protocol once (so
+		// DNS's 53/TCP and 53/UDP may share a node port).
+		if key := (corev1.ServicePort{Port: p.Port, Protocol: p.Protocol}); ports[key] {
+			errs = append(errs, field.Duplicate(pp, key))
+		} else {
+			ports[key] = true
+		}
+		if p.NodePort != 0 {
+			if s.Spec.Type != corev1.ServiceTypeNodePort && s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+				errs = append(errs, field.Forbidden(pp.Child("nodePort"), "may not be used when `type` is '"+string(s.Spec.Type)+"'"))
+			}
+			if key := (corev1.ServicePort{NodePort: p.NodePort, Protocol: p.Protocol}); nodePorts[key] {
+				errs = append(errs, field.Duplicate(pp.Child("nodePort"), p.NodePort))
+			} else {
+				nodePorts[key] = true
+			}
 		}
 	}
+	if s.Spec.Type != corev1.ServiceTypeExternalName {
+		errs = append(errs, metav1validation.ValidateLabels(s.Spec.Selector, sp.Child("selector"))...)
+	}
+	switch s.Spec.SessionAffinity {
+	case corev1.ServiceAffinityClientIP:
+		if c := s.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			if t := *c.ClientIP.TimeoutSeconds; t <= 0 || t > maxClientIPAffinitySeconds {
+				errs = append(errs, field.Invalid(sp.Child("sessionAffinityConfig", "clientIP", "timeoutSeconds"), t,
+					fmt.Sprintf("must be greater than 0 and less than %d", maxClientIPAffinitySeconds)))
+			}
+		}
+	case corev1.ServiceAffinityNone:
+		if s.Spec.SessionAffinityConfig != nil {
+			errs = append(errs, field.Forbidden(sp.Child("sessionAffinityConfig"), fmt.Sprintf("must not be set when session affinity is %s", corev1.ServiceAffinityNone)))
+		}
+	default:
+		errs = append(errs, field.NotSupported(sp.Child("sessionAffinity"), s.Spec.SessionAffinity, []string{"ClientIP", "None"}))
+	}
+	for i, ip := range s.Spec.ExternalIPs {
+		p := sp.Child("externalIPs").Index(i)
+		if ipErrs := validation.IsValidIP(p, ip); len(ipErrs) > 0 {
+			errs = append(errs, ipErrs...)
+		} else {
+			errs = append(errs, validateNonSpecialIP(ip, p)...)
+		}
+	}
+	if s.Spec.ExternalTrafficPolicy != "" {
+		if s.Spec.Type != corev1.ServiceTypeNodePort && s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+			errs = append(errs, field.Invalid(sp.Child("externalTrafficPolicy"), s.Spec.ExternalTrafficPolicy, "may only be set for NodePort and LoadBalancer services"))
+		} else if p := s.Spec.ExternalTrafficPolicy; p != corev1.ServiceExternalTrafficPolicyCluster && p != corev1.ServiceExternalTrafficPolicyLocal {
+			errs = append(errs, field.NotSupported(sp.Child("externalTrafficPolicy"), p, []string{"Cluster", "Local"}))
+		}
+	}
+	if p := s.Spec.InternalTrafficPolicy; p != nil && *p != corev1.ServiceInternalTrafficPolicyCluster && *p != corev1.ServiceInternalTrafficPolicyLocal {
+		errs = append(errs, field.NotSupported(sp.Child("internalTrafficPolicy"), *p, []string{"Cluster", "Local"}))
+	}
 	return errs
+}
+
+// validateNonSpecialIP refuses the addresses a service may not claim as
+// external (Kubernetes' ValidateNonSpecialIP).
+func validateNonSpecialIP(ip string, p *field.Path) field.ErrorList {
+	a := net.ParseIP(ip)
+	switch {
+	case a.IsUnspecified():
+		return field.ErrorList{field.Invalid(p, ip, "may not be unspecified (0.0.0.0)")}
+	case a.IsLoopback():
+		return field.ErrorList{field.Invalid(p, ip, "may not be in the loopback range (127.0.0.0/8, ::1/128)")}
+	case a.IsLinkLocalMulticast():
+		return field.ErrorList{field.Invalid(p, ip, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")}
+	case a.IsLinkLocalUnicast():
+		return field.ErrorList{field.Invalid(p, ip, "may not be in the link-local range (169.254.0.0/16, fe80::/10)")}
+	}
+	return nil
 }
 
 func (st serviceStrategy) ValidateUpdate(o, old runtime.Object) field.ErrorList {
@@ -139,7 +239,7 @@ func (st serviceStrategy) Reserve(obj, old runtime.Object) (registry.Reservation
 	svc = obj.(*corev1.Service)
 	errs, ips, ports := st.alloc.allocate(svc, prev)
 	if len(errs) > 0 {
-		return nil, apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Service").GroupKind(), svc.Name, errs)
+		return nil, registry.Invalid(corev1.SchemeGroupVersion.WithKind("Service").GroupKind(), svc.Name, errs)
 	}
 	return &serviceReservation{a: st.alloc, svc: svc, old: prev, ips: ips, ports: ports}, nil
 }
@@ -189,3 +289,7 @@ func serviceRow(o runtime.Object) []interface{} {
 	}
 	return []interface{}{string(s.Spec.Type), cip, extStr, portStr, sel}
 }
+
+// maxClientIPAffinitySeconds bounds sessionAffinityConfig.clientIP's
+// timeout (a day), as Kubernetes' core.MaxClientIPServiceAffinitySeconds.
+const maxClientIPAffinitySeconds = 86400

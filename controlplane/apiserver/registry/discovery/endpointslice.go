@@ -30,7 +30,23 @@ func Resources() []*registry.Resource {
 	}}
 }
 
+// endpointSliceStrategy: a slice has no spec, yet counts its changes in
+// metadata.generation as Kubernetes' does (anything but metadata, or its
+// labels), which the EndpointSlice controller's tracker relies on to tell
+// a stale cache from its own writes.
 type endpointSliceStrategy struct{ registry.DefaultStrategy }
+
+func (endpointSliceStrategy) PrepareForCreate(o runtime.Object) {
+	o.(*discoveryv1.EndpointSlice).Generation = 1
+}
+
+func (endpointSliceStrategy) PrepareForUpdate(o, old runtime.Object) {
+	s, os := o.(*discoveryv1.EndpointSlice), old.(*discoveryv1.EndpointSlice)
+	if !registry.EqualSemantic(s.Endpoints, os.Endpoints) || !registry.EqualSemantic(s.Ports, os.Ports) ||
+		s.AddressType != os.AddressType || !registry.EqualSemantic(s.Labels, os.Labels) {
+		s.Generation = os.Generation + 1
+	}
+}
 
 func (endpointSliceStrategy) Validate(o runtime.Object) field.ErrorList {
 	s := o.(*discoveryv1.EndpointSlice)
