@@ -334,8 +334,8 @@ func (c *Controller) checkPausedConditions(ctx context.Context, d *appsv1.Deploy
 	default:
 		return nil
 	}
-	_, err := c.Kube.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
-	return err
+	// Carry on with what was stored: the rest of this sync writes again.
+	return c.updateDeployment(ctx, d)
 }
 
 // isScalingEvent: an active ReplicaSet recorded another desired size than
