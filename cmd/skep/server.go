@@ -38,7 +38,7 @@ func serve(ctx context.Context, args []string) error {
 	dataDir := fs.String("data-dir", "/var/lib/skep", "directory for the store, certificates, token and admin kubeconfig")
 	listen := fs.String("listen", "127.0.0.1:6443", "host:port to serve HTTPS on")
 	advertise := fs.String("advertise-address", "", "address other machines reach this server at (added to the certificate)")
-	runControllers := fs.Bool("controllers", true, "run the controllers (namespace, garbage collector, endpointslice) in this process; false leaves them to another process")
+	runControllers := fs.Bool("controllers", true, "run the controllers (namespace, garbage collector, endpointslice, clusterrole aggregation, serviceaccount, certificates, ReplicaSet, Deployment, DaemonSet, Job, CronJob) in this process; false leaves them to another process")
 	var sans stringList
 	fs.Var(&sans, "tls-san", "extra certificate subject alternative name (repeatable)")
 	verbose := fs.Bool("v", false, "debug logging")

@@ -41,6 +41,7 @@ import (
 	"github.com/skep-dev/skep/controlplane/apiserver/registry"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/apiextensions"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/apps"
+	"github.com/skep-dev/skep/controlplane/apiserver/registry/batch"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/certificates"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/coordination"
 	"github.com/skep-dev/skep/controlplane/apiserver/registry/core"
@@ -562,7 +563,7 @@ func newTable(cidr netip.Prefix, cfg Config, rc rbac.Checker, tokens *auth.Servi
 	if err != nil {
 		return nil, err
 	}
-	return registry.NewTable(coreRows, apps.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources(),
+	return registry.NewTable(coreRows, apps.Resources(), batch.Resources(), coordination.Resources(), discovery.Resources(), networking.Resources(),
 		rbac.Resources(rc), certificates.Resources(), apiextensions.Resources())
 }
 

@@ -66,6 +66,9 @@ func startCluster(t testing.TB) *cluster {
 			Logger: quietLogger(),
 			// Pods bound to a live node are forced 1s after their grace.
 			Namespace: namespace.Options{ForceAfter: time.Second},
+			// These tests make ReplicaSets and pods the workload
+			// controllers would resize; those have tests of their own.
+			Workloads: controllers.WorkloadOptions{Disable: controllers.AllWorkloads},
 		})
 	}()
 	t.Cleanup(func() {

@@ -37,6 +37,7 @@ type Options struct {
 	Namespace     namespace.Options
 	GC            garbagecollector.Options
 	EndpointSlice endpointslice.Options
+	Workloads     WorkloadOptions
 }
 
 // Run starts every controller against the API server cfg points at and
@@ -124,6 +125,9 @@ func RunWithOptions(ctx context.Context, cfg *rest.Config, opts Options) error {
 		"clusterroleaggregation": agg.Run,
 		"serviceaccount":         sa.Run,
 		"certificates":           csr.Run,
+	}
+	if err := addWorkloadControllers(runners, kube, factory, log, opts.Workloads); err != nil {
+		return err
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -77,6 +77,29 @@ package registry
 //	               fields (maxSurge and maxUnavailable not both 0),
 //	               minReadySeconds, revisionHistoryLimit and
 //	               progressDeadlineSeconds ranges.
+//	DaemonSet      the same selector and template rules (restartPolicy
+//	               Always, no activeDeadlineSeconds); minReadySeconds and
+//	               revisionHistoryLimit >= 0; updateStrategy type, maxSurge and
+//	               maxUnavailable as counts or percentages <= 100%, not both
+//	               0; the template generation annotation counts template
+//	               changes.
+//	ControllerRevision  data required and immutable; revision >= 0.
+//	Job            the generated selector and labels (or a manual selector
+//	               matching the template); restartPolicy OnFailure or Never;
+//	               parallelism, completions, backoffLimit,
+//	               activeDeadlineSeconds, ttlSecondsAfterFinished >= 0;
+//	               completionMode (Indexed needs completions, both
+//	               <= 100,000); podReplacementPolicy; on update the selector,
+//	               template (but a suspended, never started Job's scheduling
+//	               directives), completionMode and completions (but an
+//	               elastic Indexed Job's) are immutable. Refused, as the Job
+//	               controller does not implement them: podFailurePolicy,
+//	               successPolicy, backoffLimitPerIndex, maxFailedIndexes.
+//	CronJob        name <= 52 characters; schedule parsed as the controller
+//	               will (robfig/cron), no TZ= in it; timeZone an IANA zone;
+//	               concurrencyPolicy; startingDeadlineSeconds and history
+//	               limits >= 0; the job template as a Job's spec, without a
+//	               selector.
 //	EndpointSlice  addressType. Not yet: addresses per type, the 1,000
 //	               endpoint and 100 port limits, port names.
 //	Endpoints,     metadata only.

@@ -27,14 +27,11 @@ func deploymentResource() *registry.Resource {
 				return &replicas{spec: &d.Spec.Replicas, status: d.Status.Replicas, selector: d.Spec.Selector}
 			}),
 		},
-		Columns: []registry.Column{
+		Columns: append([]registry.Column{
 			{Name: "Ready", Type: "string", Description: "Number of the pod with ready state"},
 			{Name: "Up-to-date", Type: "string", Description: "Total number of non-terminated pods targeted by this deployment that have the desired template spec."},
 			{Name: "Available", Type: "string", Description: "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."},
-			{Name: "Containers", Type: "string", Description: "Names of each container in the template.", Priority: 1},
-			{Name: "Images", Type: "string", Description: "Images referenced by each container in the template.", Priority: 1},
-			{Name: "Selector", Type: "string", Description: "Label selector for pods.", Priority: 1},
-		},
+		}, TemplateColumns("Label selector for pods.")...),
 		Row: deploymentRow,
 	}
 }
@@ -84,6 +81,6 @@ func deploymentRow(o runtime.Object) []interface{} {
 	if d.Spec.Replicas != nil {
 		want = *d.Spec.Replicas
 	}
-	names, images := containersAndImages(d.Spec.Template.Spec.Containers)
-	return []interface{}{fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, want), int64(d.Status.UpdatedReplicas), int64(d.Status.AvailableReplicas), names, images, selectorString(d.Spec.Selector)}
+	return append([]interface{}{fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, want), int64(d.Status.UpdatedReplicas), int64(d.Status.AvailableReplicas)},
+		TemplateCells(&d.Spec.Template, d.Spec.Selector)...)
 }

@@ -1,7 +1,10 @@
 package apps
 
 import (
+	"strconv"
+
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
@@ -24,14 +27,15 @@ func replicaSetResource() *registry.Resource {
 				return &replicas{spec: &rs.Spec.Replicas, status: rs.Status.Replicas, selector: rs.Spec.Selector}
 			}),
 		},
-		Columns: []registry.Column{
+		// Kubernetes' one field selector for ReplicaSets.
+		Fields: func(o runtime.Object) fields.Set {
+			return fields.Set{"status.replicas": strconv.Itoa(int(o.(*appsv1.ReplicaSet).Status.Replicas))}
+		},
+		Columns: append([]registry.Column{
 			{Name: "Desired", Type: "integer", Description: "Number of desired pods."},
 			{Name: "Current", Type: "integer", Description: "Number of actual replicas."},
 			{Name: "Ready", Type: "integer", Description: "The number of ready replicas."},
-			{Name: "Containers", Type: "string", Description: "Names of each container in the template.", Priority: 1},
-			{Name: "Images", Type: "string", Description: "Images referenced by each container in the template.", Priority: 1},
-			{Name: "Selector", Type: "string", Description: "Label selector for pods.", Priority: 1},
-		},
+		}, TemplateColumns("Label selector for pods.")...),
 		Row: replicaSetRow,
 	}
 }
@@ -61,6 +65,6 @@ func replicaSetRow(o runtime.Object) []interface{} {
 	if rs.Spec.Replicas != nil {
 		want = *rs.Spec.Replicas
 	}
-	names, images := containersAndImages(rs.Spec.Template.Spec.Containers)
-	return []interface{}{int64(want), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas), names, images, selectorString(rs.Spec.Selector)}
+	return append([]interface{}{int64(want), int64(rs.Status.Replicas), int64(rs.Status.ReadyReplicas)},
+		TemplateCells(&rs.Spec.Template, rs.Spec.Selector)...)
 }

@@ -5,5 +5,5 @@ import "github.com/skep-dev/skep/controlplane/apiserver/registry"
 
 // Resources returns the rows of the apps group.
 func Resources() []*registry.Resource {
-	return []*registry.Resource{deploymentResource(), replicaSetResource()}
+	return []*registry.Resource{deploymentResource(), replicaSetResource(), daemonSetResource(), controllerRevisionResource()}
 }
